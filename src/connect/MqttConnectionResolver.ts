@@ -1,0 +1,334 @@
+import { ConfigException, ConfigParams, type IReferenceable, type IReferences, type IConfigurable } from 'pip-services3-commons-nodex';
+import { ConnectionResolver, CredentialResolver, type ConnectionParams, type CredentialParams } from 'pip-services3-components-nodex';
+
+import { MqttErrorCode } from './MqttErrorCode';
+import { cid } from './correlation';
+
+/** The MQTT transports, with their default ports. */
+export type MqttProtocol = 'mqtt' | 'mqtts' | 'ws' | 'wss';
+
+const DEFAULT_PORTS: Readonly<Record<MqttProtocol, number>> = { mqtt: 1883, mqtts: 8883, ws: 80, wss: 443 };
+
+const PROTOCOL_ALIASES: Readonly<Record<string, MqttProtocol>> = {
+    mqtt: 'mqtt', tcp: 'mqtt',
+    mqtts: 'mqtts', ssl: 'mqtts', tls: 'mqtts',
+    ws: 'ws',
+    wss: 'wss',
+};
+
+/** The default WebSocket path when neither the uri nor `path` names one. */
+export const DEFAULT_WS_PATH = '/mqtt';
+
+/** Query parameters a `uri` may carry, each mapped to the configuration key it stands for. */
+const URI_QUERY_KEYS: Readonly<Record<string, string>> = {
+    client_id: 'client_id',
+    clientId: 'client_id',
+    retry_connect: 'options.retry_connect',
+    connect_timeout: 'options.connect_timeout',
+    reconnect_timeout: 'options.reconnect_timeout',
+    keepalive_timeout: 'options.keepalive_timeout',
+};
+
+/** One broker address. */
+export interface MqttServer {
+    readonly protocol: MqttProtocol;
+    readonly host: string;
+    readonly port: number;
+    /** The WebSocket path (ws and wss only). */
+    readonly path?: string;
+}
+
+/** What [[MqttConnectionResolver.resolve]] returns: where the broker is and who we are. */
+export interface MqttResolvedConnection {
+    /** The brokers, in failover order (at least one). */
+    readonly servers: readonly MqttServer[];
+    readonly username?: string;
+    readonly password?: string;
+    /**
+     * Settings carried by the uri query (`?client_id=...&connect_timeout=...`), by their
+     * configuration key (`client_id`, `options.connect_timeout`, ...).
+     */
+    readonly uriOptions: ConfigParams;
+    /** The broker addresses for logs: no user info, no query. */
+    readonly displayUri: string;
+}
+
+/** Converts a configured protocol or uri scheme to an MQTT protocol, or null when unknown. */
+export function toMqttProtocol(value: string): MqttProtocol | null {
+    return PROTOCOL_ALIASES[value.toLowerCase()] ?? null;
+}
+
+/** The default port of an MQTT protocol: 1883, 8883, 80 or 443. */
+export function defaultPort(protocol: MqttProtocol): number {
+    return DEFAULT_PORTS[protocol];
+}
+
+/**
+ * Resolves MQTT broker addresses and credentials from configuration, a discovery service
+ * and a credential store. Checks every value and reports the configuration key at fault.
+ *
+ * ### Configuration parameters ###
+ *
+ * - __connection(s)__: one broker (`connection.*`) or several for failover (`connections.N.*`)
+ *   - __discovery_key__:  (optional) key to resolve the connection in an IDiscovery
+ *   - __uri__:            (optional) `protocol://[user[:password]@]host[:port][/path][?query]`;
+ *                         query keys: client_id, retry_connect, connect_timeout, reconnect_timeout, keepalive_timeout
+ *   - __protocol__:       (optional) mqtt (default), mqtts, ws, wss; aliases tcp = mqtt, ssl and tls = mqtts
+ *   - __host__:           host name or IP address (required unless in the uri)
+ *   - __port__:           (optional) port; default by protocol: 1883, 8883, 80, 443
+ *   - __path__:           (optional) WebSocket path for ws and wss (default: /mqtt)
+ * - __credential(s)__:
+ *   - __store_key__:      (optional) key to look the credential up in an ICredentialStore
+ *   - __username__:       (optional) user name
+ *   - __password__:       (optional) password
+ *
+ * A value may be given in the uri or as its own key; when both are given they must agree,
+ * otherwise resolve() fails with `MQTT_CONFLICTING_CONFIG`.
+ *
+ * ### References ###
+ *
+ * - `*:discovery:*:*:1.0`          (optional) IDiscovery services to resolve connections
+ * - `*:credential-store:*:*:1.0`   (optional) credential stores to resolve credentials
+ *
+ * ### Example ###
+ *
+ *     const resolver = new MqttConnectionResolver();
+ *     resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://localhost:1883'));
+ *     const { servers } = await resolver.resolve('123');
+ */
+export class MqttConnectionResolver implements IConfigurable, IReferenceable {
+    protected _connectionResolver: ConnectionResolver = new ConnectionResolver();
+    protected _credentialResolver: CredentialResolver = new CredentialResolver();
+    private _keyPrefix = 'connection';
+
+    public configure(config: ConfigParams): void {
+        this._connectionResolver.configure(config);
+        this._credentialResolver.configure(config);
+        this._keyPrefix = config.getSection('connections').length() > 0 ? 'connections' : 'connection';
+    }
+
+    public setReferences(references: IReferences): void {
+        this._connectionResolver.setReferences(references);
+        this._credentialResolver.setReferences(references);
+    }
+
+    /**
+     * Resolves and checks the configured brokers and credentials.
+     *
+     * @param correlationId (optional) transaction id to trace execution through the call chain.
+     * @throws ConfigException with an `MQTT_*` code from [[MqttErrorCode]] and `details.key`.
+     */
+    public async resolve(correlationId: string | null): Promise<MqttResolvedConnection> {
+        const connections = await this.resolveConnections(correlationId);
+        const credential = await this.resolveCredential(correlationId);
+
+        const uriOptions = new ConfigParams();
+        let uriUser: { username?: string; password?: string } = {};
+        const servers: MqttServer[] = [];
+        connections.forEach((connection, index) => {
+            const key = this._keyPrefix === 'connections' ? `connections.${index}` : 'connection';
+            const parsed = parseConnection(correlationId, connection, key);
+            servers.push(parsed.server);
+            for (const [name, value] of Object.entries(parsed.query)) {
+                const previous = uriOptions.getAsNullableString(name);
+                if (previous != null && previous !== value) {
+                    throw conflict(correlationId, `${key}.uri`, `query parameter for '${name}' differs between connections`);
+                }
+                uriOptions.setAsObject(name, value);
+            }
+            if (parsed.username !== undefined || parsed.password !== undefined) {
+                if (index > 0 && (uriUser.username !== parsed.username || uriUser.password !== parsed.password)) {
+                    throw conflict(correlationId, `${key}.uri`, 'user info differs between connections');
+                }
+                uriUser = { username: parsed.username, password: parsed.password };
+            }
+        });
+
+        const username = pick(correlationId, 'credential.username', uriUser.username, nonEmpty(credential?.getUsername()));
+        const password = pick(correlationId, 'credential.password', uriUser.password, nonEmpty(credential?.getPassword()));
+        return {
+            servers,
+            username,
+            password,
+            uriOptions,
+            displayUri: servers.map(displayServer).join(','),
+        };
+    }
+
+    private async resolveConnections(correlationId: string | null): Promise<ConnectionParams[]> {
+        const configured = this._connectionResolver.getAll();
+        if (configured.length === 0) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.NoConnection,
+                'MQTT connection is not configured: set connection.uri, connection.host or connections.N.*')
+                .withDetails('key', 'connection');
+        }
+        let resolved: ConnectionParams[];
+        try {
+            resolved = await this._connectionResolver.resolveAll(correlationId as string);
+        } catch (err) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
+                'MQTT connection could not be resolved through discovery')
+                .withDetails('key', `${this._keyPrefix}.discovery_key`).withCause(err as Error);
+        }
+        const wanted = configured.filter((c) => c.useDiscovery()).length;
+        if (wanted > 0 && resolved.length < configured.length - wanted + 1) {
+            const keys = configured.filter((c) => c.useDiscovery()).map((c) => c.getDiscoveryKey()).join(', ');
+            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
+                `MQTT connection for discovery key '${keys}' was not found`)
+                .withDetails('key', `${this._keyPrefix}.discovery_key`);
+        }
+        return resolved;
+    }
+
+    private async resolveCredential(correlationId: string | null): Promise<CredentialParams | null> {
+        const configured = this._credentialResolver.getAll();
+        if (configured.length === 0) return null;
+        let credential: CredentialParams | null;
+        try {
+            credential = await this._credentialResolver.lookup(correlationId as string);
+        } catch (err) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
+                'MQTT credential could not be looked up in a credential store')
+                .withDetails('key', 'credential.store_key').withCause(err as Error);
+        }
+        if (credential == null) {
+            const keys = configured.filter((c) => c.useCredentialStore()).map((c) => c.getStoreKey()).join(', ');
+            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
+                `MQTT credential for store key '${keys}' was not found`)
+                .withDetails('key', 'credential.store_key');
+        }
+        return credential;
+    }
+}
+
+interface ParsedConnection {
+    server: MqttServer;
+    username?: string;
+    password?: string;
+    query: Record<string, string>;
+}
+
+function parseConnection(correlationId: string | null, connection: ConnectionParams, key: string): ParsedConnection {
+    const explicitProtocol = nonEmpty(connection.getAsNullableString('protocol'));
+    const explicitHost = nonEmpty(connection.getAsNullableString('host'));
+    const explicitPortText = nonEmpty(connection.getAsNullableString('port'));
+    const explicitPath = nonEmpty(connection.getAsNullableString('path'));
+    const uri = nonEmpty(connection.getAsNullableString('uri'));
+
+    let protocol: MqttProtocol | null = null;
+    if (explicitProtocol != null) {
+        protocol = toMqttProtocol(explicitProtocol);
+        if (protocol == null) throw unknownProtocol(correlationId, `${key}.protocol`, explicitProtocol);
+    }
+    const explicitPort = explicitPortText == null ? null : checkPort(correlationId, `${key}.port`, explicitPortText);
+
+    if (uri == null) {
+        if (explicitHost == null) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.NoHost,
+                `MQTT connection has no host: set ${key}.host or ${key}.uri`).withDetails('key', `${key}.host`);
+        }
+        const p = protocol ?? 'mqtt';
+        return {
+            server: makeServer(p, stripBrackets(explicitHost), explicitPort ?? defaultPort(p), explicitPath ?? null),
+            query: {},
+        };
+    }
+
+    let url: URL;
+    try {
+        url = new URL(uri);
+    } catch (err) {
+        throw new ConfigException(cid(correlationId), MqttErrorCode.BadUri, `MQTT connection uri cannot be parsed: ${key}.uri`)
+            .withDetails('key', `${key}.uri`).withCause(err as Error);
+    }
+    const scheme = url.protocol.replace(/:$/, '');
+    const uriProtocol = toMqttProtocol(scheme);
+    if (uriProtocol == null) throw unknownProtocol(correlationId, `${key}.uri`, scheme);
+    if (protocol != null && protocol !== uriProtocol) {
+        throw conflict(correlationId, `${key}.protocol`, `protocol '${explicitProtocol}' differs from the uri scheme '${scheme}'`);
+    }
+    const host = stripBrackets(url.hostname);
+    if (host === '') {
+        throw new ConfigException(cid(correlationId), MqttErrorCode.NoHost, `MQTT connection uri has no host: ${key}.uri`)
+            .withDetails('key', `${key}.uri`);
+    }
+    if (explicitHost != null && stripBrackets(explicitHost).toLowerCase() !== host.toLowerCase()) {
+        throw conflict(correlationId, `${key}.host`, `host '${explicitHost}' differs from the uri host '${host}'`);
+    }
+    const port = url.port === '' ? defaultPort(uriProtocol) : checkPort(correlationId, `${key}.uri`, url.port);
+    if (explicitPort != null && explicitPort !== port) {
+        throw conflict(correlationId, `${key}.port`, `port ${explicitPort} differs from the uri port ${port}`);
+    }
+    const uriPath = url.pathname !== '' && url.pathname !== '/' ? url.pathname : null;
+    if (explicitPath != null && uriPath != null && explicitPath !== uriPath) {
+        throw conflict(correlationId, `${key}.path`, `path '${explicitPath}' differs from the uri path '${uriPath}'`);
+    }
+
+    const query: Record<string, string> = {};
+    for (const [name, value] of url.searchParams) {
+        const configKey = URI_QUERY_KEYS[name];
+        if (configKey == null) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.BadUri,
+                `MQTT connection uri has an unknown query parameter '${name}' (known: ${Object.keys(URI_QUERY_KEYS).join(', ')})`)
+                .withDetails('key', `${key}.uri`).withDetails('parameter', name);
+        }
+        if (query[configKey] !== undefined && query[configKey] !== value) {
+            throw conflict(correlationId, `${key}.uri`, `query parameter for '${configKey}' is given twice`);
+        }
+        query[configKey] = value;
+    }
+
+    return {
+        server: makeServer(uriProtocol, host, port, explicitPath ?? uriPath ?? null),
+        username: url.username !== '' ? decodeURIComponent(url.username) : undefined,
+        password: url.password !== '' ? decodeURIComponent(url.password) : undefined,
+        query,
+    };
+}
+
+function makeServer(protocol: MqttProtocol, host: string, port: number, path: string | null): MqttServer {
+    if (protocol === 'ws' || protocol === 'wss') return { protocol, host, port, path: path ?? DEFAULT_WS_PATH };
+    return { protocol, host, port };
+}
+
+function checkPort(correlationId: string | null, key: string, text: string): number {
+    const port = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new ConfigException(cid(correlationId), MqttErrorCode.BadPort,
+            `MQTT connection port must be an integer from 1 to 65535: ${key} is '${text}'`).withDetails('key', key);
+    }
+    return port;
+}
+
+function unknownProtocol(correlationId: string | null, key: string, value: string): ConfigException {
+    return new ConfigException(cid(correlationId), MqttErrorCode.UnknownProtocol,
+        `MQTT protocol '${value}' is not supported (${key}); use mqtt, mqtts, ws or wss (aliases tcp, ssl, tls)`)
+        .withDetails('key', key);
+}
+
+function conflict(correlationId: string | null, key: string, message: string): ConfigException {
+    return new ConfigException(cid(correlationId), MqttErrorCode.ConflictingConfig, `MQTT configuration conflict at ${key}: ${message}`)
+        .withDetails('key', key);
+}
+
+/** Chooses between a value from the uri and one from its own key; both given and different is a conflict. */
+function pick(correlationId: string | null, key: string, fromUri: string | undefined, fromKey: string | undefined): string | undefined {
+    if (fromUri !== undefined && fromKey !== undefined && fromUri !== fromKey) {
+        // The message names the key, never the values: they may be secrets.
+        throw conflict(correlationId, key, 'the value differs from the one in the connection uri');
+    }
+    return fromKey ?? fromUri;
+}
+
+function nonEmpty(value: string | null | undefined): string | undefined {
+    return value == null || value === '' ? undefined : value;
+}
+
+function stripBrackets(host: string): string {
+    return host.startsWith('[') && host.endsWith(']') ? host.substring(1, host.length - 1) : host;
+}
+
+function displayServer(server: MqttServer): string {
+    const host = server.host.includes(':') ? `[${server.host}]` : server.host;
+    return `${server.protocol}://${host}:${server.port}${server.path ?? ''}`;
+}

@@ -1,0 +1,120 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+
+import type { IClientOptions } from 'mqtt';
+import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-commons-nodex';
+
+import type { MqttResolvedConnection } from './MqttConnectionResolver';
+import { MqttErrorCode } from './MqttErrorCode';
+import { cid } from './correlation';
+
+/**
+ * The defaults of [[MqttConnection]]'s options, by configuration key. `client_id` has no fixed
+ * default: each connection makes its own (see [[makeClientId]]).
+ */
+export const MQTT_CONNECTION_DEFAULTS: ConfigParams = ConfigParams.fromTuples(
+    'options.retry_connect', true,
+    'options.connect_timeout', 30000,
+    'options.reconnect_timeout', 1000,
+    'options.keepalive_timeout', 60000,
+);
+
+/** MQTT keepalive is sent in whole seconds as a 16-bit value. */
+const MAX_KEEPALIVE_MS = 65535 * 1000;
+/** Timeouts beyond this are certainly mistakes (Node timers overflow at 2^31-1 ms). */
+const MAX_TIMEOUT_MS = 2147483647;
+
+/** The effective settings of a connection. */
+export interface MqttConnectionSettings {
+    readonly clientId: string;
+    readonly retryConnect: boolean;
+    readonly connectTimeout: number;
+    readonly reconnectTimeout: number;
+    readonly keepAliveTimeout: number;
+}
+
+/**
+ * Makes a client id that no other connection shares: the host name (letters, digits, '-' and
+ * '_' only, at most 32 characters) and 12 random hex digits.
+ */
+export function makeClientId(): string {
+    const host = hostname().replace(/[^A-Za-z0-9_-]/g, '').substring(0, 32) || 'mqtt';
+    return `${host}-${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * Reads and checks the connection settings. A key may be set in the configuration or in the
+ * uri query; when both are set they must agree.
+ *
+ * @throws ConfigException `MQTT_BAD_OPTION` or `MQTT_CONFLICTING_CONFIG`, naming the key.
+ */
+export function readSettings(
+    correlationId: string | null, config: ConfigParams, uriOptions: ConfigParams, defaultClientId: string,
+): MqttConnectionSettings {
+    const raw = (key: string): string | null => {
+        const fromConfig = nonEmpty(config.getAsNullableString(key));
+        const fromUri = nonEmpty(uriOptions.getAsNullableString(key));
+        if (fromConfig != null && fromUri != null && fromConfig !== fromUri) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.ConflictingConfig,
+                `MQTT configuration conflict at ${key}: '${fromConfig}' differs from the uri query value '${fromUri}'`)
+                .withDetails('key', key);
+        }
+        return fromConfig ?? fromUri ?? nonEmpty(MQTT_CONNECTION_DEFAULTS.getAsNullableString(key));
+    };
+    const integer = (key: string, min: number, max: number): number => {
+        const text = raw(key) ?? '';
+        const value = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
+        if (!Number.isSafeInteger(value) || value < min || value > max) {
+            throw badOption(correlationId, key, `must be an integer from ${min} to ${max} (milliseconds), not '${text}'`);
+        }
+        return value;
+    };
+
+    const retryText = raw('options.retry_connect');
+    const retryConnect = BooleanConverter.toNullableBoolean(retryText);
+    if (retryConnect == null) throw badOption(correlationId, 'options.retry_connect', `must be true or false, not '${retryText}'`);
+
+    return {
+        clientId: raw('client_id') ?? defaultClientId,
+        retryConnect,
+        connectTimeout: integer('options.connect_timeout', 1, MAX_TIMEOUT_MS),
+        reconnectTimeout: integer('options.reconnect_timeout', 1, MAX_TIMEOUT_MS),
+        keepAliveTimeout: integer('options.keepalive_timeout', 0, MAX_KEEPALIVE_MS),
+    };
+}
+
+/** Builds the MQTT.js client options. A new object each time: MQTT.js writes into it. */
+export function toClientOptions(settings: MqttConnectionSettings, resolved: MqttResolvedConnection): IClientOptions {
+    const first = resolved.servers[0];
+    const options: IClientOptions = {
+        clientId: settings.clientId,
+        protocolVersion: 4,
+        clean: true,
+        // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
+        keepalive: Math.ceil(settings.keepAliveTimeout / 1000),
+        connectTimeout: settings.connectTimeout,
+        reconnectPeriod: settings.retryConnect ? settings.reconnectTimeout : 0,
+        // The connection restores its subscriptions itself after a reconnect.
+        resubscribe: false,
+        protocol: first.protocol,
+        host: first.host,
+        hostname: first.host,
+        port: first.port,
+    };
+    if (first.path !== undefined) options.path = first.path;
+    if (resolved.servers.length > 1) {
+        options.servers = resolved.servers.map((s) => ({ protocol: s.protocol, host: s.host, port: s.port }));
+    }
+    if (resolved.username !== undefined) options.username = resolved.username;
+    if (resolved.password !== undefined) options.password = resolved.password;
+    return options;
+}
+
+function badOption(correlationId: string | null, key: string, message: string): ConfigException {
+    return new ConfigException(cid(correlationId), MqttErrorCode.BadOption, `MQTT option ${key} ${message}`)
+        .withDetails('key', key);
+}
+
+function nonEmpty(value: string | null | undefined): string | null {
+    return value == null || value === '' ? null : value;
+}

@@ -1,0 +1,66 @@
+/**
+ * Stable error codes raised by the MQTT components.
+ *
+ * Each error is a Pip.Services exception (`ConfigException`, `ConnectionException`,
+ * `InvalidStateException` or `BadRequestException`) whose `code` is one of these values.
+ * Codes never change meaning between releases; match on them, not on messages.
+ * Protocol detail (MQTT reason code, topic, configuration key) is in the error's `details`.
+ */
+export const MqttErrorCode = {
+    // ConfigException: raised by open() when the configuration cannot be used.
+    /** No connection is configured (none of `connection.*`, `connections.N.*`, or discovery found nothing). */
+    NoConnection: 'MQTT_NO_CONNECTION',
+    /** A connection has no host (details.key names the key). */
+    NoHost: 'MQTT_NO_HOST',
+    /** A port is not an integer in 1..65535. */
+    BadPort: 'MQTT_BAD_PORT',
+    /** A protocol or URI scheme is not one of mqtt, mqtts, ws, wss, tcp, ssl, tls. */
+    UnknownProtocol: 'MQTT_UNKNOWN_PROTOCOL',
+    /** A `uri` cannot be parsed, or carries an unknown query parameter. */
+    BadUri: 'MQTT_BAD_URI',
+    /** A value is given twice (for example in the `uri` and as its own key) with different values. */
+    ConflictingConfig: 'MQTT_CONFLICTING_CONFIG',
+    /** An option (timeouts, retry_connect, client_id) has a value that cannot be used. */
+    BadOption: 'MQTT_BAD_OPTION',
+    /** A discovery_key or store_key could not be resolved through the referenced services. */
+    ResolveFailed: 'MQTT_RESOLVE_FAILED',
+
+    // ConnectionException: the broker could not be reached or refused us.
+    /** The broker could not be reached (refused, unreachable, DNS failure, socket error). */
+    ConnectFailed: 'MQTT_CONNECT_FAILED',
+    /** No CONNACK arrived within `options.connect_timeout`. */
+    ConnectTimeout: 'MQTT_CONNECT_TIMEOUT',
+    /** The broker answered CONNACK with a failure (details.reason_code), e.g. bad credentials. */
+    ConnectRefused: 'MQTT_CONNECT_REFUSED',
+    /** The connection is down and will not be re-established (`retry_connect` is false). */
+    NotConnected: 'MQTT_NOT_CONNECTED',
+    /** The broker rejected a SUBSCRIBE (details.reason_code). */
+    SubscribeRejected: 'MQTT_SUBSCRIBE_REJECTED',
+    /** The broker rejected an UNSUBSCRIBE, or it could not be sent. */
+    UnsubscribeFailed: 'MQTT_UNSUBSCRIBE_FAILED',
+    /** A publish failed (broker reason code in details.reason_code, or a client error as cause). */
+    PublishFailed: 'MQTT_PUBLISH_FAILED',
+
+    // InvalidStateException: the component is not in a state for the call.
+    /** The connection is not open (publish/subscribe before open() or after close()). */
+    NotOpened: 'MQTT_NOT_OPENED',
+    /** close() was called while the operation was in progress. */
+    Closed: 'MQTT_CLOSED',
+
+    // BadRequestException: the caller passed something invalid.
+    /** A topic name for publish is empty, too long, has wildcards or a NUL character. */
+    InvalidTopic: 'MQTT_INVALID_TOPIC',
+    /** A topic filter for subscribe is malformed (wildcard placement, empty, too long, bad $share). */
+    InvalidFilter: 'MQTT_INVALID_FILTER',
+    /** A QoS is not 0, 1 or 2. */
+    InvalidQos: 'MQTT_INVALID_QOS',
+    /** A payload is not a Buffer or string, or is too large for MQTT. */
+    InvalidPayload: 'MQTT_INVALID_PAYLOAD',
+    /** A listener has no onMessage function. */
+    InvalidListener: 'MQTT_INVALID_LISTENER',
+    /** An options object is not an object, or has a field of the wrong type. */
+    InvalidOptions: 'MQTT_INVALID_OPTIONS',
+} as const;
+
+/** One of the values of [[MqttErrorCode]]. */
+export type MqttErrorCodeValue = typeof MqttErrorCode[keyof typeof MqttErrorCode];

@@ -1,0 +1,103 @@
+import { Qlobber } from 'qlobber';
+
+/** A registration in the router; pass it back to [[MqttTopicRouter.remove]]. */
+export interface MqttRoute<T> {
+    readonly filter: string;
+    readonly value: T;
+}
+
+interface RouteEntry<T> extends MqttRoute<T> {
+    /** A filter that starts with a wildcard never matches topics that start with `$`. */
+    readonly leadingWildcard: boolean;
+}
+
+/**
+ * Matches incoming topic names against MQTT topic filters: `+` matches one level (an empty one
+ * too), `#` matches the rest including the parent level, and a filter that starts with a wildcard
+ * does not match a topic that starts with `$` (MQTT 3.1.1 section 4.7.2).
+ *
+ * Exact filters are looked up in a map; wildcard filters in a trie (qlobber), so the cost of a
+ * match does not grow with the number of filters that do not match. Pure, no I/O.
+ *
+ * A value routed through several matching filters is returned once.
+ */
+export class MqttTopicRouter<T> {
+    private readonly _exact = new Map<string, RouteEntry<T>[]>();
+    private readonly _wildcards = new Qlobber<RouteEntry<T>>({
+        separator: '/',
+        wildcard_one: '+',
+        wildcard_some: '#',
+        match_empty_levels: true,
+        // A topic has at most 65535 bytes, so at most 65536 levels.
+        max_words: 65536,
+        max_wildcard_somes: 1,
+    });
+    /** The wildcard routes, to make remove() safe to repeat and to skip the trie when empty. */
+    private readonly _wildcardRoutes = new Set<RouteEntry<T>>();
+    private _size = 0;
+
+    /** The number of routes. */
+    public get size(): number {
+        return this._size;
+    }
+
+    /**
+     * Adds a route. The filter must be valid (see parseFilter); `$share/<group>/` must be stripped.
+     */
+    public add(filter: string, value: T): MqttRoute<T> {
+        const hasWildcards = filter.includes('+') || filter.includes('#');
+        const entry: RouteEntry<T> = {
+            filter,
+            value,
+            leadingWildcard: filter.startsWith('+') || filter.startsWith('#'),
+        };
+        if (hasWildcards) {
+            this._wildcards.add(filter, entry);
+            this._wildcardRoutes.add(entry);
+        } else {
+            const list = this._exact.get(filter);
+            if (list) list.push(entry);
+            else this._exact.set(filter, [entry]);
+        }
+        this._size++;
+        return entry;
+    }
+
+    /** Removes a route returned by add(). Removing it twice does nothing. */
+    public remove(route: MqttRoute<T>): void {
+        const entry = route as RouteEntry<T>;
+        const filter = entry.filter;
+        if (filter.includes('+') || filter.includes('#')) {
+            if (!this._wildcardRoutes.delete(entry)) return;
+            this._wildcards.remove(filter, entry);
+        } else {
+            const list = this._exact.get(filter);
+            if (!list) return;
+            const i = list.indexOf(entry);
+            if (i < 0) return;
+            list.splice(i, 1);
+            if (list.length === 0) this._exact.delete(filter);
+        }
+        this._size--;
+    }
+
+    /** Returns the distinct values whose filters match the topic name. */
+    public match(topic: string): T[] {
+        const exact = this._exact.get(topic);
+        if (this._wildcardRoutes.size === 0) {
+            if (!exact) return [];
+            return exact.length === 1 ? [exact[0].value] : distinct(exact);
+        }
+        let routes = this._wildcards.match(topic);
+        if (topic.startsWith('$')) routes = routes.filter((r) => !r.leadingWildcard);
+        if (exact) routes = routes.length === 0 ? exact : routes.concat(exact);
+        if (routes.length === 0) return [];
+        return routes.length === 1 ? [routes[0].value] : distinct(routes);
+    }
+}
+
+function distinct<T>(routes: readonly MqttRoute<T>[]): T[] {
+    const seen = new Set<T>();
+    for (const r of routes) seen.add(r.value);
+    return [...seen];
+}

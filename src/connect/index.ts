@@ -1,0 +1,5 @@
+export { MqttConnection } from './MqttConnection';
+export { MqttConnectionResolver, type MqttResolvedConnection, type MqttServer, type MqttProtocol } from './MqttConnectionResolver';
+export { MqttSubscription } from './MqttSubscription';
+export type { IMqttMessageListener } from './IMqttMessageListener';
+export { MqttErrorCode, type MqttErrorCodeValue } from './MqttErrorCode';

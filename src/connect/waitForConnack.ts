@@ -1,0 +1,72 @@
+import type { MqttClient } from 'mqtt';
+import { ConnectionException } from 'pip-services3-commons-nodex';
+
+import { MqttErrorCode } from './MqttErrorCode';
+import { cid } from './correlation';
+
+/** What [[waitForConnack]] needs to know. */
+export interface ConnackWait {
+    readonly correlationId: string | null;
+    /** The broker addresses, for error messages (no credentials). */
+    readonly displayUri: string;
+    /** The deadline in milliseconds. */
+    readonly connectTimeout: number;
+    /** Keep trying (MQTT.js reconnects) until the deadline, or fail at the first lost attempt. */
+    readonly retry: boolean;
+    /** Receives a function that aborts the wait with the given error. */
+    readonly onAbort: (abort: (err: Error) => void) => void;
+}
+
+/**
+ * Waits for a new client's first CONNACK. Resolves on success; rejects once:
+ * - at once with `MQTT_CONNECT_REFUSED` when the broker refuses (bad credentials, ...);
+ * - with `MQTT_CONNECT_FAILED` when an attempt fails and `retry` is off;
+ * - at the deadline with `MQTT_CONNECT_FAILED` (the broker could not be reached) or
+ *   `MQTT_CONNECT_TIMEOUT` (it did not answer).
+ * The caller ends the client after a rejection.
+ */
+export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<void> {
+    const { correlationId, displayUri, connectTimeout } = wait;
+    return new Promise<void>((resolve, reject) => {
+        let lastError: Error | null = null;
+
+        const failure = (): ConnectionException => {
+            if (lastError == null || lastError.message === 'connack timeout') {
+                return new ConnectionException(cid(correlationId), MqttErrorCode.ConnectTimeout,
+                    `MQTT broker at ${displayUri} did not accept the connection within ${connectTimeout} ms`)
+                    .withDetails('timeout', connectTimeout);
+            }
+            return new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
+                `Cannot connect to MQTT broker at ${displayUri}: ${lastError.message}`)
+                .withCause(lastError);
+        };
+        const settle = (err: Error | null): void => {
+            clearTimeout(timer);
+            client.off('connect', onConnect);
+            client.off('error', onError);
+            client.off('close', onClose);
+            if (err) reject(err);
+            else resolve();
+        };
+        const onConnect = (): void => settle(null);
+        const onError = (err: Error & { code?: unknown }): void => {
+            if (typeof err.code === 'number') {
+                // A CONNACK with a failure code: MQTT.js does not retry, and neither do we.
+                settle(new ConnectionException(cid(correlationId), MqttErrorCode.ConnectRefused,
+                    `MQTT broker at ${displayUri} refused the connection: ${err.message} (reason code ${err.code})`)
+                    .withCause(err).withDetails('reason_code', err.code));
+                return;
+            }
+            lastError = err;
+        };
+        const onClose = (): void => {
+            if (!wait.retry) settle(failure());
+        };
+        const timer = setTimeout(() => settle(failure()), connectTimeout);
+
+        client.on('connect', onConnect);
+        client.on('error', onError);
+        client.on('close', onClose);
+        wait.onAbort((err) => settle(err));
+    });
+}

@@ -1,0 +1,5 @@
+/**
+ * pip-mqtt-nodex: MQTT messaging components for Pip.Services (Node.js, async/await).
+ * @packageDocumentation
+ */
+export * from './connect';
