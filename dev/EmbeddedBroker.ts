@@ -1,0 +1,175 @@
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Aedes, AedesOptions, AuthenticateError, Client } from 'aedes' with { 'resolution-mode': 'import' };
+
+/**
+ * Decides whether a client may connect. Return `false` (or throw) to refuse the
+ * connection with CONNACK return code 4 (bad user name or password).
+ */
+export type EmbeddedBrokerAuthenticate = (
+    clientId: string,
+    username: string | undefined,
+    password: Buffer | undefined,
+) => boolean;
+
+export interface EmbeddedBrokerOptions {
+    /** TCP port to listen on; 0 (the default) picks a free port. */
+    port?: number;
+    /** Interface to listen on; default 127.0.0.1. */
+    host?: string;
+    /** Optional credential check; when omitted every client is accepted. */
+    authenticate?: EmbeddedBrokerAuthenticate;
+}
+
+/** CONNACK return code for "bad user name or password" (MQTT 3.1.1, 3.2.2.3). */
+const BAD_USERNAME_OR_PASSWORD = 4;
+
+/**
+ * An in-process MQTT broker (Aedes, in memory) for development, demos and tests.
+ *
+ * Sessions and retained messages live in memory only: `restart()` starts a fresh
+ * Aedes instance on the same port, so persistent sessions are lost just like
+ * after a restart of a broker without persistence.
+ *
+ * ### Example ###
+ *
+ *     const broker = await EmbeddedBroker.start();          // free port on 127.0.0.1
+ *     const client = await mqtt.connectAsync(broker.url);
+ *     ...
+ *     await client.endAsync();
+ *     await broker.stop();
+ */
+export class EmbeddedBroker {
+    public readonly host: string;
+    private _port: number;
+    private readonly _authenticate?: EmbeddedBrokerAuthenticate;
+    private _aedes?: Aedes;
+    private _server?: Server;
+    private readonly _sockets = new Set<Socket>();
+    private _connections = 0;
+    private _stopping?: Promise<void>;
+
+    private constructor(options: EmbeddedBrokerOptions) {
+        this.host = options.host ?? '127.0.0.1';
+        this._port = options.port ?? 0;
+        this._authenticate = options.authenticate;
+    }
+
+    /** Starts a broker and resolves once it accepts TCP connections. */
+    public static async start(options: EmbeddedBrokerOptions = {}): Promise<EmbeddedBroker> {
+        const broker = new EmbeddedBroker(options);
+        await broker.listen();
+        return broker;
+    }
+
+    /** The port the broker listens on (the actual one when started with port 0). */
+    public get port(): number {
+        return this._port;
+    }
+
+    /** `mqtt://host:port` */
+    public get url(): string {
+        return `mqtt://${this.host}:${this._port}`;
+    }
+
+    /** Clients currently connected (CONNECT accepted and not yet gone). */
+    public clientCount(): number {
+        return this._aedes?.connectedClients ?? 0;
+    }
+
+    /** CONNECTs accepted since start(); not reset by restart(). */
+    public connectionCount(): number {
+        return this._connections;
+    }
+
+    /**
+     * Disconnects every client, closes the TCP server and Aedes. Resolves once the
+     * port is released. Idempotent; concurrent calls share one shutdown.
+     */
+    public async stop(): Promise<void> {
+        this._stopping ??= this.shutdown().finally(() => {
+            this._stopping = undefined;
+        });
+        return this._stopping;
+    }
+
+    /** Stops the broker and listens again on the same port with a fresh (empty) Aedes. */
+    public async restart(): Promise<void> {
+        await this.stop();
+        await this.listen();
+    }
+
+    private async listen(): Promise<void> {
+        if (this._server) {
+            return;
+        }
+        const { Aedes } = await import('aedes');
+        const options: AedesOptions = {};
+        const check = this._authenticate;
+        if (check) {
+            options.authenticate = (client, username, password, done) => {
+                let accepted = false;
+                try {
+                    accepted = check(client.id, username, password);
+                } catch {
+                    accepted = false;
+                }
+                if (accepted) {
+                    done(null, true);
+                    return;
+                }
+                // A plain `done(null, false)` makes Aedes answer with return code 5
+                // (not authorized); the code must be carried by the error instead.
+                const error: AuthenticateError = Object.assign(new Error('bad user name or password'), {
+                    returnCode: BAD_USERNAME_OR_PASSWORD,
+                });
+                done(error, false);
+            };
+        }
+        const aedes = await Aedes.createBroker(options);
+        // 'client' fires when a CONNECT is accepted, before the CONNACK is written, so the count
+        // is already up to date when the client sees its CONNACK ('clientReady' comes later).
+        aedes.on('client', (_client: Client) => {
+            this._connections++;
+        });
+
+        const server = createServer((socket) => {
+            this._sockets.add(socket);
+            socket.once('close', () => this._sockets.delete(socket));
+            aedes.handle(socket);
+        });
+        try {
+            await new Promise<void>((resolve, reject) => {
+                server.once('error', reject);
+                server.listen(this._port, this.host, () => {
+                    server.off('error', reject);
+                    resolve();
+                });
+            });
+        } catch (err) {
+            await new Promise<void>((resolve) => aedes.close(() => resolve()));
+            throw err;
+        }
+        this._port = (server.address() as AddressInfo).port;
+        this._aedes = aedes;
+        this._server = server;
+    }
+
+    private async shutdown(): Promise<void> {
+        const server = this._server;
+        const aedes = this._aedes;
+        this._server = undefined;
+        this._aedes = undefined;
+        if (!server || !aedes) {
+            return;
+        }
+        // Stop accepting first; the callback fires once every connection has ended.
+        const released = new Promise<void>((resolve) => server.close(() => resolve()));
+        await new Promise<void>((resolve) => aedes.close(() => resolve()));
+        // Aedes only closes registered clients; drop half-open and unauthenticated ones too.
+        for (const socket of this._sockets) {
+            socket.destroy();
+        }
+        this._sockets.clear();
+        await released;
+    }
+}

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { ConfigException, ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
+import { ConnectionParams, CredentialParams, MemoryCredentialStore, MemoryDiscovery } from 'pip-services3-components-nodex';
+
+import { MqttConnectionResolver, MqttErrorCode } from '../../src';
+
+async function resolve(...tuples: unknown[]) {
+    const resolver = new MqttConnectionResolver();
+    resolver.configure(ConfigParams.fromTuples(...tuples));
+    return resolver.resolve(null);
+}
+
+async function rejects(code: string, key: string | null, ...tuples: unknown[]): Promise<void> {
+    await assert.rejects(resolve(...tuples), (err: ConfigException) => {
+        assert.ok(err instanceof ConfigException, `expected ConfigException, got ${String(err)}`);
+        assert.equal(err.code, code);
+        if (key != null) assert.equal(err.details.getAsNullableString('key'), key);
+        return true;
+    });
+}
+
+describe('MqttConnectionResolver', () => {
+    it('resolves host and port, with the default port by protocol', async () => {
+        assert.deepEqual((await resolve('connection.host', 'broker', 'connection.port', 1999)).servers,
+            [{ protocol: 'mqtt', host: 'broker', port: 1999 }]);
+        const defaults = [['mqtt', 1883], ['tcp', 1883], ['mqtts', 8883], ['ssl', 8883], ['tls', 8883], ['ws', 80], ['wss', 443]] as const;
+        for (const [protocol, port] of defaults) {
+            const { servers } = await resolve('connection.protocol', protocol, 'connection.host', 'h');
+            assert.equal(servers[0].port, port, protocol);
+        }
+        assert.equal((await resolve('connection.protocol', 'SSL', 'connection.host', 'h')).servers[0].protocol, 'mqtts');
+        assert.equal((await resolve('connection.host', 'h')).servers[0].protocol, 'mqtt');
+    });
+
+    it('gives WebSocket connections a path, /mqtt by default', async () => {
+        assert.equal((await resolve('connection.protocol', 'ws', 'connection.host', 'h')).servers[0].path, '/mqtt');
+        assert.equal((await resolve('connection.uri', 'wss://h/ws')).servers[0].path, '/ws');
+        assert.equal((await resolve('connection.protocol', 'ws', 'connection.host', 'h', 'connection.path', '/x')).servers[0].path, '/x');
+        assert.equal((await resolve('connection.uri', 'mqtt://h/')).servers[0].path, undefined);
+    });
+
+    it('parses a uri with user info, IPv6 hosts and query parameters', async () => {
+        const r = await resolve('connection.uri', 'mqtt://us%40er:p%3Ass@[::1]:1884?client_id=abc&connect_timeout=500');
+        assert.deepEqual(r.servers, [{ protocol: 'mqtt', host: '::1', port: 1884 }]);
+        assert.equal(r.username, 'us@er');
+        assert.equal(r.password, 'p:ss');
+        assert.equal(r.uriOptions.getAsString('client_id'), 'abc');
+        assert.equal(r.uriOptions.getAsString('options.connect_timeout'), '500');
+        assert.equal(r.displayUri, 'mqtt://[::1]:1884');
+        assert.ok(!r.displayUri.includes('p:ss'));
+        assert.equal((await resolve('connection.uri', 'tcp://h')).servers[0].port, 1883);
+        assert.equal((await resolve('connection.uri', 'mqtt://h?clientId=x')).uriOptions.getAsString('client_id'), 'x');
+    });
+
+    it('turns connections.N into failover servers, in order', async () => {
+        const r = await resolve(
+            'connections.0.uri', 'mqtt://a:1001',
+            'connections.1.host', 'b', 'connections.1.port', 1002,
+            'connections.2.protocol', 'ws', 'connections.2.host', 'c',
+        );
+        assert.deepEqual(r.servers.map((s) => `${s.protocol}:${s.host}:${s.port}`), ['mqtt:a:1001', 'mqtt:b:1002', 'ws:c:80']);
+        assert.equal(r.displayUri, 'mqtt://a:1001,mqtt://b:1002,ws://c:80/mqtt');
+    });
+
+    it('takes credentials from config, or from a credential store', async () => {
+        const plain = await resolve('connection.host', 'h', 'credential.username', 'u', 'credential.password', 'p');
+        assert.equal(plain.username, 'u');
+        assert.equal(plain.password, 'p');
+
+        const store = new MemoryCredentialStore();
+        store.store(null as unknown as string, 'mqtt-key', CredentialParams.fromTuples('username', 'su', 'password', 'sp'));
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(ConfigParams.fromTuples('connection.host', 'h', 'credential.store_key', 'mqtt-key'));
+        resolver.setReferences(References.fromTuples(new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0'), store));
+        const fromStore = await resolver.resolve(null);
+        assert.equal(fromStore.username, 'su');
+        assert.equal(fromStore.password, 'sp');
+    });
+
+    it('resolves connections through discovery', async () => {
+        const discovery = new MemoryDiscovery();
+        await discovery.register(null as unknown as string, 'broker-key', ConnectionParams.fromTuples('host', 'found', 'port', 2883));
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(ConfigParams.fromTuples('connection.discovery_key', 'broker-key'));
+        resolver.setReferences(References.fromTuples(new Descriptor('pip-services', 'discovery', 'memory', 'default', '1.0'), discovery));
+        assert.deepEqual((await resolver.resolve(null)).servers, [{ protocol: 'mqtt', host: 'found', port: 2883 }]);
+
+        const missing = new MqttConnectionResolver();
+        missing.configure(ConfigParams.fromTuples('connection.discovery_key', 'other-key'));
+        missing.setReferences(References.fromTuples(new Descriptor('pip-services', 'discovery', 'memory', 'default', '1.0'), discovery));
+        await assert.rejects(missing.resolve(null), { code: MqttErrorCode.ResolveFailed });
+
+        const noDiscovery = new MqttConnectionResolver();
+        noDiscovery.configure(ConfigParams.fromTuples('connection.discovery_key', 'broker-key'));
+        noDiscovery.setReferences(new References());
+        await assert.rejects(noDiscovery.resolve(null), { code: MqttErrorCode.ResolveFailed });
+    });
+
+    it('fails when a credential store_key cannot be resolved', async () => {
+        await rejects(MqttErrorCode.ResolveFailed, 'credential.store_key', 'connection.host', 'h', 'credential.store_key', 'k');
+    });
+
+    it('rejects bad configuration with stable codes naming the key', async () => {
+        await rejects(MqttErrorCode.NoConnection, 'connection');
+        await rejects(MqttErrorCode.NoHost, 'connection.host', 'connection.port', 1883);
+        await rejects(MqttErrorCode.NoHost, 'connections.1.host', 'connections.0.host', 'a', 'connections.1.port', 1);
+        await rejects(MqttErrorCode.BadPort, 'connection.port', 'connection.host', 'h', 'connection.port', 'abc');
+        await rejects(MqttErrorCode.BadPort, 'connection.port', 'connection.host', 'h', 'connection.port', 0);
+        await rejects(MqttErrorCode.BadPort, 'connection.port', 'connection.host', 'h', 'connection.port', 65536);
+        await rejects(MqttErrorCode.BadPort, 'connection.port', 'connection.host', 'h', 'connection.port', '1.5');
+        await rejects(MqttErrorCode.UnknownProtocol, 'connection.protocol', 'connection.host', 'h', 'connection.protocol', 'http');
+        await rejects(MqttErrorCode.UnknownProtocol, 'connection.uri', 'connection.uri', 'amqp://h');
+        await rejects(MqttErrorCode.BadUri, 'connection.uri', 'connection.uri', 'not a uri');
+        await rejects(MqttErrorCode.BadUri, 'connection.uri', 'connection.uri', 'mqtt://h?colour=red');
+        await rejects(MqttErrorCode.NoHost, 'connection.uri', 'connection.uri', 'mqtt:///path');
+    });
+
+    it('never lets an explicit key silently override the uri', async () => {
+        await rejects(MqttErrorCode.ConflictingConfig, 'connection.protocol', 'connection.uri', 'mqtt://h', 'connection.protocol', 'mqtts');
+        await rejects(MqttErrorCode.ConflictingConfig, 'connection.host', 'connection.uri', 'mqtt://h', 'connection.host', 'other');
+        await rejects(MqttErrorCode.ConflictingConfig, 'connection.port', 'connection.uri', 'mqtt://h:1', 'connection.port', 2);
+        await rejects(MqttErrorCode.ConflictingConfig, 'connection.port', 'connection.uri', 'mqtt://h', 'connection.port', 1884);
+        await rejects(MqttErrorCode.ConflictingConfig, 'credential.username', 'connection.uri', 'mqtt://a:b@h', 'credential.username', 'c');
+        // Agreeing values are fine.
+        const r = await resolve('connection.uri', 'tcp://h:1883', 'connection.protocol', 'mqtt', 'connection.host', 'h', 'connection.port', 1883);
+        assert.deepEqual(r.servers, [{ protocol: 'mqtt', host: 'h', port: 1883 }]);
+    });
+
+    it('never puts a password in an error message', async () => {
+        await assert.rejects(resolve('connection.uri', 'mqtt://user:s3cret-pw@h', 'credential.password', 'other-pw'), (err: Error) => {
+            assert.ok(!err.message.includes('s3cret-pw'));
+            assert.ok(!err.message.includes('other-pw'));
+            assert.ok(!JSON.stringify(err).includes('s3cret-pw'));
+            return true;
+        });
+    });
+});
