@@ -29,6 +29,7 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
     const { correlationId, displayUri, connectTimeout } = wait;
     return new Promise<void>((resolve, reject) => {
         let lastError: Error | null = null;
+        let attemptFailed = false;
 
         const failure = (): ConnectionException => {
             if (lastError == null || lastError.message === 'connack timeout') {
@@ -58,8 +59,12 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
                 return;
             }
             lastError = err;
+            attemptFailed = true;
         };
         const onClose = (): void => {
+            // A socket closed without an error: the peer hung up before CONNACK.
+            if (!attemptFailed) lastError = new Error('the connection was closed before CONNACK');
+            attemptFailed = false;
             if (!wait.retry) settle(failure());
         };
         const timer = setTimeout(() => settle(failure()), connectTimeout);

@@ -70,7 +70,7 @@ describe('MqttConnectionResolver', () => {
         assert.equal(plain.password, 'p');
 
         const store = new MemoryCredentialStore();
-        store.store(null as unknown as string, 'mqtt-key', CredentialParams.fromTuples('username', 'su', 'password', 'sp'));
+        await store.store(null as unknown as string, 'mqtt-key', CredentialParams.fromTuples('username', 'su', 'password', 'sp'));
         const resolver = new MqttConnectionResolver();
         resolver.configure(ConfigParams.fromTuples('connection.host', 'h', 'credential.store_key', 'mqtt-key'));
         resolver.setReferences(References.fromTuples(new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0'), store));

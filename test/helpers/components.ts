@@ -1,0 +1,87 @@
+import { ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
+import { type CounterTiming, type ICounters, Logger, LogLevel } from 'pip-services3-components-nodex';
+import { CounterTiming as Timing } from 'pip-services3-components-nodex';
+
+import { MqttConnection, type IMqttMessageListener } from '../../src';
+
+/** One log line as the component wrote it. */
+export interface LogEntry {
+    level: LogLevel;
+    correlationId: string | null;
+    error: Error | null;
+    message: string;
+}
+
+/** A logger that keeps every line, for assertions. */
+export class CapturingLogger extends Logger {
+    public readonly entries: LogEntry[] = [];
+
+    public constructor() {
+        super();
+        this.setLevel(LogLevel.Trace);
+    }
+
+    protected write(level: LogLevel, correlationId: string, error: Error, message: string): void {
+        this.entries.push({ level, correlationId, error: error ?? null, message });
+    }
+
+    /** Everything written, messages and error texts, as one string. */
+    public text(): string {
+        return this.entries.map((e) => `${e.message} ${e.error ? `${e.error.message} ${JSON.stringify(e.error)}` : ''}`).join('\n');
+    }
+
+    public messages(level?: LogLevel): string[] {
+        return this.entries.filter((e) => level === undefined || e.level === level).map((e) => e.message);
+    }
+}
+
+/** Counters that keep totals and timing counts, for assertions. */
+export class RecordingCounters implements ICounters {
+    public readonly increments = new Map<string, number>();
+    public readonly timings = new Map<string, number>();
+
+    public beginTiming(name: string): CounterTiming {
+        return new Timing(name, { endTiming: (n: string) => { this.timings.set(n, (this.timings.get(n) ?? 0) + 1); } });
+    }
+    public stats(): void { /* not used */ }
+    public last(): void { /* not used */ }
+    public timestampNow(): void { /* not used */ }
+    public timestamp(): void { /* not used */ }
+    public incrementOne(name: string): void {
+        this.increment(name, 1);
+    }
+    public increment(name: string, value: number): void {
+        this.increments.set(name, (this.increments.get(name) ?? 0) + value);
+    }
+}
+
+/** References holding a capturing logger and recording counters. */
+export function testReferences(): { references: References; logger: CapturingLogger; counters: RecordingCounters } {
+    const logger = new CapturingLogger();
+    const counters = new RecordingCounters();
+    const references = References.fromTuples(
+        new Descriptor('pip-services', 'logger', 'capture', 'default', '1.0'), logger,
+        new Descriptor('pip-services', 'counters', 'recording', 'default', '1.0'), counters,
+    );
+    return { references, logger, counters };
+}
+
+/** A configured (not opened) connection to a broker url, with extra configuration tuples. */
+export function newConnection(url: string, ...tuples: unknown[]): MqttConnection {
+    const connection = new MqttConnection();
+    connection.configure(ConfigParams.fromTuples('connection.uri', url, ...tuples));
+    return connection;
+}
+
+/** A listener that records what it receives. */
+export class RecordingListener implements IMqttMessageListener {
+    public readonly received: { topic: string; data: Buffer; qos: number; retain: boolean }[] = [];
+
+    public onMessage(topic: string, data: Buffer, packet: { qos: number; retain: boolean }): void {
+        this.received.push({ topic, data, qos: packet.qos, retain: packet.retain });
+    }
+
+    public topics(): string[] {
+        return this.received.map((r) => r.topic);
+    }
+}
