@@ -41,7 +41,10 @@ export class RecordingCounters implements ICounters {
     public readonly timings = new Map<string, number>();
 
     public beginTiming(name: string): CounterTiming {
-        return new Timing(name, { endTiming: (n: string) => { this.timings.set(n, (this.timings.get(n) ?? 0) + 1); } });
+        return new Timing(name, this);
+    }
+    public endTiming(name: string, _elapsed: number): void {
+        this.timings.set(name, (this.timings.get(name) ?? 0) + 1);
     }
     public stats(): void { /* not used */ }
     public last(): void { /* not used */ }
