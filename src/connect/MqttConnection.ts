@@ -386,7 +386,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         const subscribeOptions = checkSubscribeOptions(topic, options);
         checkListener(topic, listener);
-        const client = this.checkOpen();
+        const client = this.checkConnected();
 
         const { entry, added } = this._subscriptions.add(parsed, subscribeOptions, listener);
         let pending = entry.pending;
@@ -433,7 +433,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     public async unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
         const gone = this._subscriptions.remove(topic, listener);
         const client = this._connection;
-        if (!gone || client == null || this._opening != null) return;
+        // A clean session that is down for good has no subscriptions at the broker to drop.
+        if (!gone || client == null || this._opening != null || (!client.connected && !this._retryConnect)) return;
         try {
             const packet = await this.raceClose(client.unsubscribeAsync(topic));
             const codes = (packet as { reasonCode?: number | number[] } | undefined)?.reasonCode;
