@@ -18,6 +18,11 @@ export interface EmbeddedBrokerOptions {
     host?: string;
     /** Optional credential check; when omitted every client is accepted. */
     authenticate?: EmbeddedBrokerAuthenticate;
+    /**
+     * Optional subscription check; return false to refuse a topic filter, which the broker
+     * answers with SUBACK failure (0x80). When omitted every subscription is accepted.
+     */
+    authorizeSubscribe?: (clientId: string, topic: string) => boolean;
 }
 
 /** CONNACK return code for "bad user name or password" (MQTT 3.1.1, 3.2.2.3). */
@@ -42,6 +47,7 @@ export class EmbeddedBroker {
     public readonly host: string;
     private _port: number;
     private readonly _authenticate?: EmbeddedBrokerAuthenticate;
+    private readonly _authorizeSubscribe?: (clientId: string, topic: string) => boolean;
     private _aedes?: Aedes;
     private _server?: Server;
     private readonly _sockets = new Set<Socket>();
@@ -52,6 +58,7 @@ export class EmbeddedBroker {
         this.host = options.host ?? '127.0.0.1';
         this._port = options.port ?? 0;
         this._authenticate = options.authenticate;
+        this._authorizeSubscribe = options.authorizeSubscribe;
     }
 
     /** Starts a broker and resolves once it accepts TCP connections. */
@@ -123,6 +130,13 @@ export class EmbeddedBroker {
                     returnCode: BAD_USERNAME_OR_PASSWORD,
                 });
                 done(error, false);
+            };
+        }
+        const allow = this._authorizeSubscribe;
+        if (allow) {
+            // A null subscription is Aedes' way to answer SUBACK 0x80 for this filter.
+            options.authorizeSubscribe = (client, subscription, done) => {
+                done(null, allow(client.id, subscription.topic) ? subscription : null);
             };
         }
         const aedes = await Aedes.createBroker(options);

@@ -479,10 +479,22 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         if (err instanceof ApplicationException) return err;
         const cause = err instanceof Error ? err : new Error(String(err));
         const wrapped = new ConnectionException(NO_CID, code, `${message}: ${cause.message}`).withCause(cause).withDetails('topic', topic);
-        const reasonCode = (cause as { code?: unknown }).code;
-        if (typeof reasonCode === 'number') wrapped.withDetails('reason_code', reasonCode);
+        const reasonCode = reasonCodeOf(cause);
+        if (reasonCode !== undefined) wrapped.withDetails('reason_code', reasonCode);
         return wrapped;
     }
+}
+
+/**
+ * The MQTT reason code an MQTT.js error carries: its numeric `code`, or the failure code in
+ * the acknowledgement packet attached to it (SUBACK `granted`, UNSUBACK or PUBACK `reasonCode`).
+ */
+function reasonCodeOf(err: Error): number | undefined {
+    const { code, packet } = err as { code?: unknown; packet?: { granted?: unknown; reasonCode?: unknown } };
+    if (typeof code === 'number') return code;
+    const codes = packet?.granted ?? packet?.reasonCode;
+    const list: unknown[] = Array.isArray(codes) ? codes : [codes];
+    return list.find((c): c is number => typeof c === 'number' && (c & 0x80) !== 0);
 }
 
 function deferredRejection(): { promise: Promise<never>; reject: (err: Error) => void } {

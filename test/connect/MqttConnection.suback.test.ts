@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { ConnectionException } from 'pip-services3-commons-nodex';
+
+import { type MqttConnection, MqttErrorCode } from '../../src';
+import { type AedesTestBroker, startAedes, waitFor } from '../helpers/brokers';
+import { newConnection, RecordingListener } from '../helpers/components';
+
+// Mosquitto 2.0 grants MQTT 3.1.1 subscriptions that its ACL denies (and then delivers nothing),
+// so SUBACK failures are tested on the embedded broker, which can refuse a filter.
+describe('MqttConnection when the broker refuses a subscription', { timeout: 30000 }, () => {
+    let broker: AedesTestBroker;
+    let connection: MqttConnection;
+    before(async () => {
+        broker = await startAedes({ authorizeSubscribe: (_id, topic) => !topic.startsWith('denied/') });
+        connection = newConnection(broker.url);
+        await connection.open(null);
+    });
+    after(async () => {
+        await connection.close(null);
+        await broker.stop();
+    });
+
+    it('rejects with the reason code and keeps no entry', async () => {
+        const listener = new RecordingListener();
+        await assert.rejects(connection.subscribe('denied/topic', { qos: 1 }, listener), (err: ConnectionException) => {
+            assert.ok(err instanceof ConnectionException, String(err));
+            assert.equal(err.code, MqttErrorCode.SubscribeRejected);
+            assert.equal(err.details.getAsNullableInteger('reason_code'), 0x80);
+            assert.equal(err.details.getAsNullableString('topic'), 'denied/topic');
+            return true;
+        });
+        assert.equal(connection.getSubscriptions().length, 0);
+    });
+
+    it('rejects every listener that waited for the same SUBACK', async () => {
+        const a = new RecordingListener();
+        const b = new RecordingListener();
+        const results = await Promise.allSettled([
+            connection.subscribe('denied/+', null, a),
+            connection.subscribe('denied/+', null, b),
+        ]);
+        assert.deepEqual(results.map((r) => r.status), ['rejected', 'rejected']);
+        assert.equal(connection.getSubscriptions().length, 0);
+    });
+
+    it('keeps working afterwards, and a refused filter can be tried again', async () => {
+        const listener = new RecordingListener();
+        await connection.subscribe('allowed/topic', { qos: 1 }, listener);
+        await connection.publish('allowed/topic', 'ok', { qos: 1 });
+        await waitFor(() => listener.received.length === 1, 5000, 'the allowed message');
+        await assert.rejects(connection.subscribe('denied/topic', null, listener), { code: MqttErrorCode.SubscribeRejected });
+        assert.deepEqual(connection.getSubscriptions().map((s) => s.topic), ['allowed/topic']);
+        await connection.unsubscribe('allowed/topic', listener);
+    });
+});
