@@ -101,6 +101,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     private _opening: Promise<void> | null = null;
     private _closing: Promise<void> | null = null;
     private _abortOpen: ((err: Error) => void) | null = null;
+    /** Set by a close() that came while open() was still resolving the configuration. */
+    private _pendingAbort: Error | null = null;
     /** Rejected at close: pending publishes and subscribes race against it. */
     private _closed: { promise: Promise<never>; reject: (err: Error) => void } | null = null;
     private _displayUri = '';
@@ -180,7 +182,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     }
 
     private async doOpen(correlationId: string | null): Promise<void> {
+        this._pendingAbort = null;
         const resolved = await this._connectionResolver.resolve(correlationId);
+        if (this._pendingAbort) throw this._pendingAbort;
         const settings = readSettings(correlationId, this._config, resolved.uriOptions, this._generatedClientId);
         this.applySettings(settings);
         this._displayUri = resolved.displayUri;
@@ -308,8 +312,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     private async doClose(correlationId: string | null): Promise<void> {
         if (this._opening) {
-            this._abortOpen?.(new InvalidStateException(cid(correlationId), MqttErrorCode.Closed,
-                'MQTT connection was closed while opening'));
+            const abort = new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, 'MQTT connection was closed while opening');
+            if (this._abortOpen) this._abortOpen(abort);
+            else this._pendingAbort = abort;
             await this._opening.catch(() => undefined);
         }
         const client = this._connection;
