@@ -184,7 +184,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     private async doOpen(correlationId: string | null): Promise<void> {
         this._pendingAbort = null;
         const resolved = await this._connectionResolver.resolve(correlationId);
-        if (this._pendingAbort) throw this._pendingAbort;
+        // close() may have run while resolve() was awaited (TypeScript cannot see that).
+        const aborted = this._pendingAbort as Error | null;
+        if (aborted) throw aborted;
         const settings = readSettings(correlationId, this._config, resolved.uriOptions, this._generatedClientId);
         this.applySettings(settings);
         this._displayUri = resolved.displayUri;

@@ -178,7 +178,17 @@ function findExecutable(name: string, extraDirs: string[]): string | undefined {
     return undefined;
 }
 
+/** The mosquitto binary: MOSQUITTO_BIN when set (only that path), else PATH and the usual folders. */
 function mosquittoBinary(): string | undefined {
+    const configured = process.env.MOSQUITTO_BIN;
+    if (configured) {
+        try {
+            fs.accessSync(configured, fs.constants.X_OK);
+            return configured;
+        } catch {
+            return undefined;
+        }
+    }
     return findExecutable('mosquitto', ['/usr/sbin', '/usr/local/sbin', '/usr/bin', '/usr/local/bin']);
 }
 
@@ -195,7 +205,7 @@ export function mosquittoSkip(): string | false {
     if (mosquittoAvailable() || process.env.REQUIRE_MOSQUITTO === '1') {
         return false;
     }
-    return 'mosquitto binary not found on PATH';
+    return 'mosquitto binary not found (install the Debian package mosquitto, or set MOSQUITTO_BIN)';
 }
 
 const children = new Set<ChildProcess>();
