@@ -23,6 +23,12 @@ export interface EmbeddedBrokerOptions {
      * answers with SUBACK failure (0x80). When omitted every subscription is accepted.
      */
     authorizeSubscribe?: (clientId: string, topic: string) => boolean;
+    /**
+     * Optional publish check: `true` accepts, `false` refuses (the broker then closes the
+     * client's connection, as MQTT 3.1.1 brokers do), `'hold'` never answers, so a QoS 1 or 2
+     * publish stays unacknowledged. When omitted every publish is accepted.
+     */
+    authorizePublish?: (clientId: string, topic: string) => boolean | 'hold';
 }
 
 /** CONNACK return code for "bad user name or password" (MQTT 3.1.1, 3.2.2.3). */
@@ -48,6 +54,7 @@ export class EmbeddedBroker {
     private _port: number;
     private readonly _authenticate?: EmbeddedBrokerAuthenticate;
     private readonly _authorizeSubscribe?: (clientId: string, topic: string) => boolean;
+    private readonly _authorizePublish?: (clientId: string, topic: string) => boolean | 'hold';
     private _aedes?: Aedes;
     private _server?: Server;
     private readonly _sockets = new Set<Socket>();
@@ -59,6 +66,7 @@ export class EmbeddedBroker {
         this._port = options.port ?? 0;
         this._authenticate = options.authenticate;
         this._authorizeSubscribe = options.authorizeSubscribe;
+        this._authorizePublish = options.authorizePublish;
     }
 
     /** Starts a broker and resolves once it accepts TCP connections. */
@@ -137,6 +145,14 @@ export class EmbeddedBroker {
             // A null subscription is Aedes' way to answer SUBACK 0x80 for this filter.
             options.authorizeSubscribe = (client, subscription, done) => {
                 done(null, allow(client.id, subscription.topic) ? subscription : null);
+            };
+        }
+        const publishCheck = this._authorizePublish;
+        if (publishCheck) {
+            options.authorizePublish = (client, packet, done) => {
+                const verdict = client ? publishCheck(client.id, packet.topic) : true;
+                if (verdict === 'hold') return;
+                done(verdict ? null : new Error('publish refused'));
             };
         }
         const aedes = await Aedes.createBroker(options);

@@ -1,22 +1,23 @@
-import { connect, type IClientOptions, type IClientPublishOptions, type IClientSubscribeOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
+import { connect, type IClientPublishOptions, type IClientSubscribeOptions, type MqttClient } from 'mqtt';
 import {
-    ApplicationException, BadRequestException, ConfigParams, ConnectionException, InvalidStateException,
+    BadRequestException, ConfigParams, ConnectionException, InvalidStateException,
     type IConfigurable, type IOpenable, type IReferenceable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
 import { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 import type { IMessageQueueConnection } from 'pip-services3-messaging-nodex';
 
+import { NO_CID, cid } from './correlation';
+import { endClient } from './endClient';
 import type { IMqttMessageListener } from './IMqttMessageListener';
 import { MqttConnectionResolver } from './MqttConnectionResolver';
 import { MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, toClientOptions, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
+import { checkListener, checkPayload, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
+import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
-import { type MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
+import { MqttSubscriptions } from './MqttSubscriptions';
 import { checkTopicName, parseFilter } from './MqttTopics';
 import { waitForConnack } from './waitForConnack';
-import { checkPayload, checkPublishOptions, checkSubscribeOptions, checkListener } from './MqttInputs';
-import { endClient } from './endClient';
-import { cid, NO_CID } from './correlation';
 
 /**
  * One MQTT broker connection shared by many subscribers and queues, on MQTT.js.
@@ -86,8 +87,6 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     protected _config: ConfigParams = new ConfigParams();
     /** The `options.*` section with defaults applied. */
     protected _options: ConfigParams = MQTT_CONNECTION_DEFAULTS.getSection('options');
-    /** The MQTT.js client, while open. */
-    protected _connection: MqttClient | null = null;
     /** The client id: configured, or unique to this connection. */
     protected _clientId: string;
     protected _retryConnect = true;
@@ -97,17 +96,15 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     /** The subscriptions, by filter, with the router that dispatches incoming messages. */
     protected _subscriptions: MqttSubscriptions = new MqttSubscriptions();
 
+    /** The open client and its handlers; null while closed. */
+    private _session: MqttSession | null = null;
     private readonly _generatedClientId = makeClientId();
     private _opening: Promise<void> | null = null;
     private _closing: Promise<void> | null = null;
     private _abortOpen: ((err: Error) => void) | null = null;
     /** Set by a close() that came while open() was still resolving the configuration. */
     private _pendingAbort: Error | null = null;
-    /** Rejected at close: pending publishes and subscribes race against it. */
-    private _closed: { promise: Promise<never>; reject: (err: Error) => void } | null = null;
     private _displayUri = '';
-    private _connected = false;
-    private _lastError: string | null = null;
 
     public constructor() {
         this._clientId = this._generatedClientId;
@@ -147,12 +144,12 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     /** True between a successful open() and close(), whether or not the broker is reachable right now. */
     public isOpen(): boolean {
-        return this._connection != null && this._opening == null;
+        return this._session != null;
     }
 
-    /** The MQTT.js client while open, otherwise null. */
+    /** The MQTT.js client while open, otherwise null. Its `connected` tells whether the broker is reachable now. */
     public getConnection(): MqttClient | null {
-        return this.isOpen() ? this._connection : null;
+        return this._session?.client ?? null;
     }
 
     /** The subscriptions of all listeners (a snapshot). */
@@ -171,7 +168,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     public async open(correlationId: string | null): Promise<void> {
         if (this._closing) await this._closing.catch(() => undefined);
         if (this._opening) return this._opening;
-        if (this._connection) return;
+        if (this._session) return;
         const opening = this.doOpen(correlationId);
         this._opening = opening;
         try {
@@ -190,34 +187,46 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         const settings = readSettings(correlationId, this._config, resolved.uriOptions, this._generatedClientId);
         this.applySettings(settings);
         this._displayUri = resolved.displayUri;
-        const options = toClientOptions(settings, resolved);
 
-        const client = connect(options);
-        this._connection = client;
-        this._lastError = null;
-        const closed = deferredRejection();
-        this._closed = closed;
+        let client: MqttClient;
+        try {
+            client = connect(toClientOptions(settings, resolved));
+        } catch (err) {
+            throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
+                `Cannot connect to MQTT broker at ${this._displayUri}: ${(err as Error).message}`).withCause(err as Error);
+        }
         try {
             await waitForConnack(client, {
                 correlationId,
                 displayUri: this._displayUri,
                 connectTimeout: settings.connectTimeout,
                 retry: settings.retryConnect,
+                attempts: resolved.servers.length,
                 onAbort: (abort) => { this._abortOpen = abort; },
             });
         } catch (err) {
             this._abortOpen = null;
-            this._connection = null;
-            this._closed = null;
-            closed.reject(err as Error);
             await endClient(client, false);
             this._logger.error(cid(correlationId), err as Error, 'Failed to connect to MQTT broker at %s', this._displayUri);
             throw err;
         }
         this._abortOpen = null;
-        this._connected = true;
-        this.attachHandlers(client, settings);
+        // Failover servers are tried through MQTT.js reconnects; without retry_connect, no more of them.
+        if (!settings.retryConnect) client.options.reconnectPeriod = 0;
+        this._session = new MqttSession(client, this.sessionHost(), settings, this._displayUri);
         this._logger.info(cid(correlationId), 'Connected to MQTT broker at %s as %s', this._displayUri, settings.clientId);
+    }
+
+    private sessionHost(): MqttSessionHost {
+        // Getters: references can change while the session lives.
+        const logger = (): CompositeLogger => this._logger;
+        const counters = (): CompositeCounters => this._counters;
+        const subscriptions = (): MqttSubscriptions => this._subscriptions;
+        return {
+            get logger() { return logger(); },
+            get counters() { return counters(); },
+            get subscriptions() { return subscriptions(); },
+        };
     }
 
     private applySettings(settings: MqttConnectionSettings): void {
@@ -228,78 +237,10 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this._keepAliveTimeout = settings.keepAliveTimeout;
     }
 
-    private attachHandlers(client: MqttClient, settings: MqttConnectionSettings): void {
-        client.on('message', (topic, payload, packet) => this.dispatch(topic, payload, packet));
-        client.on('connect', (connack) => this.onReconnected(client, connack));
-        client.on('reconnect', () => {
-            this._logger.debug(NO_CID, 'Reconnecting to MQTT broker at %s', this._displayUri);
-        });
-        client.on('close', () => {
-            if (!this._connected || client !== this._connection) return;
-            this._connected = false;
-            if (settings.retryConnect) {
-                this._logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; reconnecting every %d ms',
-                    this._displayUri, settings.reconnectTimeout);
-            } else {
-                this._logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; not reconnecting because options.retry_connect is false',
-                    this._displayUri);
-            }
-        });
-        client.on('error', (err) => {
-            // Reconnect attempts repeat the same error: log each distinct one once per outage.
-            if (err.message === this._lastError) return;
-            this._lastError = err.message;
-            this._logger.error(NO_CID, err, 'MQTT connection error at %s', this._displayUri);
-        });
-        client.on('disconnect', (packet) => {
-            this._logger.warn(NO_CID, 'MQTT broker at %s sent DISCONNECT (reason code %s)', this._displayUri, packet.reasonCode ?? 0);
-        });
-    }
-
-    private onReconnected(client: MqttClient, connack: IConnackPacket): void {
-        if (client !== this._connection) return;
-        this._connected = true;
-        this._lastError = null;
-        this._logger.info(NO_CID, 'Reconnected to MQTT broker at %s', this._displayUri);
-        if (connack.sessionPresent || this._subscriptions.filterCount === 0) return;
-        // No session on the broker: subscribe every filter again.
-        const batch: Record<string, IClientSubscribeOptions> = {};
-        for (const entry of this._subscriptions.entries()) batch[entry.parsed.brokerFilter] = entry.brokerOptions();
-        client.subscribeAsync(batch).then((granted) => {
-            for (const g of granted) {
-                if ((g.qos & 0x80) !== 0) {
-                    this._logger.error(NO_CID, null as unknown as Error, 'MQTT broker rejected the resubscription to %s (reason code %d)', g.topic, g.qos);
-                }
-            }
-        }, (err: Error) => {
-            this._logger.error(NO_CID, err, 'Failed to resubscribe after reconnecting to %s', this._displayUri);
-        });
-    }
-
-    private dispatch(topic: string, payload: Buffer, packet: IPublishPacket): void {
-        this._counters.incrementOne('mqtt.received_messages');
-        const listeners = this._subscriptions.match(topic);
-        for (const listener of listeners) {
-            try {
-                const result = listener.onMessage(topic, payload, packet);
-                if (result != null && typeof result.then === 'function') {
-                    result.then(undefined, (err: unknown) => this.listenerFailed(topic, err));
-                }
-            } catch (err) {
-                this.listenerFailed(topic, err);
-            }
-        }
-    }
-
-    private listenerFailed(topic: string, err: unknown): void {
-        const error = err instanceof Error ? err : new Error(String(err));
-        this._logger.error(NO_CID, error, 'MQTT message listener failed on topic %s', topic);
-    }
-
     /**
-     * Closes the connection: sends DISCONNECT when connected, waits for the client to end and
-     * drops all subscriptions. Idempotent; concurrent calls share one close. Pending publishes
-     * and subscribes reject with InvalidStateException `MQTT_CLOSED`.
+     * Closes the connection: pending publishes and subscribes reject with InvalidStateException
+     * `MQTT_CLOSED`, DISCONNECT is sent when connected and nothing is in flight, and it resolves
+     * once the client has ended. Drops all subscriptions. Idempotent; concurrent calls share one close.
      */
     public async close(correlationId: string | null): Promise<void> {
         if (this._closing) return this._closing;
@@ -319,15 +260,11 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             else this._pendingAbort = abort;
             await this._opening.catch(() => undefined);
         }
-        const client = this._connection;
-        if (!client) return;
-        this._connection = null;
-        this._connected = false;
+        const session = this._session;
+        if (!session) return;
+        this._session = null;
         this._subscriptions.clear();
-        const closed = this._closed;
-        this._closed = null;
-        await endClient(client, true);
-        closed?.reject(new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, 'MQTT connection was closed'));
+        await session.end(correlationId);
         this._logger.info(cid(correlationId), 'Closed MQTT connection to %s', this._displayUri);
     }
 
@@ -354,8 +291,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * @param topic   a topic name: no wildcards, not empty, at most 65535 bytes.
      * @param data    the payload, sent as is.
      * @param options (optional) QoS (default 0), retain, MQTT 5 properties; never modified.
-     * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED`,
-     *   ConnectionException `MQTT_NOT_CONNECTED` or `MQTT_PUBLISH_FAILED`.
+     * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED` or
+     *   `MQTT_CLOSED`, ConnectionException `MQTT_NOT_CONNECTED` or `MQTT_PUBLISH_FAILED`.
      */
     public async publish(topic: string, data: Buffer | string, options?: IClientPublishOptions): Promise<void> {
         const topicError = checkTopicName(topic);
@@ -364,12 +301,10 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         checkPayload(topic, data);
         const publishOptions = checkPublishOptions(topic, options);
-        const client = this.checkConnected();
+        const session = this.checkOpen();
         const timing = this._counters.beginTiming('mqtt.publish_time');
         try {
-            await this.raceClose(client.publishAsync(topic, data, publishOptions));
-        } catch (err) {
-            throw this.wrap(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic);
+            await session.publish(topic, data, publishOptions);
         } finally {
             timing.endTiming();
         }
@@ -378,13 +313,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     /**
      * Subscribes a listener to a topic filter. Resolves after the broker's SUBACK (or at once
-     * when the filter is already subscribed at this QoS or higher).
+     * when the filter is already subscribed at this QoS or higher). While the connection is down
+     * and `retry_connect` is on, it waits for the reconnect.
      *
      * @param topic     a topic filter (`+`, `#`, `$share/<group>/<filter>`).
      * @param options   (optional) QoS (default 0) and MQTT 5 subscribe flags; never modified.
-     * @param listener  the listener; subscribing the same listener again does nothing.
-     * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED`,
-     *   ConnectionException `MQTT_SUBSCRIBE_REJECTED` (SUBACK failure, details.reason_code).
+     * @param listener  the listener; subscribing the same listener again to the same filter does nothing.
+     * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED` or `MQTT_CLOSED`,
+     *   ConnectionException `MQTT_SUBSCRIBE_REJECTED` (SUBACK failure, details.reason_code) or `MQTT_NOT_CONNECTED`.
      */
     public async subscribe(topic: string, options: IClientSubscribeOptions | null, listener: IMqttMessageListener): Promise<void> {
         const parsed = parseFilter(topic);
@@ -393,127 +329,47 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         const subscribeOptions = checkSubscribeOptions(topic, options);
         checkListener(topic, listener);
-        const client = this.checkConnected();
+        const session = this.checkOpen();
+        session.checkUsable();
 
         const { entry, added } = this._subscriptions.add(parsed, subscribeOptions, listener);
         let pending = entry.pending;
-        if (added && (pending == null && entry.registrations.size === 1 || subscribeOptions.qos > entry.brokerQos)) {
-            pending = this.sendSubscribe(client, entry);
+        const isNew = added && entry.registrations.size === 1 && pending == null && entry.sequence === 0;
+        if (isNew || (added && subscribeOptions.qos > entry.brokerQos)) {
+            pending = session.subscribe(entry);
         }
         if (pending == null) return;
         try {
-            await this.raceClose(pending);
+            await session.race(pending);
         } catch (err) {
             if (added) this._subscriptions.remove(topic, listener);
             throw err;
         }
     }
 
-    private sendSubscribe(client: MqttClient, entry: MqttFilterEntry): Promise<void> {
-        const options = entry.brokerOptions();
-        const previousQos = entry.brokerQos;
-        entry.brokerQos = options.qos;
-        const topic = entry.parsed.brokerFilter;
-        const pending = client.subscribeAsync(topic, options).then((granted) => {
-            const code = granted[0]?.qos ?? 0;
-            if ((code & 0x80) !== 0) {
-                throw new ConnectionException(NO_CID, MqttErrorCode.SubscribeRejected,
-                    `MQTT broker rejected the subscription to ${topic} (reason code ${code})`)
-                    .withDetails('topic', topic).withDetails('reason_code', code);
-            }
-        }).catch((err: unknown) => {
-            entry.brokerQos = previousQos;
-            throw this.wrap(err, MqttErrorCode.SubscribeRejected, `Failed to subscribe to MQTT topic ${topic}`, topic);
-        }).finally(() => {
-            if (entry.pending === pending) entry.pending = null;
-        });
-        entry.pending = pending;
-        // Every caller awaits it; this handler only keeps an unobserved failure from crashing.
-        pending.catch(() => undefined);
-        return pending;
-    }
-
     /**
      * Removes a listener from a topic filter. When it was the filter's last listener, the
      * broker subscription is dropped (UNSUBSCRIBE, awaited). Unknown pairs are ignored.
+     *
+     * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses.
      */
     public async unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
         const gone = this._subscriptions.remove(topic, listener);
-        const client = this._connection;
-        // A clean session that is down for good has no subscriptions at the broker to drop.
-        if (!gone || client == null || this._opening != null || (!client.connected && !this._retryConnect)) return;
-        try {
-            const packet = await this.raceClose(client.unsubscribeAsync(topic));
-            const codes = (packet as { reasonCode?: number | number[] } | undefined)?.reasonCode;
-            const failed = (Array.isArray(codes) ? codes : [codes ?? 0]).find((c) => (c & 0x80) !== 0);
-            if (failed !== undefined) {
-                throw new ConnectionException(NO_CID, MqttErrorCode.UnsubscribeFailed,
-                    `MQTT broker rejected the unsubscription from ${topic} (reason code ${failed})`)
-                    .withDetails('topic', topic).withDetails('reason_code', failed);
-            }
-        } catch (err) {
-            throw this.wrap(err, MqttErrorCode.UnsubscribeFailed, `Failed to unsubscribe from MQTT topic ${topic}`, topic);
-        }
+        if (gone) await this._session?.unsubscribe(topic);
     }
 
     /**
      * Checks that the connection is open.
      * @throws InvalidStateException `MQTT_NOT_OPENED`.
      */
-    protected checkOpen(): MqttClient {
-        const client = this.getConnection();
-        if (client == null) {
+    protected checkOpen(): MqttSession {
+        if (this._session == null) {
             throw new InvalidStateException(NO_CID, MqttErrorCode.NotOpened, 'MQTT connection is not open');
         }
-        return client;
+        return this._session;
     }
-
-    private checkConnected(): MqttClient {
-        const client = this.checkOpen();
-        if (!client.connected && !this._retryConnect) {
-            throw new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
-                `MQTT connection to ${this._displayUri} is down and options.retry_connect is false`);
-        }
-        return client;
-    }
-
-    private raceClose<T>(promise: Promise<T>): Promise<T> {
-        const closed = this._closed;
-        return closed ? Promise.race([promise, closed.promise]) : promise;
-    }
-
-    private wrap(err: unknown, code: string, message: string, topic: string): ApplicationException {
-        if (err instanceof ApplicationException) return err;
-        const cause = err instanceof Error ? err : new Error(String(err));
-        const wrapped = new ConnectionException(NO_CID, code, `${message}: ${cause.message}`).withCause(cause).withDetails('topic', topic);
-        const reasonCode = reasonCodeOf(cause);
-        if (reasonCode !== undefined) wrapped.withDetails('reason_code', reasonCode);
-        return wrapped;
-    }
-}
-
-/**
- * The MQTT reason code an MQTT.js error carries: its numeric `code`, or the failure code in
- * the acknowledgement packet attached to it (SUBACK `granted`, UNSUBACK or PUBACK `reasonCode`).
- */
-function reasonCodeOf(err: Error): number | undefined {
-    const { code, packet } = err as { code?: unknown; packet?: { granted?: unknown; reasonCode?: unknown } };
-    if (typeof code === 'number') return code;
-    const codes = packet?.granted ?? packet?.reasonCode;
-    const list: unknown[] = Array.isArray(codes) ? codes : [codes];
-    return list.find((c): c is number => typeof c === 'number' && (c & 0x80) !== 0);
-}
-
-function deferredRejection(): { promise: Promise<never>; reject: (err: Error) => void } {
-    let reject!: (err: Error) => void;
-    const promise = new Promise<never>((_resolve, r) => { reject = r; });
-    promise.catch(() => undefined);
-    return { promise, reject };
 }
 
 function nonEmpty(value: string | null): string | null {
     return value == null || value === '' ? null : value;
 }
-
-// Re-exported for the option types used in signatures above.
-export type { IClientOptions };

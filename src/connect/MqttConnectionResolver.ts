@@ -1,5 +1,5 @@
-import { ConfigException, ConfigParams, type IReferenceable, type IReferences, type IConfigurable } from 'pip-services3-commons-nodex';
-import { ConnectionResolver, CredentialResolver, type ConnectionParams, type CredentialParams } from 'pip-services3-components-nodex';
+import { ConfigException, ConfigParams, Descriptor, type IReferenceable, type IReferences, type IConfigurable } from 'pip-services3-commons-nodex';
+import { ConnectionParams, CredentialResolver, type CredentialParams, type IDiscovery } from 'pip-services3-components-nodex';
 
 import { MqttErrorCode } from './MqttErrorCode';
 import { cid } from './correlation';
@@ -97,18 +97,17 @@ export function defaultPort(protocol: MqttProtocol): number {
  *     const { servers } = await resolver.resolve('123');
  */
 export class MqttConnectionResolver implements IConfigurable, IReferenceable {
-    protected _connectionResolver: ConnectionResolver = new ConnectionResolver();
     protected _credentialResolver: CredentialResolver = new CredentialResolver();
-    private _keyPrefix = 'connection';
+    private _config: ConfigParams = new ConfigParams();
+    private _references: IReferences | null = null;
 
     public configure(config: ConfigParams): void {
-        this._connectionResolver.configure(config);
+        this._config = config;
         this._credentialResolver.configure(config);
-        this._keyPrefix = config.getSection('connections').length() > 0 ? 'connections' : 'connection';
     }
 
     public setReferences(references: IReferences): void {
-        this._connectionResolver.setReferences(references);
+        this._references = references;
         this._credentialResolver.setReferences(references);
     }
 
@@ -123,11 +122,10 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         const credential = await this.resolveCredential(correlationId);
 
         const uriOptions = new ConfigParams();
-        let uriUser: { username?: string; password?: string } = {};
+        let uriUser: { username?: string; password?: string } | null = null;
         const servers: MqttServer[] = [];
-        connections.forEach((connection, index) => {
-            const key = this._keyPrefix === 'connections' ? `connections.${index}` : 'connection';
-            const parsed = parseConnection(correlationId, connection, key);
+        for (const { key, params } of connections) {
+            const parsed = parseConnection(correlationId, params, key);
             servers.push(parsed.server);
             for (const [name, value] of Object.entries(parsed.query)) {
                 const previous = uriOptions.getAsNullableString(name);
@@ -137,15 +135,16 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
                 uriOptions.setAsObject(name, value);
             }
             if (parsed.username !== undefined || parsed.password !== undefined) {
-                if (index > 0 && (uriUser.username !== parsed.username || uriUser.password !== parsed.password)) {
+                if (uriUser != null && (uriUser.username !== parsed.username || uriUser.password !== parsed.password)) {
                     throw conflict(correlationId, `${key}.uri`, 'user info differs between connections');
                 }
                 uriUser = { username: parsed.username, password: parsed.password };
             }
-        });
+        }
+        checkFailover(correlationId, connections.map((c) => c.key), servers);
 
-        const username = pick(correlationId, 'credential.username', uriUser.username, nonEmpty(credential?.getUsername()));
-        const password = pick(correlationId, 'credential.password', uriUser.password, nonEmpty(credential?.getPassword()));
+        const username = pick(correlationId, 'credential.username', uriUser?.username, nonEmpty(credential?.getUsername()));
+        const password = pick(correlationId, 'credential.password', uriUser?.password, nonEmpty(credential?.getPassword()));
         return {
             servers,
             username,
@@ -155,29 +154,63 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         };
     }
 
-    private async resolveConnections(correlationId: string | null): Promise<ConnectionParams[]> {
-        const configured = this._connectionResolver.getAll();
+    /** The configured connections with the configuration key each came from, in order. */
+    private configuredConnections(): { key: string; params: ConnectionParams }[] {
+        const result: { key: string; params: ConnectionParams }[] = [];
+        const single = this._config.getSection('connection');
+        if (single.length() > 0) result.push({ key: 'connection', params: new ConnectionParams(single) });
+        const many = this._config.getSection('connections');
+        for (const name of many.getSectionNames()) {
+            result.push({ key: `connections.${name}`, params: new ConnectionParams(many.getSection(name)) });
+        }
+        return result;
+    }
+
+    /** The configured connections, with those that name a discovery_key looked up in discovery services. */
+    private async resolveConnections(correlationId: string | null): Promise<{ key: string; params: ConnectionParams }[]> {
+        const configured = this.configuredConnections();
         if (configured.length === 0) {
             throw new ConfigException(cid(correlationId), MqttErrorCode.NoConnection,
                 'MQTT connection is not configured: set connection.uri, connection.host or connections.N.*')
                 .withDetails('key', 'connection');
         }
-        let resolved: ConnectionParams[];
-        try {
-            resolved = await this._connectionResolver.resolveAll(correlationId as string);
-        } catch (err) {
-            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
-                'MQTT connection could not be resolved through discovery')
-                .withDetails('key', `${this._keyPrefix}.discovery_key`).withCause(err as Error);
-        }
-        const wanted = configured.filter((c) => c.useDiscovery()).length;
-        if (wanted > 0 && resolved.length < configured.length - wanted + 1) {
-            const keys = configured.filter((c) => c.useDiscovery()).map((c) => c.getDiscoveryKey()).join(', ');
-            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
-                `MQTT connection for discovery key '${keys}' was not found`)
-                .withDetails('key', `${this._keyPrefix}.discovery_key`);
+        const resolved: { key: string; params: ConnectionParams }[] = [];
+        for (const { key, params } of configured) {
+            if (!params.useDiscovery()) {
+                resolved.push({ key, params });
+                continue;
+            }
+            const found = await this.discover(correlationId, key, params.getDiscoveryKey());
+            for (const result of found) {
+                resolved.push({ key, params: new ConnectionParams(ConfigParams.mergeConfigs(params, result)) });
+            }
         }
         return resolved;
+    }
+
+    private async discover(correlationId: string | null, key: string, discoveryKey: string): Promise<ConnectionParams[]> {
+        const discoveries = (this._references?.getOptional<IDiscovery>(new Descriptor('*', 'discovery', '*', '*', '*'))) ?? [];
+        if (discoveries.length === 0) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
+                `MQTT connection ${key} names discovery key '${discoveryKey}', but no discovery service is referenced`)
+                .withDetails('key', `${key}.discovery_key`);
+        }
+        const found: ConnectionParams[] = [];
+        for (const discovery of discoveries) {
+            try {
+                found.push(...(await discovery.resolveAll(cid(correlationId), discoveryKey) ?? []));
+            } catch (err) {
+                throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
+                    `MQTT connection ${key} could not be resolved through discovery`)
+                    .withDetails('key', `${key}.discovery_key`).withCause(err as Error);
+            }
+        }
+        if (found.length === 0) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
+                `MQTT connection for discovery key '${discoveryKey}' was not found (${key}.discovery_key)`)
+                .withDetails('key', `${key}.discovery_key`);
+        }
+        return found;
     }
 
     private async resolveCredential(correlationId: string | null): Promise<CredentialParams | null> {
@@ -280,10 +313,39 @@ function parseConnection(correlationId: string | null, connection: ConnectionPar
 
     return {
         server: makeServer(uriProtocol, host, port, explicitPath ?? uriPath ?? null),
-        username: url.username !== '' ? decodeURIComponent(url.username) : undefined,
-        password: url.password !== '' ? decodeURIComponent(url.password) : undefined,
+        username: decodeUserInfo(correlationId, key, url.username),
+        password: decodeUserInfo(correlationId, key, url.password),
         query,
     };
+}
+
+function decodeUserInfo(correlationId: string | null, key: string, value: string): string | undefined {
+    if (value === '') return undefined;
+    try {
+        return decodeURIComponent(value);
+    } catch {
+        // The message does not repeat the value: it may be a password.
+        throw new ConfigException(cid(correlationId), MqttErrorCode.BadUri,
+            `MQTT connection uri has malformed percent-encoding in its user info: ${key}.uri`).withDetails('key', `${key}.uri`);
+    }
+}
+
+/**
+ * MQTT.js fails over between servers that share one transport setting: TCP or TLS servers,
+ * or WebSocket servers with one path. Mixing them would connect some servers wrongly.
+ */
+function checkFailover(correlationId: string | null, keys: string[], servers: MqttServer[]): void {
+    if (servers.length < 2) return;
+    const first = servers[0];
+    const isWs = (s: MqttServer): boolean => s.protocol === 'ws' || s.protocol === 'wss';
+    servers.forEach((server, i) => {
+        if (isWs(server) !== isWs(first)) {
+            throw conflict(correlationId, keys[i], 'failover servers must all use WebSocket (ws, wss) or all use TCP (mqtt, mqtts)');
+        }
+        if (server.path !== first.path) {
+            throw conflict(correlationId, `${keys[i]}.path`, `failover WebSocket servers must share one path ('${first.path}')`);
+        }
+    });
 }
 
 function makeServer(protocol: MqttProtocol, host: string, port: number, path: string | null): MqttServer {

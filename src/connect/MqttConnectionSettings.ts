@@ -34,12 +34,13 @@ export interface MqttConnectionSettings {
 }
 
 /**
- * Makes a client id that no other connection shares: the host name (letters, digits, '-' and
- * '_' only, at most 32 characters) and 12 random hex digits.
+ * Makes a client id that no other connection shares: the host name's letters and digits (at
+ * most 11) and 12 random hex digits. At most 23 characters from [0-9a-zA-Z], which every MQTT
+ * 3.1.1 broker must accept (section 3.1.3.1).
  */
 export function makeClientId(): string {
-    const host = hostname().replace(/[^A-Za-z0-9_-]/g, '').substring(0, 32) || 'mqtt';
-    return `${host}-${randomBytes(6).toString('hex')}`;
+    const host = hostname().replace(/[^A-Za-z0-9]/g, '').substring(0, 11) || 'mqtt';
+    return `${host}${randomBytes(6).toString('hex')}`;
 }
 
 /**
@@ -74,8 +75,13 @@ export function readSettings(
     const retryConnect = BooleanConverter.toNullableBoolean(retryText);
     if (retryConnect == null) throw badOption(correlationId, 'options.retry_connect', `must be true or false, not '${retryText}'`);
 
+    const clientId = raw('client_id') ?? defaultClientId;
+    if (clientId.includes('\u0000') || Buffer.byteLength(clientId, 'utf8') > 65535) {
+        throw badOption(correlationId, 'client_id', 'must be at most 65535 bytes of UTF-8 without NUL characters');
+    }
+
     return {
-        clientId: raw('client_id') ?? defaultClientId,
+        clientId,
         retryConnect,
         connectTimeout: integer('options.connect_timeout', 1, MAX_TIMEOUT_MS),
         reconnectTimeout: integer('options.reconnect_timeout', 1, MAX_TIMEOUT_MS),
@@ -93,7 +99,9 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
         // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
         keepalive: Math.ceil(settings.keepAliveTimeout / 1000),
         connectTimeout: settings.connectTimeout,
-        reconnectPeriod: settings.retryConnect ? settings.reconnectTimeout : 0,
+        // MQTT.js moves to the next failover server on each reconnect, so several servers need
+        // reconnects while opening even without retry_connect (the connection turns them off after).
+        reconnectPeriod: settings.retryConnect || resolved.servers.length > 1 ? settings.reconnectTimeout : 0,
         // The connection restores its subscriptions itself after a reconnect.
         resubscribe: false,
         protocol: first.protocol,

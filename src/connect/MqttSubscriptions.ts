@@ -21,6 +21,8 @@ export class MqttFilterEntry {
     public brokerQos: 0 | 1 | 2 = 0;
     /** The SUBSCRIBE in flight for this filter, if any. */
     public pending: Promise<void> | null = null;
+    /** Counts SUBSCRIBEs sent for this filter, so that only the latest one decides `brokerQos`. */
+    public sequence = 0;
 
     public constructor(public readonly parsed: ParsedFilter) {}
 

@@ -11,8 +11,10 @@ export interface ConnackWait {
     readonly displayUri: string;
     /** The deadline in milliseconds. */
     readonly connectTimeout: number;
-    /** Keep trying (MQTT.js reconnects) until the deadline, or fail at the first lost attempt. */
+    /** Keep trying (MQTT.js reconnects) until the deadline, or fail once `attempts` attempts were lost. */
     readonly retry: boolean;
+    /** Without retry: how many attempts to make (one per failover server). */
+    readonly attempts: number;
     /** Receives a function that aborts the wait with the given error. */
     readonly onAbort: (abort: (err: Error) => void) => void;
 }
@@ -20,7 +22,7 @@ export interface ConnackWait {
 /**
  * Waits for a new client's first CONNACK. Resolves on success; rejects once:
  * - at once with `MQTT_CONNECT_REFUSED` when the broker refuses (bad credentials, ...);
- * - with `MQTT_CONNECT_FAILED` when an attempt fails and `retry` is off;
+ * - with `MQTT_CONNECT_FAILED` when `retry` is off and every server (one attempt each) failed;
  * - at the deadline with `MQTT_CONNECT_FAILED` (the broker could not be reached) or
  *   `MQTT_CONNECT_TIMEOUT` (it did not answer).
  * The caller ends the client after a rejection.
@@ -30,6 +32,7 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
     return new Promise<void>((resolve, reject) => {
         let lastError: Error | null = null;
         let attemptFailed = false;
+        let attemptsLost = 0;
 
         const failure = (): ConnectionException => {
             if (lastError == null || lastError.message === 'connack timeout') {
@@ -65,7 +68,8 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
             // A socket closed without an error: the peer hung up before CONNACK.
             if (!attemptFailed) lastError = new Error('the connection was closed before CONNACK');
             attemptFailed = false;
-            if (!wait.retry) settle(failure());
+            attemptsLost++;
+            if (!wait.retry && attemptsLost >= wait.attempts) settle(failure());
         };
         const timer = setTimeout(() => settle(failure()), connectTimeout);
 

@@ -42,7 +42,7 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
         const connection = new InspectableConnection();
         connection.configure(new ConfigParams());
         const defaults = connection.fields();
-        assert.match(String(defaults.clientId), /-[0-9a-f]{12}$/);
+        assert.match(String(defaults.clientId), /^[A-Za-z0-9]{1,11}[0-9a-f]{12}$/);
         assert.deepEqual({ ...defaults, clientId: undefined }, {
             clientId: undefined,
             retryConnect: true,
@@ -58,20 +58,35 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
         });
     });
 
-    it('fails over to the next of connections.N when the first is down', async () => {
-        const down = await refusedPort();
+    for (const retry of [true, false]) {
+        it(`fails over to the next of connections.N when the first is down (retry_connect ${retry})`, async () => {
+            const down = await refusedPort();
+            const connection = new MqttConnection();
+            connection.configure(ConfigParams.fromTuples(
+                'connections.0.uri', `mqtt://127.0.0.1:${down}`,
+                'connections.1.host', '127.0.0.1', 'connections.1.port', broker.port,
+                'options.retry_connect', retry,
+                'options.reconnect_timeout', 100, 'options.connect_timeout', 5000));
+            await connection.open(null);
+            try {
+                assert.equal(connection.getConnection()!.options.port, broker.port);
+                assert.equal(connection.getConnection()!.options.servers?.length, 2);
+                assert.equal(connection.getConnection()!.options.reconnectPeriod, retry ? 100 : 0);
+            } finally {
+                await connection.close(null);
+            }
+        });
+    }
+
+    it('without retry_connect, tries each failover server once and then fails', async () => {
         const connection = new MqttConnection();
         connection.configure(ConfigParams.fromTuples(
-            'connections.0.uri', `mqtt://127.0.0.1:${down}`,
-            'connections.1.host', '127.0.0.1', 'connections.1.port', broker.port,
-            'options.reconnect_timeout', 100, 'options.connect_timeout', 5000));
-        await connection.open(null);
-        try {
-            assert.equal(connection.getConnection()!.options.port, broker.port);
-            assert.equal(connection.getConnection()!.options.servers?.length, 2);
-        } finally {
-            await connection.close(null);
-        }
+            'connections.0.uri', `mqtt://127.0.0.1:${await refusedPort()}`,
+            'connections.1.uri', `mqtt://127.0.0.1:${await refusedPort()}`,
+            'options.retry_connect', false, 'options.reconnect_timeout', 50, 'options.connect_timeout', 20000));
+        const started = Date.now();
+        await assert.rejects(connection.open(null), { code: MqttErrorCode.ConnectFailed });
+        assert.ok(Date.now() - started < 5000, 'does not wait for connect_timeout');
     });
 
     it('resolves the broker through a referenced discovery service', async () => {

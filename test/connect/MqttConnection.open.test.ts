@@ -53,7 +53,7 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             assert.equal(options.reconnectPeriod, 1000);
             assert.equal(options.clean, true);
             assert.equal(options.protocolVersion, 4);
-            assert.match(options.clientId ?? '', /^[A-Za-z0-9_-]+-[0-9a-f]{12}$/);
+            assert.match(options.clientId ?? '', /^[A-Za-z0-9]{1,11}[0-9a-f]{12}$/, 'at most 23 characters from [0-9a-zA-Z]');
         } finally {
             await connection.close(null);
         }
@@ -118,6 +118,8 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             ['options.reconnect_timeout', -5, MqttErrorCode.BadOption],
             ['options.keepalive_timeout', 70000000, MqttErrorCode.BadOption],
             ['options.retry_connect', 'maybe', MqttErrorCode.BadOption],
+            ['client_id', 'x'.repeat(70000), MqttErrorCode.BadOption],
+            ['client_id', 'a\u0000b', MqttErrorCode.BadOption],
         ];
         for (const [key, value, code] of cases) {
             const connection = newConnection(broker.url, key, value);
@@ -126,7 +128,7 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
                 assert.equal(err.code, code);
                 assert.equal(err.details.getAsNullableString('key'), key);
                 return true;
-            }, `${key}=${String(value)}`);
+            }, `${key}=${String(value).substring(0, 20)}`);
             assert.equal(connection.isOpen(), false);
         }
         const none = new MqttConnection();

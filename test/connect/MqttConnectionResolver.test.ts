@@ -58,10 +58,22 @@ describe('MqttConnectionResolver', () => {
         const r = await resolve(
             'connections.0.uri', 'mqtt://a:1001',
             'connections.1.host', 'b', 'connections.1.port', 1002,
-            'connections.2.protocol', 'ws', 'connections.2.host', 'c',
+            'connections.2.protocol', 'mqtts', 'connections.2.host', 'c',
         );
-        assert.deepEqual(r.servers.map((s) => `${s.protocol}:${s.host}:${s.port}`), ['mqtt:a:1001', 'mqtt:b:1002', 'ws:c:80']);
-        assert.equal(r.displayUri, 'mqtt://a:1001,mqtt://b:1002,ws://c:80/mqtt');
+        assert.deepEqual(r.servers.map((s) => `${s.protocol}:${s.host}:${s.port}`), ['mqtt:a:1001', 'mqtt:b:1002', 'mqtts:c:8883']);
+        assert.equal(r.displayUri, 'mqtt://a:1001,mqtt://b:1002,mqtts://c:8883');
+        const ws = await resolve('connections.0.uri', 'ws://a/p', 'connections.1.uri', 'wss://b/p');
+        assert.deepEqual(ws.servers.map((s) => s.path), ['/p', '/p']);
+    });
+
+    it('refuses failover servers that MQTT.js cannot share settings between', async () => {
+        await rejects(MqttErrorCode.ConflictingConfig, 'connections.1', 'connections.0.uri', 'mqtt://a', 'connections.1.uri', 'ws://b');
+        await rejects(MqttErrorCode.ConflictingConfig, 'connections.1.path', 'connections.0.uri', 'ws://a/x', 'connections.1.uri', 'ws://b/y');
+    });
+
+    it('names the configured key, also for sparse connections.N', async () => {
+        await rejects(MqttErrorCode.BadPort, 'connections.7.port', 'connections.3.host', 'a', 'connections.7.host', 'b', 'connections.7.port', 'x');
+        await rejects(MqttErrorCode.NoHost, 'connections.2.host', 'connection.host', 'a', 'connections.2.port', 1);
     });
 
     it('takes credentials from config, or from a credential store', async () => {
@@ -114,6 +126,7 @@ describe('MqttConnectionResolver', () => {
         await rejects(MqttErrorCode.UnknownProtocol, 'connection.uri', 'connection.uri', 'amqp://h');
         await rejects(MqttErrorCode.BadUri, 'connection.uri', 'connection.uri', 'not a uri');
         await rejects(MqttErrorCode.BadUri, 'connection.uri', 'connection.uri', 'mqtt://h?colour=red');
+        await rejects(MqttErrorCode.BadUri, 'connection.uri', 'connection.uri', 'mqtt://user:pa%ZZss@h');
         await rejects(MqttErrorCode.NoHost, 'connection.uri', 'connection.uri', 'mqtt:///path');
     });
 

@@ -1,0 +1,254 @@
+import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient } from 'mqtt';
+import { ApplicationException, ConnectionException } from 'pip-services3-commons-nodex';
+import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
+
+import { NO_CID, cid } from './correlation';
+import { endClient } from './endClient';
+import type { MqttConnectionSettings } from './MqttConnectionSettings';
+import { MqttErrorCode } from './MqttErrorCode';
+import { type Abort, brokerRefusal, closedError, newAbort, reasonCodeOf, wrapMqttError } from './MqttErrors';
+import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
+
+/** What a session needs from its connection; read on every use, since references can change. */
+export interface MqttSessionHost {
+    readonly logger: CompositeLogger;
+    readonly counters: CompositeCounters;
+    readonly subscriptions: MqttSubscriptions;
+}
+
+/**
+ * One opened MQTT.js client and everything that lives as long as it: event handlers, message
+ * dispatch, resubscription after a reconnect, and the signals that end pending operations.
+ * Created by [[MqttConnection]] once the first CONNACK arrived; ended by its close().
+ *
+ * The client uses a clean session (MQTT.js `clean: true`), so the broker forgets the
+ * subscriptions whenever the connection drops; the session subscribes every filter again
+ * after each reconnect.
+ */
+export class MqttSession {
+    /** Rejects the operations waiting on this session: at end(), or when the connection is lost for good. */
+    private _abort: Abort = newAbort();
+    /** Resolves at the next CONNACK; replaced after each loss. */
+    private _nextConnect: { promise: Promise<void>; resolve: () => void } | null = null;
+    private _connected = true;
+    private _lastError: string | null = null;
+    private readonly _handlers: { event: string; handler: (...args: never[]) => void }[] = [];
+
+    public constructor(
+        public readonly client: MqttClient,
+        private readonly _host: MqttSessionHost,
+        private readonly _settings: MqttConnectionSettings,
+        private readonly _displayUri: string,
+    ) {
+        this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
+        this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
+        this.on('close', () => this.onClose());
+        this.on('reconnect', () => this._host.logger.debug(NO_CID, 'Reconnecting to MQTT broker at %s', this._displayUri));
+        this.on('error', (err: Error) => {
+            // Reconnect attempts repeat the same error: log each distinct one once per outage.
+            if (err.message === this._lastError) return;
+            this._lastError = err.message;
+            this._host.logger.error(NO_CID, err, 'MQTT connection error at %s', this._displayUri);
+        });
+        this.on('disconnect', (packet: IDisconnectPacket) => {
+            this._host.logger.warn(NO_CID, 'MQTT broker at %s sent DISCONNECT (reason code %s)', this._displayUri, packet.reasonCode ?? 0);
+        });
+    }
+
+    private on<A extends unknown[]>(event: string, handler: (...args: A) => void): void {
+        (this.client as unknown as { on(e: string, h: (...args: A) => void): void }).on(event, handler);
+        this._handlers.push({ event, handler: handler as unknown as (...args: never[]) => void });
+    }
+
+    /** True while the broker connection is up. */
+    public get connected(): boolean {
+        return this.client.connected;
+    }
+
+    /** Races an MQTT.js operation against the end of the session. */
+    public race<T>(promise: Promise<T>): Promise<T> {
+        return Promise.race([promise, this._abort.promise]);
+    }
+
+    /**
+     * Publishes. While the connection is down and retry_connect is on, MQTT.js keeps the message
+     * and sends it after the reconnect; with retry_connect off the call fails at once.
+     */
+    public async publish(topic: string, data: Buffer | string, options: IClientPublishOptions): Promise<void> {
+        this.checkUsable();
+        try {
+            await this.race(this.client.publishAsync(topic, data, options));
+        } catch (err) {
+            throw wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic);
+        }
+    }
+
+    /** Throws `MQTT_NOT_CONNECTED` when the connection is down and will not come back. */
+    public checkUsable(): void {
+        if (!this.client.connected && !this._settings.retryConnect) {
+            throw new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
+                `MQTT connection to ${this._displayUri} is down and options.retry_connect is false`);
+        }
+    }
+
+    /**
+     * Subscribes an entry's filter at the broker, at the entry's highest QoS. Waits for the
+     * connection when it is down, and tries again when it drops before the SUBACK. Rejects on a
+     * SUBACK failure (`MQTT_SUBSCRIBE_REJECTED` with the reason code), on close, or when the
+     * connection is lost for good.
+     */
+    public subscribe(entry: MqttFilterEntry): Promise<void> {
+        const topic = entry.parsed.brokerFilter;
+        const options = entry.brokerOptions();
+        const sequence = ++entry.sequence;
+        const previousQos = entry.brokerQos;
+        entry.brokerQos = options.qos;
+        const pending = this.subscribeUntilAnswered(entry, topic, options).catch((err: unknown) => {
+            // Only the latest SUBSCRIBE decides the QoS the broker holds.
+            if (entry.sequence === sequence) entry.brokerQos = previousQos;
+            throw err;
+        }).finally(() => {
+            if (entry.pending === pending) entry.pending = null;
+        });
+        entry.pending = pending;
+        // Every caller awaits it; this handler only keeps an unobserved failure from crashing.
+        pending.catch(() => undefined);
+        return pending;
+    }
+
+    private async subscribeUntilAnswered(entry: MqttFilterEntry, topic: string, options: IClientSubscribeOptions): Promise<void> {
+        for (;;) {
+            await this.whenConnected();
+            // Unsubscribed meanwhile: nothing to ask the broker for.
+            if (this._host.subscriptions.get(topic) !== entry) return;
+            try {
+                const granted = await this.race(this.client.subscribeAsync(topic, options));
+                const code = granted[0]?.qos ?? 0;
+                if ((code & 0x80) !== 0) {
+                    throw brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code);
+                }
+                return;
+            } catch (err) {
+                const lost = !(err instanceof ApplicationException) && reasonCodeOf(err) === undefined
+                    && !this.client.connected && this._settings.retryConnect;
+                if (!lost) throw wrapMqttError(err, MqttErrorCode.SubscribeRejected, `Failed to subscribe to MQTT topic ${topic}`, topic);
+                // The connection dropped before the SUBACK: ask again once it is back.
+            }
+        }
+    }
+
+    /**
+     * Drops a filter at the broker. While the connection is down there is nothing to drop: the
+     * broker forgot the clean session's subscriptions, and the filter is not subscribed again.
+     */
+    public async unsubscribe(topic: string): Promise<void> {
+        if (!this.client.connected) return;
+        try {
+            const packet = await this.race(this.client.unsubscribeAsync(topic));
+            const code = reasonCodeOf({ packet });
+            if (code !== undefined) {
+                throw brokerRefusal(MqttErrorCode.UnsubscribeFailed, `MQTT broker rejected the unsubscription from ${topic}`, topic, code);
+            }
+        } catch (err) {
+            const lost = !(err instanceof ApplicationException) && reasonCodeOf(err) === undefined && !this.client.connected;
+            if (lost) return;
+            throw wrapMqttError(err, MqttErrorCode.UnsubscribeFailed, `Failed to unsubscribe from MQTT topic ${topic}`, topic);
+        }
+    }
+
+    /**
+     * Ends the session: pending operations reject with `MQTT_CLOSED` first, then the client is
+     * ended (DISCONNECT when connected and idle) and our handlers are removed.
+     */
+    public async end(correlationId: string | null): Promise<void> {
+        this._abort.reject(closedError(cid(correlationId)));
+        this._connected = false;
+        await endClient(this.client, true);
+        for (const { event, handler } of this._handlers) {
+            (this.client as unknown as { off(e: string, h: (...args: never[]) => void): void }).off(event, handler);
+        }
+        this._handlers.length = 0;
+    }
+
+    private whenConnected(): Promise<void> {
+        if (this.client.connected) return Promise.resolve();
+        if (!this._settings.retryConnect) {
+            return Promise.reject(new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
+                `MQTT connection to ${this._displayUri} is down and options.retry_connect is false`));
+        }
+        if (!this._nextConnect) {
+            let resolve!: () => void;
+            const promise = new Promise<void>((r) => { resolve = r; });
+            this._nextConnect = { promise, resolve };
+        }
+        return this.race(this._nextConnect.promise);
+    }
+
+    private onConnect(connack: IConnackPacket): void {
+        this._connected = true;
+        this._lastError = null;
+        this._host.logger.info(NO_CID, 'Reconnected to MQTT broker at %s', this._displayUri);
+        const waiting = this._nextConnect;
+        this._nextConnect = null;
+        if (!connack.sessionPresent) this.resubscribe();
+        waiting?.resolve();
+    }
+
+    /** Subscribes every filter again, in one SUBSCRIBE; filters with a SUBSCRIBE of their own pending are left to it. */
+    private resubscribe(): void {
+        const batch: Record<string, IClientSubscribeOptions> = {};
+        let count = 0;
+        for (const entry of this._host.subscriptions.entries()) {
+            if (entry.pending != null) continue;
+            batch[entry.parsed.brokerFilter] = entry.brokerOptions();
+            count++;
+        }
+        if (count === 0) return;
+        this.client.subscribeAsync(batch).then((granted) => {
+            for (const g of granted) {
+                if ((g.qos & 0x80) !== 0) {
+                    this._host.logger.warn(NO_CID, 'MQTT broker rejected the resubscription to %s (reason code %d)', g.topic, g.qos);
+                }
+            }
+        }, (err: Error) => {
+            // Lost again before the SUBACK: the next reconnect tries again.
+            this._host.logger.warn(NO_CID, 'Failed to resubscribe after reconnecting to %s: %s', this._displayUri, err.message);
+        });
+    }
+
+    private onClose(): void {
+        if (!this._connected) return;
+        this._connected = false;
+        if (this._settings.retryConnect) {
+            this._host.logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; reconnecting every %d ms',
+                this._displayUri, this._settings.reconnectTimeout);
+            return;
+        }
+        this._host.logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; not reconnecting because options.retry_connect is false',
+            this._displayUri);
+        // Nothing pending will complete: QoS 1 and 2 messages in flight would wait forever.
+        const abort = this._abort;
+        this._abort = newAbort();
+        abort.reject(new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
+            `MQTT connection to ${this._displayUri} was lost and options.retry_connect is false`));
+    }
+
+    private dispatch(topic: string, payload: Buffer, packet: IPublishPacket): void {
+        this._host.counters.incrementOne('mqtt.received_messages');
+        for (const listener of this._host.subscriptions.match(topic)) {
+            try {
+                const result = listener.onMessage(topic, payload, packet);
+                if (result != null && typeof result.then === 'function') {
+                    result.then(undefined, (err: unknown) => this.listenerFailed(topic, err));
+                }
+            } catch (err) {
+                this.listenerFailed(topic, err);
+            }
+        }
+    }
+
+    private listenerFailed(topic: string, err: unknown): void {
+        const error = err instanceof Error ? err : new Error(String(err));
+        this._host.logger.error(NO_CID, error, 'MQTT message listener failed on topic %s', topic);
+    }
+}
