@@ -27,10 +27,16 @@ import { waitForConnack } from './waitForConnack';
  * subscription. Each filter is subscribed at the broker once, at the highest QoS asked, however
  * many listeners share it, and unsubscribed when its last listener leaves.
  *
+ * MQTT 3.1.1 does not say which subscription a message was sent for, so each message goes to
+ * every listener whose filter matches its topic: a `$share/g/t` listener also gets the messages
+ * of a plain `t` subscription on the same connection. Keep such pairs on separate connections.
+ *
  * ### Configuration parameters ###
  *
- * - __client_id__:               (optional) MQTT client id; default: unique per connection (host name and random hex)
- * - __connection(s)__:           one broker (`connection.*`) or several for failover (`connections.N.*`)
+ * - __client_id__:               (optional) MQTT client id; default: unique per connection, up to 11 letters and digits
+ *                                of the host name and 12 random hex digits (at most 23 characters)
+ * - __connection(s)__:           one broker (`connection.*`) or several for failover (`connections.N.*`: all TCP,
+ *                                or all WebSocket with one path; without retry_connect, open() tries each once)
  *   - __discovery_key__:         (optional) key to resolve the connection in an IDiscovery
  *   - __uri__:                   (optional) `mqtt://[user[:password]@]host[:port][?client_id=...&connect_timeout=...]`
  *   - __protocol__:              (optional) mqtt (default), mqtts, ws, wss; aliases tcp = mqtt, ssl and tls = mqtts

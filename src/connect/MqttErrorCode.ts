@@ -4,11 +4,12 @@
  * Each error is a Pip.Services exception (`ConfigException`, `ConnectionException`,
  * `InvalidStateException` or `BadRequestException`) whose `code` is one of these values.
  * Codes never change meaning between releases; match on them, not on messages.
- * Protocol detail (MQTT reason code, topic, configuration key) is in the error's `details`.
+ * Protocol detail (MQTT reason code, topic, configuration key) is in the error's `details`
+ * (a StringValueMap: read the reason code with `details.getAsInteger('reason_code')`).
  */
 export const MqttErrorCode = {
     // ConfigException: raised by open() when the configuration cannot be used.
-    /** No connection is configured (none of `connection.*`, `connections.N.*`, or discovery found nothing). */
+    /** No connection is configured (none of `connection.*` or `connections.N.*`). */
     NoConnection: 'MQTT_NO_CONNECTION',
     /** A connection has no host (details.key names the key). */
     NoHost: 'MQTT_NO_HOST',
@@ -16,9 +17,12 @@ export const MqttErrorCode = {
     BadPort: 'MQTT_BAD_PORT',
     /** A protocol or URI scheme is not one of mqtt, mqtts, ws, wss, tcp, ssl, tls. */
     UnknownProtocol: 'MQTT_UNKNOWN_PROTOCOL',
-    /** A `uri` cannot be parsed, or carries an unknown query parameter. */
+    /** A `uri` cannot be parsed, has malformed percent-encoding, or carries an unknown query parameter. */
     BadUri: 'MQTT_BAD_URI',
-    /** A value is given twice (for example in the `uri` and as its own key) with different values. */
+    /**
+     * A value is given twice (for example in the `uri` and as its own key) with different values,
+     * or failover servers mix TCP and WebSocket, or WebSocket paths.
+     */
     ConflictingConfig: 'MQTT_CONFLICTING_CONFIG',
     /** An option (timeouts, retry_connect, client_id) has a value that cannot be used. */
     BadOption: 'MQTT_BAD_OPTION',
@@ -32,7 +36,7 @@ export const MqttErrorCode = {
     ConnectTimeout: 'MQTT_CONNECT_TIMEOUT',
     /** The broker answered CONNACK with a failure (details.reason_code), e.g. bad credentials. */
     ConnectRefused: 'MQTT_CONNECT_REFUSED',
-    /** The connection is down and will not be re-established (`retry_connect` is false). */
+    /** The connection is down, or was lost under a pending call, and `retry_connect` is false. */
     NotConnected: 'MQTT_NOT_CONNECTED',
     /** The broker rejected a SUBSCRIBE (details.reason_code). */
     SubscribeRejected: 'MQTT_SUBSCRIBE_REJECTED',
@@ -44,7 +48,7 @@ export const MqttErrorCode = {
     // InvalidStateException: the component is not in a state for the call.
     /** The connection is not open (publish/subscribe before open() or after close()). */
     NotOpened: 'MQTT_NOT_OPENED',
-    /** close() was called while the operation was in progress. */
+    /** close() was called while the operation (or open()) was in progress. */
     Closed: 'MQTT_CLOSED',
 
     // BadRequestException: the caller passed something invalid.
