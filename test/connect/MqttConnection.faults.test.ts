@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 import type { Packet } from 'mqtt';
@@ -9,22 +7,9 @@ import { ConnectionException, InvalidStateException } from 'pip-services3-common
 import { MqttErrorCode } from '../../src';
 import { refusedPort, silentServer, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
 import { newConnection, RecordingListener } from '../helpers/components';
+import { PACKAGE_SRC, runScript } from '../helpers/process';
 
-/** Runs a script in a child process and resolves with its exit code, output and lifetime. */
-async function runChild(script: string, limitMs: number): Promise<{ code: number | null; output: string; ms: number }> {
-    const started = Date.now();
-    const child = spawn(process.execPath, ['-e', script], { cwd: join(__dirname, '../..'), stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
-    const code = await new Promise<number | null>((resolve) => {
-        const timer = setTimeout(() => { child.kill('SIGKILL'); resolve(null); }, limitMs);
-        child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
-    });
-    return { code, output, ms: Date.now() - started };
-}
-
-const SRC = JSON.stringify(join(__dirname, '../../src'));
+const SRC = JSON.stringify(PACKAGE_SRC);
 
 describe('MqttConnection under faults', { timeout: 60000 }, () => {
     it('leaves no timer behind when closed during a connect attempt or a reconnect wait', async () => {
@@ -50,7 +35,7 @@ describe('MqttConnection under faults', { timeout: 60000 }, () => {
                     await opening2;
                     console.log('closed');
                 })();`;
-            const { code, output, ms } = await runChild(script, 30000);
+            const { code, output, ms } = await runScript(script, 30000);
             assert.equal(code, 0, output);
             assert.match(output, /open: MQTT_CLOSED\nopen: MQTT_CLOSED\nclosed/);
             // Either timer (20 s CONNACK, 15 s reconnect) would keep the process alive far longer.

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { ConfigException, ConfigParams, ConnectionException, InvalidStateException } from 'pip-services3-commons-nodex';
@@ -9,6 +7,7 @@ import { ConfigException, ConfigParams, ConnectionException, InvalidStateExcepti
 import { MqttConnection, MqttErrorCode } from '../../src';
 import { type AedesTestBroker, refusedPort, silentServer, startAedes, waitFor } from '../helpers/brokers';
 import { newConnection, testReferences } from '../helpers/components';
+import { PACKAGE_SRC, runScript } from '../helpers/process';
 
 /** A TCP server that counts connection attempts and drops each at once. */
 async function droppingServer(): Promise<{ port: number; attempts: () => number; stop: () => Promise<void> }> {
@@ -289,7 +288,7 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
 
     it('lets a process that closed its connections exit by itself', async () => {
         const script = `
-            const { MqttConnection } = require(${JSON.stringify(join(__dirname, '../../src'))});
+            const { MqttConnection } = require(${JSON.stringify(PACKAGE_SRC)});
             const { ConfigParams } = require('pip-services3-commons-nodex');
             (async () => {
                 const c = new MqttConnection();
@@ -303,14 +302,7 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
                 await failed.open(null).catch(() => console.log('open failed as expected'));
                 console.log('closed');
             })();`;
-        const child = spawn(process.execPath, ['-e', script], { cwd: join(__dirname, '../..'), stdio: ['ignore', 'pipe', 'pipe'] });
-        let output = '';
-        child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
-        child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
-        const code = await new Promise<number | null>((resolve) => {
-            const timer = setTimeout(() => { child.kill('SIGKILL'); resolve(null); }, 15000);
-            child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
-        });
+        const { code, output } = await runScript(script, 15000);
         assert.equal(code, 0, `the process should exit by itself; output: ${output}`);
         assert.match(output, /open failed as expected\nclosed/);
     });
