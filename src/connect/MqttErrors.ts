@@ -39,16 +39,3 @@ export function brokerRefusal(code: string, message: string, topic: string, reas
 export function closedError(correlationId: string): InvalidStateException {
     return new InvalidStateException(correlationId, MqttErrorCode.Closed, 'MQTT connection was closed');
 }
-
-/** A promise that only ever rejects, on demand; unobserved rejections are ignored. */
-export interface Abort {
-    readonly promise: Promise<never>;
-    reject(err: Error): void;
-}
-
-export function newAbort(): Abort {
-    let reject!: (err: Error) => void;
-    const promise = new Promise<never>((_resolve, r) => { reject = r; });
-    promise.catch(() => undefined);
-    return { promise, reject };
-}

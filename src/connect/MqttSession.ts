@@ -6,7 +6,7 @@ import { NO_CID, cid } from './correlation';
 import { endClient } from './endClient';
 import type { MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
-import { type Abort, brokerRefusal, closedError, newAbort, reasonCodeOf, wrapMqttError } from './MqttErrors';
+import { brokerRefusal, closedError, reasonCodeOf, wrapMqttError } from './MqttErrors';
 import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
 
 /** What a session needs from its connection; read on every use, since references can change. */
@@ -26,8 +26,12 @@ export interface MqttSessionHost {
  * after each reconnect.
  */
 export class MqttSession {
-    /** Rejects the operations waiting on this session: at end(), or when the connection is lost for good. */
-    private _abort: Abort = newAbort();
+    /**
+     * The rejecters of the operations waiting on this session, failed at end() or when the
+     * connection is lost for good. A set, not a race against one long-lived promise: that
+     * promise would keep a reaction for every operation ever raced against it.
+     */
+    private readonly _waiting = new Set<(err: Error) => void>();
     /** Resolves at the next CONNACK; replaced after each loss. */
     private _nextConnect: { promise: Promise<void>; resolve: () => void } | null = null;
     private _connected = true;
@@ -65,9 +69,24 @@ export class MqttSession {
         return this.client.connected;
     }
 
-    /** Races an MQTT.js operation against the end of the session. */
+    /** Settles like the promise, or rejects earlier when the session ends or the connection is lost for good. */
     public race<T>(promise: Promise<T>): Promise<T> {
-        return Promise.race([promise, this._abort.promise]);
+        return new Promise<T>((resolve, reject) => {
+            this._waiting.add(reject);
+            promise.then((value) => {
+                this._waiting.delete(reject);
+                resolve(value);
+            }, (err: unknown) => {
+                this._waiting.delete(reject);
+                reject(err);
+            });
+        });
+    }
+
+    private failWaiting(err: Error): void {
+        const waiting = [...this._waiting];
+        this._waiting.clear();
+        for (const reject of waiting) reject(err);
     }
 
     /**
@@ -161,7 +180,7 @@ export class MqttSession {
      * ended (DISCONNECT when connected and idle) and our handlers are removed.
      */
     public async end(correlationId: string | null): Promise<void> {
-        this._abort.reject(closedError(cid(correlationId)));
+        this.failWaiting(closedError(cid(correlationId)));
         this._connected = false;
         await endClient(this.client, true);
         for (const { event, handler } of this._handlers) {
@@ -227,9 +246,7 @@ export class MqttSession {
         this._host.logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; not reconnecting because options.retry_connect is false',
             this._displayUri);
         // Nothing pending will complete: QoS 1 and 2 messages in flight would wait forever.
-        const abort = this._abort;
-        this._abort = newAbort();
-        abort.reject(new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
+        this.failWaiting(new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
             `MQTT connection to ${this._displayUri} was lost and options.retry_connect is false`));
     }
 
