@@ -76,7 +76,7 @@ export class MqttSession {
             promise.then((value) => {
                 this._waiting.delete(reject);
                 resolve(value);
-            }, (err: unknown) => {
+            }, (err: Error) => {
                 this._waiting.delete(reject);
                 reject(err);
             });
