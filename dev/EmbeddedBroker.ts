@@ -19,10 +19,10 @@ export interface EmbeddedBrokerOptions {
     /** Optional credential check; when omitted every client is accepted. */
     authenticate?: EmbeddedBrokerAuthenticate;
     /**
-     * Optional subscription check; return false to refuse a topic filter, which the broker
+     * Optional subscription check; return false to refuse a topic filter (at the asked QoS), which the broker
      * answers with SUBACK failure (0x80). When omitted every subscription is accepted.
      */
-    authorizeSubscribe?: (clientId: string, topic: string) => boolean;
+    authorizeSubscribe?: (clientId: string, topic: string, qos: number) => boolean;
     /**
      * Optional publish check: `true` accepts, `false` refuses (the broker then closes the
      * client's connection, as MQTT 3.1.1 brokers do), `'hold'` never answers, so a QoS 1 or 2
@@ -53,7 +53,7 @@ export class EmbeddedBroker {
     public readonly host: string;
     private _port: number;
     private readonly _authenticate?: EmbeddedBrokerAuthenticate;
-    private readonly _authorizeSubscribe?: (clientId: string, topic: string) => boolean;
+    private readonly _authorizeSubscribe?: (clientId: string, topic: string, qos: number) => boolean;
     private readonly _authorizePublish?: (clientId: string, topic: string) => boolean | 'hold';
     private _aedes?: Aedes;
     private _server?: Server;
@@ -144,7 +144,7 @@ export class EmbeddedBroker {
         if (allow) {
             // A null subscription is Aedes' way to answer SUBACK 0x80 for this filter.
             options.authorizeSubscribe = (client, subscription, done) => {
-                done(null, allow(client.id, subscription.topic) ? subscription : null);
+                done(null, allow(client.id, subscription.topic, subscription.qos) ? subscription : null);
             };
         }
         const publishCheck = this._authorizePublish;

@@ -338,19 +338,11 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         const session = this.checkOpen();
         session.checkUsable();
 
-        const { entry, added } = this._subscriptions.add(parsed, subscribeOptions, listener);
-        let pending = entry.pending;
-        const isNew = added && entry.registrations.size === 1 && pending == null && entry.sequence === 0;
-        if (isNew || (added && subscribeOptions.qos > entry.brokerQos)) {
-            pending = session.subscribe(entry);
-        }
-        if (pending == null) return;
-        try {
-            await session.race(pending);
-        } catch (err) {
-            if (added) this._subscriptions.remove(topic, listener);
-            throw err;
-        }
+        const { entry, registration, added } = this._subscriptions.add(parsed, subscribeOptions, listener);
+        if (!added && !entry.isWaiting(registration)) return;
+        const covered = entry.waitFor(registration);
+        void session.sync(entry);
+        await covered;
     }
 
     /**
@@ -360,8 +352,16 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses.
      */
     public async unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
-        const gone = this._subscriptions.remove(topic, listener);
-        if (gone) await this._session?.unsubscribe(topic);
+        const entry = this._subscriptions.remove(topic, listener);
+        if (!entry) return;
+        if (!this._session) {
+            this._subscriptions.dropIfIdle(entry);
+            return;
+        }
+        await this._session.sync(entry);
+        const error = entry.unsubscribeError;
+        entry.unsubscribeError = null;
+        if (error) throw error;
     }
 
     /**

@@ -98,7 +98,12 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
         clean: true,
         // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
         keepalive: Math.ceil(settings.keepAliveTimeout / 1000),
-        connectTimeout: settings.connectTimeout,
+        // Per attempt. With failover servers each gets its share of connect_timeout, so a silent
+        // first server cannot use up the whole wait of open().
+        connectTimeout: Math.max(1, Math.floor(settings.connectTimeout / resolved.servers.length)),
+        // A refused CONNACK after open() (a restarting broker answering "server unavailable", say)
+        // must not end reconnecting for good; open() itself fails at the first refusal.
+        reconnectOnConnackError: true,
         // MQTT.js moves to the next failover server on each reconnect, so several servers need
         // reconnects while opening even without retry_connect (the connection turns them off after).
         reconnectPeriod: settings.retryConnect || resolved.servers.length > 1 ? settings.reconnectTimeout : 0,

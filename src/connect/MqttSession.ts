@@ -1,4 +1,4 @@
-import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient } from 'mqtt';
 import { ApplicationException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 
@@ -7,6 +7,7 @@ import { endClient } from './endClient';
 import type { MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { brokerRefusal, closedError, reasonCodeOf, wrapMqttError } from './MqttErrors';
+import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
 import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
 
 /** What a session needs from its connection; read on every use, since references can change. */
@@ -37,6 +38,7 @@ export class MqttSession {
     private _connected = true;
     private _lastError: string | null = null;
     private readonly _handlers: { event: string; handler: (...args: never[]) => void }[] = [];
+    private readonly _filters: MqttFilterSync;
 
     public constructor(
         public readonly client: MqttClient,
@@ -44,6 +46,7 @@ export class MqttSession {
         private readonly _settings: MqttConnectionSettings,
         private readonly _displayUri: string,
     ) {
+        this._filters = new MqttFilterSync(this.brokerOperations(), _host.subscriptions);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => this.onClose());
@@ -111,67 +114,39 @@ export class MqttSession {
     }
 
     /**
-     * Subscribes an entry's filter at the broker, at the entry's highest QoS. Waits for the
-     * connection when it is down, and tries again when it drops before the SUBACK. Rejects on a
-     * SUBACK failure (`MQTT_SUBSCRIBE_REJECTED` with the reason code), on close, or when the
-     * connection is lost for good.
+     * Brings the broker's subscription to an entry's filter in line with its listeners (see
+     * MqttFilterSync); never rejects. Waits for the connection while it is down.
      */
-    public subscribe(entry: MqttFilterEntry): Promise<void> {
-        const topic = entry.parsed.brokerFilter;
-        const options = entry.brokerOptions();
-        const sequence = ++entry.sequence;
-        const previousQos = entry.brokerQos;
-        entry.brokerQos = options.qos;
-        const pending = this.subscribeUntilAnswered(entry, topic, options).catch((err: unknown) => {
-            // Only the latest SUBSCRIBE decides the QoS the broker holds.
-            if (entry.sequence === sequence) entry.brokerQos = previousQos;
-            throw err;
-        }).finally(() => {
-            if (entry.pending === pending) entry.pending = null;
-        });
-        entry.pending = pending;
-        // Every caller awaits it; this handler only keeps an unobserved failure from crashing.
-        pending.catch(() => undefined);
-        return pending;
+    public sync(entry: MqttFilterEntry): Promise<void> {
+        return this._filters.sync(entry);
     }
 
-    private async subscribeUntilAnswered(entry: MqttFilterEntry, topic: string, options: IClientSubscribeOptions): Promise<void> {
-        for (;;) {
-            await this.whenConnected();
-            // Unsubscribed meanwhile: nothing to ask the broker for.
-            if (this._host.subscriptions.get(topic) !== entry) return;
-            try {
-                const granted = await this.race(this.client.subscribeAsync(topic, options));
-                const code = granted[0]?.qos ?? 0;
-                if ((code & 0x80) !== 0) {
-                    throw brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code);
+    private brokerOperations(): MqttBrokerOperations {
+        const host = this._host;
+        return {
+            whenConnected: () => this.whenConnected(),
+            subscribe: async (topic, options) => {
+                try {
+                    const granted = await this.race(this.client.subscribeAsync(topic, options));
+                    return granted[0]?.qos ?? 0;
+                } catch (err) {
+                    // MQTT.js rejects a SUBACK failure; the code is in the packet it attaches.
+                    const code = reasonCodeOf(err);
+                    if (code !== undefined) return code;
+                    throw err;
                 }
-                return;
-            } catch (err) {
-                const lost = !(err instanceof ApplicationException) && reasonCodeOf(err) === undefined
-                    && !this.client.connected && this._settings.retryConnect;
-                if (!lost) throw wrapMqttError(err, MqttErrorCode.SubscribeRejected, `Failed to subscribe to MQTT topic ${topic}`, topic);
-                // The connection dropped before the SUBACK: ask again once it is back.
-            }
-        }
+            },
+            unsubscribe: (topic) => this.unsubscribe(topic),
+            isLost: (err) => !(err instanceof ApplicationException) && reasonCodeOf(err) === undefined && !this.client.connected,
+            get logger() { return host.logger; },
+        };
     }
 
-    /**
-     * Drops a filter at the broker. While the connection is down there is nothing to drop: the
-     * broker forgot the clean session's subscriptions, and the filter is not subscribed again.
-     */
-    public async unsubscribe(topic: string): Promise<void> {
-        if (!this.client.connected) return;
-        try {
-            const packet = await this.race(this.client.unsubscribeAsync(topic));
-            const code = reasonCodeOf({ packet });
-            if (code !== undefined) {
-                throw brokerRefusal(MqttErrorCode.UnsubscribeFailed, `MQTT broker rejected the unsubscription from ${topic}`, topic, code);
-            }
-        } catch (err) {
-            const lost = !(err instanceof ApplicationException) && reasonCodeOf(err) === undefined && !this.client.connected;
-            if (lost) return;
-            throw wrapMqttError(err, MqttErrorCode.UnsubscribeFailed, `Failed to unsubscribe from MQTT topic ${topic}`, topic);
+    private async unsubscribe(topic: string): Promise<void> {
+        const packet = await this.race(this.client.unsubscribeAsync(topic));
+        const code = reasonCodeOf({ packet });
+        if (code !== undefined) {
+            throw brokerRefusal(MqttErrorCode.UnsubscribeFailed, `MQTT broker rejected the unsubscription from ${topic}`, topic, code);
         }
     }
 
@@ -209,35 +184,21 @@ export class MqttSession {
         this._host.logger.info(NO_CID, 'Reconnected to MQTT broker at %s', this._displayUri);
         const waiting = this._nextConnect;
         this._nextConnect = null;
-        if (!connack.sessionPresent) this.resubscribe();
         waiting?.resolve();
-    }
-
-    /** Subscribes every filter again, in one SUBSCRIBE; filters with a SUBSCRIBE of their own pending are left to it. */
-    private resubscribe(): void {
-        const batch: Record<string, IClientSubscribeOptions> = {};
-        let count = 0;
-        for (const entry of this._host.subscriptions.entries()) {
-            if (entry.pending != null) continue;
-            batch[entry.parsed.brokerFilter] = entry.brokerOptions();
-            count++;
-        }
-        if (count === 0) return;
-        this.client.subscribeAsync(batch).then((granted) => {
-            for (const g of granted) {
-                if ((g.qos & 0x80) !== 0) {
-                    this._host.logger.warn(NO_CID, 'MQTT broker rejected the resubscription to %s (reason code %d)', g.topic, g.qos);
-                }
+        // The clean session was lost with the connection: subscribe every filter again.
+        if (!connack.sessionPresent) {
+            for (const entry of this._host.subscriptions.entries()) {
+                entry.brokerQos = null;
+                void this.sync(entry);
             }
-        }, (err: Error) => {
-            // Lost again before the SUBACK: the next reconnect tries again.
-            this._host.logger.warn(NO_CID, 'Failed to resubscribe after reconnecting to %s: %s', this._displayUri, err.message);
-        });
+        }
     }
 
     private onClose(): void {
         if (!this._connected) return;
         this._connected = false;
+        // A clean session: the broker forgets the subscriptions with the connection.
+        for (const entry of this._host.subscriptions.entries()) entry.brokerQos = null;
         if (this._settings.retryConnect) {
             this._host.logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; reconnecting every %d ms',
                 this._displayUri, this._settings.reconnectTimeout);

@@ -5,45 +5,101 @@ import { MqttSubscription } from './MqttSubscription';
 import { type MqttRoute, MqttTopicRouter } from './MqttTopicRouter';
 import type { ParsedFilter } from './MqttTopics';
 
-/** A listener on a filter, with its route in the router. */
-interface Registration {
+/** One listener on one filter. */
+export interface MqttRegistration {
     readonly subscription: MqttSubscription;
     readonly route: MqttRoute<IMqttMessageListener>;
+    /** True once a SUBACK covered this listener's QoS. */
+    confirmed: boolean;
+}
+
+/** A subscribe() call waiting for the broker to cover its listener. */
+interface Waiter {
+    readonly promise: Promise<void>;
+    resolve(): void;
+    reject(err: Error): void;
 }
 
 /**
- * The listeners of one broker filter. The broker holds one subscription per filter, at the
- * highest QoS any of its listeners asked for.
+ * The listeners of one broker filter, and what the broker holds for it. The broker holds one
+ * subscription per filter, at the highest QoS any of its listeners asked for.
  */
 export class MqttFilterEntry {
-    public readonly registrations = new Map<IMqttMessageListener, Registration>();
-    /** The QoS last asked of the broker for this filter. */
-    public brokerQos: 0 | 1 | 2 = 0;
-    /** The SUBSCRIBE in flight for this filter, if any. */
-    public pending: Promise<void> | null = null;
-    /** Counts SUBSCRIBEs sent for this filter, so that only the latest one decides `brokerQos`. */
-    public sequence = 0;
+    public readonly registrations = new Map<IMqttMessageListener, MqttRegistration>();
+    /** The QoS of the broker's subscription to this filter, or null when it holds none. */
+    public brokerQos: 0 | 1 | 2 | null = null;
+    /** The reconciliation with the broker in progress, if any (see MqttFilterSync). */
+    public syncing: Promise<void> | null = null;
+    /** Set when listeners change during a reconciliation, so that it looks again. */
+    public dirty = false;
+    /** The failure of the last UNSUBSCRIBE, for the unsubscribe() call that waits on it. */
+    public unsubscribeError: Error | null = null;
+    private readonly _waiters = new Map<MqttRegistration, Waiter>();
 
     public constructor(public readonly parsed: ParsedFilter) {}
 
-    /** The options to send to the broker: the first listener's, at the highest QoS asked. */
-    public brokerOptions(): IClientSubscribeOptions {
-        const first = this.registrations.values().next().value;
-        const base: IClientSubscribeOptions = first ? { ...first.subscription.options } : { qos: 0 };
-        return { ...base, qos: this.maxQos() };
+    /** The highest QoS asked for by the listeners, or null without listeners. */
+    public wantedQos(): 0 | 1 | 2 | null {
+        let qos: 0 | 1 | 2 | null = null;
+        for (const r of this.registrations.values()) if (qos === null || r.subscription.qos > qos) qos = r.subscription.qos;
+        return qos;
     }
 
-    /** The highest QoS asked for by the listeners. */
-    public maxQos(): 0 | 1 | 2 {
-        let qos: 0 | 1 | 2 = 0;
-        for (const r of this.registrations.values()) if (r.subscription.qos > qos) qos = r.subscription.qos;
-        return qos;
+    /** The options to send to the broker: the first listener's, at the given QoS. */
+    public brokerOptions(qos: 0 | 1 | 2): IClientSubscribeOptions {
+        const first = this.registrations.values().next().value;
+        return { ...(first ? first.subscription.options : {}), qos };
+    }
+
+    /** A promise that settles when the broker covers (or refuses) this registration. */
+    public waitFor(registration: MqttRegistration): Promise<void> {
+        const existing = this._waiters.get(registration);
+        if (existing) return existing.promise;
+        let resolve!: () => void;
+        let reject!: (err: Error) => void;
+        const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+        this._waiters.set(registration, { promise, resolve, reject });
+        return promise;
+    }
+
+    /** True while some subscribe() call waits on this registration. */
+    public isWaiting(registration: MqttRegistration): boolean {
+        return this._waiters.has(registration);
+    }
+
+    /** Resolves the waiters the broker's subscription now covers, and marks them confirmed. */
+    public settleCovered(): void {
+        for (const [registration, waiter] of this._waiters) {
+            const covered = this.brokerQos !== null && registration.subscription.qos <= this.brokerQos;
+            const gone = this.registrations.get(registration.subscription.listener) !== registration;
+            if (covered || gone) {
+                if (covered) registration.confirmed = true;
+                this._waiters.delete(registration);
+                waiter.resolve();
+            }
+        }
+    }
+
+    /** Rejects the waiter of a registration, if any. */
+    public rejectWaiter(registration: MqttRegistration, err: Error): void {
+        const waiter = this._waiters.get(registration);
+        if (!waiter) return;
+        this._waiters.delete(registration);
+        waiter.reject(err);
+    }
+
+    /** Rejects every waiter. */
+    public rejectAllWaiters(err: Error): void {
+        for (const registration of [...this._waiters.keys()]) this.rejectWaiter(registration, err);
     }
 }
 
 /**
  * The subscriptions of one connection: filter entries by broker filter, and the router that
- * finds the listeners of an incoming topic. No I/O: the connection talks to the broker.
+ * finds the listeners of an incoming topic. No I/O: MqttFilterSync talks to the broker.
+ *
+ * An entry stays here while the broker may still hold its filter, even without listeners, so
+ * that an UNSUBSCRIBE and a later SUBSCRIBE of the same filter go out in order.
  */
 export class MqttSubscriptions {
     private readonly _entries = new Map<string, MqttFilterEntry>();
@@ -54,14 +110,9 @@ export class MqttSubscriptions {
         return this._entries.get(topic);
     }
 
-    /** All filter entries. */
-    public entries(): IterableIterator<MqttFilterEntry> {
-        return this._entries.values();
-    }
-
-    /** The number of broker filters. */
-    public get filterCount(): number {
-        return this._entries.size;
+    /** All filter entries, including those only waiting for their UNSUBSCRIBE. */
+    public entries(): MqttFilterEntry[] {
+        return [...this._entries.values()];
     }
 
     /** All listener subscriptions. */
@@ -75,35 +126,49 @@ export class MqttSubscriptions {
 
     /**
      * Adds a listener to a filter.
-     * @returns the entry and whether the listener was added (false when it was already there).
+     * @returns the entry, the listener's registration, and whether it was added now.
      */
-    public add(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener): { entry: MqttFilterEntry; added: boolean } {
+    public add(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener):
+        { entry: MqttFilterEntry; registration: MqttRegistration; added: boolean } {
         let entry = this._entries.get(parsed.brokerFilter);
         if (!entry) {
             entry = new MqttFilterEntry(parsed);
             this._entries.set(parsed.brokerFilter, entry);
         }
-        if (entry.registrations.has(listener)) return { entry, added: false };
+        const existing = entry.registrations.get(listener);
+        if (existing) return { entry, registration: existing, added: false };
         const subscription = new MqttSubscription(parsed.brokerFilter, parsed.matchFilter, Object.freeze({ ...options }), listener);
-        const route = this._router.add(parsed.matchFilter, listener);
-        entry.registrations.set(listener, { subscription, route });
-        return { entry, added: true };
+        const registration: MqttRegistration = { subscription, route: this._router.add(parsed.matchFilter, listener), confirmed: false };
+        entry.registrations.set(listener, registration);
+        entry.dirty = true;
+        return { entry, registration, added: true };
     }
 
-    /**
-     * Removes a listener from a filter; removes the entry when it was the last listener.
-     * @returns true when the entry is now gone (the broker subscription should be dropped).
-     */
-    public remove(topic: string, listener: IMqttMessageListener): boolean {
-        const entry = this._entries.get(topic);
-        if (!entry) return false;
-        const registration = entry.registrations.get(listener);
-        if (!registration) return false;
+    /** Removes one registration (only if it is still the listener's current one). */
+    public removeRegistration(entry: MqttFilterEntry, registration: MqttRegistration): void {
+        const listener = registration.subscription.listener;
+        if (entry.registrations.get(listener) !== registration) return;
         this._router.remove(registration.route);
         entry.registrations.delete(listener);
-        if (entry.registrations.size > 0) return false;
-        this._entries.delete(topic);
-        return true;
+        entry.dirty = true;
+    }
+
+    /** Removes a listener from a filter; returns the entry, or undefined when the pair is unknown. */
+    public remove(topic: string, listener: IMqttMessageListener): MqttFilterEntry | undefined {
+        const entry = this._entries.get(topic);
+        const registration = entry?.registrations.get(listener);
+        if (!entry || !registration) return undefined;
+        this.removeRegistration(entry, registration);
+        entry.settleCovered();
+        return entry;
+    }
+
+    /** Forgets an entry that has no listeners and no broker subscription. */
+    public dropIfIdle(entry: MqttFilterEntry): void {
+        const topic = entry.parsed.brokerFilter;
+        if (entry.registrations.size === 0 && entry.brokerQos === null && entry.syncing === null && this._entries.get(topic) === entry) {
+            this._entries.delete(topic);
+        }
     }
 
     /** Removes everything. */

@@ -5,7 +5,7 @@ import { ConfigParams, Descriptor, References } from 'pip-services3-commons-node
 import { CredentialParams, ConnectionParams, type ICredentialStore, MemoryDiscovery } from 'pip-services3-components-nodex';
 
 import { MqttConnection, MqttErrorCode } from '../../src';
-import { type AedesTestBroker, refusedPort, startAedes } from '../helpers/brokers';
+import { type AedesTestBroker, refusedPort, silentServer, startAedes } from '../helpers/brokers';
 import { newConnection, RecordingListener, testReferences } from '../helpers/components';
 
 /** Exposes the fields the specification lists. */
@@ -77,6 +77,25 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
             }
         });
     }
+
+    it('fails over past a silent first server within connect_timeout', async () => {
+        const silent = await silentServer();
+        try {
+            for (const retry of [true, false]) {
+                const connection = new MqttConnection();
+                connection.configure(ConfigParams.fromTuples(
+                    'connections.0.uri', silent.url,
+                    'connections.1.uri', broker.url,
+                    'options.retry_connect', retry, 'options.reconnect_timeout', 50, 'options.connect_timeout', 4000));
+                await connection.open(null);
+                assert.equal(connection.getConnection()!.options.port, broker.port);
+                assert.equal(connection.getConnection()!.options.connectTimeout, 2000, 'each of two servers gets half');
+                await connection.close(null);
+            }
+        } finally {
+            await silent.stop();
+        }
+    });
 
     it('without retry_connect, tries each failover server once and then fails', async () => {
         const connection = new MqttConnection();

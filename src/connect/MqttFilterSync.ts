@@ -1,0 +1,126 @@
+import type { IClientSubscribeOptions } from 'mqtt';
+import { ApplicationException } from 'pip-services3-commons-nodex';
+import type { ILogger } from 'pip-services3-components-nodex';
+
+import { NO_CID } from './correlation';
+import { MqttErrorCode } from './MqttErrorCode';
+import { brokerRefusal, wrapMqttError } from './MqttErrors';
+import type { MqttFilterEntry, MqttRegistration, MqttSubscriptions } from './MqttSubscriptions';
+
+/** The broker operations MqttFilterSync needs; MqttSession provides them. */
+export interface MqttBrokerOperations {
+    /** Resolves when connected; rejects `MQTT_CLOSED` at close, `MQTT_NOT_CONNECTED` when down for good. */
+    whenConnected(): Promise<void>;
+    /** Sends SUBSCRIBE; resolves with the SUBACK code (0x80 and up: refused). */
+    subscribe(topic: string, options: IClientSubscribeOptions): Promise<number>;
+    /** Sends UNSUBSCRIBE; rejects `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses. */
+    unsubscribe(topic: string): Promise<void>;
+    /** True for an error caused by the connection dropping under the operation. */
+    isLost(err: unknown): boolean;
+    readonly logger: ILogger;
+}
+
+/**
+ * Brings the broker's subscription to a filter in line with the filter's listeners: one
+ * SUBSCRIBE at the highest QoS asked while there are listeners, one UNSUBSCRIBE when the last
+ * one leaves. One reconciliation runs per filter at a time, so the broker sees a filter's
+ * SUBSCRIBEs and UNSUBSCRIBEs in the order the listeners came and went.
+ *
+ * A subscribe() call waits for the SUBACK that covers its QoS. When the broker refuses, the
+ * listeners at the refused QoS that the SUBSCRIBE was sent for are removed: first those still waiting (their calls reject with
+ * `MQTT_SUBSCRIBE_REJECTED`), then, when only confirmed ones are left (a refused resubscription
+ * after a reconnect), those, with an error in the log. Each refusal removes at least one
+ * listener, so a reconciliation always ends.
+ */
+export class MqttFilterSync {
+    public constructor(private readonly _broker: MqttBrokerOperations, private readonly _registry: MqttSubscriptions) {}
+
+    /** Starts (or marks for another look) the reconciliation of an entry; never rejects. */
+    public sync(entry: MqttFilterEntry): Promise<void> {
+        if (entry.syncing) {
+            entry.dirty = true;
+            return entry.syncing;
+        }
+        const run = this.run(entry).finally(() => {
+            entry.syncing = null;
+            if (entry.dirty) void this.sync(entry);
+            else this._registry.dropIfIdle(entry);
+        });
+        entry.syncing = run;
+        return run;
+    }
+
+    private async run(entry: MqttFilterEntry): Promise<void> {
+        const topic = entry.parsed.brokerFilter;
+        for (;;) {
+            entry.dirty = false;
+            const want = entry.wantedQos();
+            const satisfied = want === null ? entry.brokerQos === null : entry.brokerQos !== null && want <= entry.brokerQos;
+            if (satisfied) {
+                entry.settleCovered();
+                if (entry.dirty) continue;
+                return;
+            }
+            try {
+                await this._broker.whenConnected();
+                if (want === null) {
+                    entry.unsubscribeError = null;
+                    try {
+                        await this._broker.unsubscribe(topic);
+                    } catch (err) {
+                        if (!this._broker.isLost(err)) entry.unsubscribeError = err as Error;
+                    }
+                    // Dropped or refused, the broker's subscription is of no more use to anyone.
+                    entry.brokerQos = null;
+                    continue;
+                }
+                const asked = new Set(entry.registrations.values());
+                const code = await this._broker.subscribe(topic, entry.brokerOptions(want));
+                // A broker may grant less than asked; the messages then come at the lower QoS.
+                if ((code & 0x80) === 0) entry.brokerQos = want;
+                else this.refused(entry, want, code, asked);
+            } catch (err) {
+                // Dropped before the answer: whenConnected() waits for the reconnect, then again.
+                if (this._broker.isLost(err)) continue;
+                this.failed(entry, want, err);
+                return;
+            }
+        }
+    }
+
+    /**
+     * The broker refused the filter at `qos`: remove the listeners at that QoS that the refused
+     * SUBSCRIBE was sent for (`asked`). Listeners added since get a SUBSCRIBE of their own.
+     */
+    private refused(entry: MqttFilterEntry, qos: 0 | 1 | 2, code: number, asked: Set<MqttRegistration>): void {
+        const topic = entry.parsed.brokerFilter;
+        const top = [...entry.registrations.values()].filter((r) => r.subscription.qos === qos && asked.has(r));
+        if (top.length === 0) return;
+        const waiting = top.filter((r) => !r.confirmed);
+        const victims = waiting.length > 0 ? waiting : top;
+        const error = brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code);
+        this.remove(entry, victims, error);
+        if (waiting.length === 0) {
+            this._broker.logger.error(NO_CID, error, 'MQTT broker refused the subscription to %s again after a reconnect; removed its %d listener(s) at QoS %d',
+                topic, victims.length, qos);
+        }
+    }
+
+    /** Nothing pending will be answered (closed, down for good, client error): fail the waiting listeners. */
+    private failed(entry: MqttFilterEntry, want: 0 | 1 | 2 | null, err: unknown): void {
+        const topic = entry.parsed.brokerFilter;
+        const error: ApplicationException = err instanceof ApplicationException
+            ? err
+            : wrapMqttError(err, MqttErrorCode.SubscribeRejected, `Failed to subscribe to MQTT topic ${topic}`, topic);
+        if (want === null) entry.unsubscribeError = error;
+        this.remove(entry, [...entry.registrations.values()].filter((r) => !r.confirmed), error);
+        entry.rejectAllWaiters(error);
+    }
+
+    private remove(entry: MqttFilterEntry, registrations: MqttRegistration[], error: Error): void {
+        for (const registration of registrations) {
+            this._registry.removeRegistration(entry, registration);
+            entry.rejectWaiter(registration, error);
+        }
+    }
+}
