@@ -49,7 +49,8 @@ import { waitForConnack } from './waitForConnack';
  *   - __password__:              (optional) password
  * - __options__:
  *   - __retry_connect__:         (optional) reconnect when the connection is lost, and retry while opening (default: true)
- *   - __connect_timeout__:       (optional) milliseconds open() waits for a connection before it fails (default: 30000)
+ *   - __connect_timeout__:       (optional) milliseconds open() waits for a connection before it fails (default: 30000);
+ *                                with N failover servers each attempt gets a 1/N share
  *   - __reconnect_timeout__:     (optional) milliseconds between connection attempts (default: 1000)
  *   - __keepalive_timeout__:     (optional) milliseconds of MQTT keepalive, sent rounded up to whole seconds; 0 turns it off (default: 60000)
  *
