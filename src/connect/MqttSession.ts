@@ -67,11 +67,6 @@ export class MqttSession {
         this._handlers.push({ event, handler: handler as unknown as (...args: never[]) => void });
     }
 
-    /** True while the broker connection is up. */
-    public get connected(): boolean {
-        return this.client.connected;
-    }
-
     /** Settles like the promise, or rejects earlier when the session ends or the connection is lost for good. */
     public race<T>(promise: Promise<T>): Promise<T> {
         return new Promise<T>((resolve, reject) => {
