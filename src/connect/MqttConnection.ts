@@ -347,10 +347,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     }
 
     /**
-     * Removes a listener from a topic filter. When it was the filter's last listener, the
-     * broker subscription is dropped (UNSUBSCRIBE, awaited). Unknown pairs are ignored.
+     * Removes a listener from a topic filter. It receives nothing more once this returns. When
+     * it was the filter's last listener, the broker subscription is dropped: UNSUBSCRIBE,
+     * awaited. While the connection is down there is nothing to drop (the clean session went
+     * with it), and this returns at once. Unknown pairs are ignored. A subscribe() still waiting
+     * for the same listener resolves.
      *
-     * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses.
+     * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses, or
+     *   InvalidStateException `MQTT_CLOSED` when closed meanwhile.
      */
     public async unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
         const entry = this._subscriptions.remove(topic, listener);
@@ -359,10 +363,11 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             this._subscriptions.dropIfIdle(entry);
             return;
         }
-        await this._session.sync(entry);
-        const error = entry.unsubscribeError;
-        entry.unsubscribeError = null;
-        if (error) throw error;
+        const syncing = this._session.sync(entry);
+        // Other listeners keep the broker's subscription, or the broker holds none: nothing to wait for.
+        if (entry.registrations.size > 0 || entry.brokerQos === null) return;
+        await syncing;
+        if (entry.unsubscribeError) throw entry.unsubscribeError;
     }
 
     /**

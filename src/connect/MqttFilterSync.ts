@@ -35,17 +35,24 @@ export interface MqttBrokerOperations {
 export class MqttFilterSync {
     public constructor(private readonly _broker: MqttBrokerOperations, private readonly _registry: MqttSubscriptions) {}
 
-    /** Starts (or marks for another look) the reconciliation of an entry; never rejects. */
+    /**
+     * Starts the reconciliation of an entry, or asks the one in progress to look again. The
+     * promise settles (never rejects) once the entry needs nothing more from the broker.
+     */
     public sync(entry: MqttFilterEntry): Promise<void> {
         if (entry.syncing) {
             entry.dirty = true;
             return entry.syncing;
         }
-        const run = this.run(entry).finally(() => {
-            entry.syncing = null;
-            if (entry.dirty) void this.sync(entry);
-            else this._registry.dropIfIdle(entry);
-        });
+        const run = (async (): Promise<void> => {
+            try {
+                // A change that came in while run() finished gets another round, within this promise.
+                do await this.run(entry); while (entry.dirty);
+            } finally {
+                entry.syncing = null;
+                this._registry.dropIfIdle(entry);
+            }
+        })();
         entry.syncing = run;
         return run;
     }

@@ -39,6 +39,8 @@ export class MqttSession {
     private _lastError: string | null = null;
     private readonly _handlers: { event: string; handler: (...args: never[]) => void }[] = [];
     private readonly _filters: MqttFilterSync;
+    /** Set by end(): what everything started afterwards rejects with. */
+    private _ended: Error | null = null;
 
     public constructor(
         public readonly client: MqttClient,
@@ -69,6 +71,7 @@ export class MqttSession {
 
     /** Settles like the promise, or rejects earlier when the session ends or the connection is lost for good. */
     public race<T>(promise: Promise<T>): Promise<T> {
+        if (this._ended) return Promise.reject(this._ended);
         return new Promise<T>((resolve, reject) => {
             this._waiting.add(reject);
             promise.then((value) => {
@@ -150,7 +153,8 @@ export class MqttSession {
      * ended (DISCONNECT when connected and idle) and our handlers are removed.
      */
     public async end(correlationId: string | null): Promise<void> {
-        this.failWaiting(closedError(cid(correlationId)));
+        this._ended = closedError(cid(correlationId));
+        this.failWaiting(this._ended);
         this._connected = false;
         await endClient(this.client, true);
         for (const { event, handler } of this._handlers) {

@@ -183,4 +183,61 @@ describe('MqttConnection keeps the broker in line with its listeners', { timeout
             await broker.stop();
         }
     });
+
+    it('unsubscribes at once while the broker is down, even with a subscribe of the same filter waiting', async () => {
+        const broker = await startAedes();
+        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        try {
+            await connection.open(null);
+            const topic = uniqueTopic('down');
+            const a = new RecordingListener();
+            const b = new RecordingListener();
+            await connection.subscribe(topic, { qos: 1 }, a);
+            await broker.broker.stop();
+            await waitFor(() => connection.getConnection()?.connected === false, 5000, 'the loss');
+            const waiting = connection.subscribe(topic, { qos: 1 }, b).then(() => 'resolved', (e: { code: string }) => e.code);
+            const started = Date.now();
+            await connection.unsubscribe(topic, a);
+            await connection.unsubscribe(topic, b);
+            assert.ok(Date.now() - started < 1000, 'did not wait for the broker');
+            assert.equal(await waiting, 'resolved', 'the subscribe of a listener unsubscribed meanwhile resolves');
+            assert.deepEqual(connection.getSubscriptions(), []);
+            await broker.restart();
+            await waitFor(() => connection.getConnection()?.connected === true, 10000, 'the reconnect');
+            const pub = newConnection(broker.url);
+            await pub.open(null);
+            await pub.publish(topic, 'x', { qos: 1 });
+            await pub.close(null);
+            await new Promise((resolve) => setTimeout(resolve, 200));
+            assert.equal(a.received.length + b.received.length, 0, 'nothing subscribed after the reconnect');
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('resolves unsubscribe() of a filter\'s last listener only after the UNSUBACK', async () => {
+        const broker = await startAedes();
+        const connection = newConnection(broker.url);
+        try {
+            await connection.open(null);
+            const topic = uniqueTopic('unsuback');
+            const a = new RecordingListener();
+            const b = new RecordingListener();
+            await connection.subscribe(topic, null, a);
+            await connection.subscribe(topic, null, b);
+            let unsubacks = 0;
+            connection.getConnection()!.on('packetreceive', (p: Packet) => { if (p.cmd === 'unsuback') unsubacks++; });
+            const seen: Record<string, number> = {};
+            // In one tick: a is not the last listener (returns at once), b is (waits for the UNSUBACK).
+            await Promise.all([
+                connection.unsubscribe(topic, a).then(() => { seen.a = unsubacks; }),
+                connection.unsubscribe(topic, b).then(() => { seen.b = unsubacks; }),
+            ]);
+            assert.deepEqual(seen, { a: 0, b: 1 });
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
 });
