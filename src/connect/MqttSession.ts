@@ -71,7 +71,11 @@ export class MqttSession {
 
     /** Settles like the promise, or rejects earlier when the session ends or the connection is lost for good. */
     public race<T>(promise: Promise<T>): Promise<T> {
-        if (this._ended) return Promise.reject(this._ended);
+        if (this._ended) {
+            // Too late: the operation's own outcome no longer matters, but must not go unhandled.
+            promise.catch(() => undefined);
+            return Promise.reject(this._ended);
+        }
         return new Promise<T>((resolve, reject) => {
             this._waiting.add(reject);
             promise.then((value) => {

@@ -144,4 +144,30 @@ describe('MqttConnection under faults', { timeout: 60000 }, () => {
             await broker.stop();
         }
     });
+
+    it('closes cleanly while subscribes and unsubscribes are on their way to the broker', async () => {
+        const broker = await startAedes();
+        try {
+            for (let round = 0; round < 5; round++) {
+                const connection = newConnection(broker.url);
+                await connection.open(null);
+                const listener = new RecordingListener();
+                const topics = [uniqueTopic('c1'), uniqueTopic('c2'), uniqueTopic('c3')];
+                for (const t of topics) await connection.subscribe(t, null, listener);
+                const calls = [
+                    ...topics.map((t) => connection.unsubscribe(t, listener)),
+                    connection.subscribe(uniqueTopic('c4'), { qos: 1 }, listener),
+                    connection.publish(uniqueTopic('c5'), 'x', { qos: 1 }),
+                ].map((p) => p.then(() => 'ok', (e: { code?: string }) => e.code ?? 'error'));
+                // Let the calls reach MQTT.js in different rounds before closing.
+                for (let i = 0; i < round; i++) await Promise.resolve();
+                await connection.close(null);
+                for (const outcome of await Promise.all(calls)) {
+                    assert.ok(outcome === 'ok' || outcome === MqttErrorCode.Closed, `outcome ${outcome}`);
+                }
+            }
+        } finally {
+            await broker.stop();
+        }
+    });
 });
