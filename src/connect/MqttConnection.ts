@@ -17,6 +17,7 @@ import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions } from './MqttSubscriptions';
 import { checkTopicName, parseFilter } from './MqttTopics';
+import { nonEmpty } from './text';
 import { waitForConnack } from './waitForConnack';
 
 /**
@@ -380,8 +381,4 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         return this._session;
     }
-}
-
-function nonEmpty(value: string | null): string | null {
-    return value == null || value === '' ? null : value;
 }

@@ -3,6 +3,7 @@ import { ConnectionParams, CredentialResolver, type CredentialParams, type IDisc
 
 import { MqttErrorCode } from './MqttErrorCode';
 import { cid } from './correlation';
+import { nonEmpty } from './text';
 
 /** The MQTT transports, with their default ports. */
 export type MqttProtocol = 'mqtt' | 'mqtts' | 'ws' | 'wss';
@@ -380,10 +381,6 @@ function pick(correlationId: string | null, key: string, fromUri: string | undef
         throw conflict(correlationId, key, 'the value differs from the one in the connection uri');
     }
     return fromKey ?? fromUri;
-}
-
-function nonEmpty(value: string | null | undefined): string | undefined {
-    return value == null || value === '' ? undefined : value;
 }
 
 function stripBrackets(host: string): string {

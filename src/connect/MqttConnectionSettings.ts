@@ -6,6 +6,7 @@ import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-c
 
 import type { MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from './MqttErrorCode';
+import { nonEmpty } from './text';
 import { cid } from './correlation';
 
 /**
@@ -52,7 +53,7 @@ export function makeClientId(): string {
 export function readSettings(
     correlationId: string | null, config: ConfigParams, uriOptions: ConfigParams, defaultClientId: string,
 ): MqttConnectionSettings {
-    const raw = (key: string): string | null => {
+    const raw = (key: string): string | undefined => {
         const fromConfig = nonEmpty(config.getAsNullableString(key));
         const fromUri = nonEmpty(uriOptions.getAsNullableString(key));
         if (fromConfig != null && fromUri != null && fromConfig !== fromUri) {
@@ -126,8 +127,4 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
 function badOption(correlationId: string | null, key: string, message: string): ConfigException {
     return new ConfigException(cid(correlationId), MqttErrorCode.BadOption, `MQTT option ${key} ${message}`)
         .withDetails('key', key);
-}
-
-function nonEmpty(value: string | null | undefined): string | null {
-    return value == null || value === '' ? null : value;
 }

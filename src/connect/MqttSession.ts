@@ -109,10 +109,12 @@ export class MqttSession {
 
     /** Throws `MQTT_NOT_CONNECTED` when the connection is down and will not come back. */
     public checkUsable(): void {
-        if (!this.client.connected && !this._settings.retryConnect) {
-            throw new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
-                `MQTT connection to ${this._displayUri} is down and options.retry_connect is false`);
-        }
+        if (!this.client.connected && !this._settings.retryConnect) throw this.downForGood();
+    }
+
+    private downForGood(): ConnectionException {
+        return new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
+            `MQTT connection to ${this._displayUri} is down and options.retry_connect is false`);
     }
 
     /**
@@ -169,10 +171,7 @@ export class MqttSession {
 
     private whenConnected(): Promise<void> {
         if (this.client.connected) return Promise.resolve();
-        if (!this._settings.retryConnect) {
-            return Promise.reject(new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
-                `MQTT connection to ${this._displayUri} is down and options.retry_connect is false`));
-        }
+        if (!this._settings.retryConnect) return Promise.reject(this.downForGood());
         if (!this._nextConnect) {
             let resolve!: () => void;
             const promise = new Promise<void>((r) => { resolve = r; });

@@ -1,6 +1,7 @@
 import type { IClientSubscribeOptions } from 'mqtt';
 
 import type { IMqttMessageListener } from './IMqttMessageListener';
+import { hasWildcards } from './MqttTopics';
 
 /**
  * One listener's subscription on an [[MqttConnection]]: the filter as sent to the broker,
@@ -29,7 +30,7 @@ export class MqttSubscription {
 
     /** True when the filter has the wildcards `+` or `#`. */
     public get hasWildcards(): boolean {
-        return this.filter.includes('+') || this.filter.includes('#');
+        return hasWildcards(this.filter);
     }
 
     /** True for a shared subscription (`$share/<group>/<filter>`). */

@@ -1,5 +1,7 @@
 import { Qlobber } from 'qlobber';
 
+import { hasWildcards } from './MqttTopics';
+
 /** A registration in the router; pass it back to [[MqttTopicRouter.remove]]. */
 export interface MqttRoute<T> {
     readonly filter: string;
@@ -45,13 +47,12 @@ export class MqttTopicRouter<T> {
      * Adds a route. The filter must be valid (see parseFilter); `$share/<group>/` must be stripped.
      */
     public add(filter: string, value: T): MqttRoute<T> {
-        const hasWildcards = filter.includes('+') || filter.includes('#');
         const entry: RouteEntry<T> = {
             filter,
             value,
             leadingWildcard: filter.startsWith('+') || filter.startsWith('#'),
         };
-        if (hasWildcards) {
+        if (hasWildcards(filter)) {
             this._wildcards.add(filter, entry);
             this._wildcardRoutes.add(entry);
         } else {
@@ -67,8 +68,7 @@ export class MqttTopicRouter<T> {
     public remove(route: MqttRoute<T>): void {
         const entry = route as RouteEntry<T>;
         const filter = entry.filter;
-        if (filter.includes('+') || filter.includes('#')) {
-            if (!this._wildcardRoutes.delete(entry)) return;
+        if (this._wildcardRoutes.delete(entry)) {
             this._wildcards.remove(filter, entry);
         } else {
             const list = this._exact.get(filter);

@@ -18,6 +18,11 @@ export interface ParsedFilter {
     readonly hasWildcards: boolean;
 }
 
+/** True when a filter has the wildcards `+` or `#`. */
+export function hasWildcards(filter: string): boolean {
+    return filter.includes('+') || filter.includes('#');
+}
+
 /**
  * Checks a topic name for PUBLISH.
  * @returns a reason when the topic is invalid, or null when it is valid.
@@ -25,7 +30,7 @@ export interface ParsedFilter {
 export function checkTopicName(topic: unknown): string | null {
     if (typeof topic !== 'string') return 'topic must be a string';
     if (topic.length === 0) return 'topic must not be empty';
-    if (topic.includes('+') || topic.includes('#')) return 'topic must not contain the wildcards + or #';
+    if (hasWildcards(topic)) return 'topic must not contain the wildcards + or #';
     if (topic.includes('\u0000')) return 'topic must not contain the NUL character';
     if (Buffer.byteLength(topic, 'utf8') > MAX_TOPIC_BYTES) return `topic must not exceed ${MAX_TOPIC_BYTES} bytes`;
     return null;
@@ -62,7 +67,7 @@ export function parseFilter(filter: unknown): ParsedFilter | string {
         const slash = rest.indexOf('/');
         if (slash <= 0) return 'a shared subscription must have the form $share/<group>/<filter>';
         shareGroup = rest.substring(0, slash);
-        if (shareGroup.includes('+') || shareGroup.includes('#')) {
+        if (hasWildcards(shareGroup)) {
             return 'a shared subscription group must not contain + or #';
         }
         matchFilter = rest.substring(slash + 1);
@@ -74,6 +79,6 @@ export function parseFilter(filter: unknown): ParsedFilter | string {
         brokerFilter: filter,
         matchFilter,
         shareGroup,
-        hasWildcards: matchFilter.includes('+') || matchFilter.includes('#'),
+        hasWildcards: hasWildcards(matchFilter),
     };
 }
