@@ -3,3 +3,5 @@
  * @packageDocumentation
  */
 export * from './connect';
+export * from './queues';
+export * from './build';

@@ -24,10 +24,17 @@ export const MqttErrorCode = {
      * or failover servers mix TCP and WebSocket, or WebSocket paths.
      */
     ConflictingConfig: 'MQTT_CONFLICTING_CONFIG',
-    /** An option (timeouts, retry_connect, client_id) has a value that cannot be used. */
+    /**
+     * An option has a value that cannot be used: a connection option (timeouts, retry_connect,
+     * client_id) or a queue option (topic, options.qos, options.group, options.max_buffered, ...).
+     */
     BadOption: 'MQTT_BAD_OPTION',
     /** A discovery_key or store_key could not be resolved through the referenced services. */
     ResolveFailed: 'MQTT_RESOLVE_FAILED',
+    /** A message queue has no topic: neither `topic` nor a queue name is configured. */
+    NoTopic: 'MQTT_NO_TOPIC',
+    /** A referenced component found as the queue's connection is not an MqttConnection. */
+    BadReference: 'MQTT_BAD_REFERENCE',
 
     // ConnectionException: the broker could not be reached or refused us.
     /** The broker could not be reached (refused, unreachable, DNS failure, socket error). */
@@ -46,7 +53,7 @@ export const MqttErrorCode = {
     PublishFailed: 'MQTT_PUBLISH_FAILED',
 
     // InvalidStateException: the component is not in a state for the call.
-    /** The connection is not open (publish/subscribe before open() or after close()). */
+    /** The connection or queue is not open (publish, subscribe, send, receive... before open() or after close()). */
     NotOpened: 'MQTT_NOT_OPENED',
     /** close() was called while the operation (or open()) was in progress. */
     Closed: 'MQTT_CLOSED',
@@ -64,6 +71,10 @@ export const MqttErrorCode = {
     InvalidListener: 'MQTT_INVALID_LISTENER',
     /** An options object is not an object, or has a field of the wrong type. */
     InvalidOptions: 'MQTT_INVALID_OPTIONS',
+    /** A message queue was given no envelope, or an envelope whose message is not a Buffer or string. */
+    InvalidEnvelope: 'MQTT_INVALID_ENVELOPE',
+    /** A message queue argument (wait timeout, message count) is not a non-negative number. */
+    InvalidArgument: 'MQTT_INVALID_ARGUMENT',
 } as const;
 
 /** One of the values of [[MqttErrorCode]]. */

@@ -1,0 +1,3 @@
+export { DefaultMqttFactory } from './DefaultMqttFactory';
+export { MqttMessageQueueFactory } from './MqttMessageQueueFactory';
+export { MqttDescriptors } from './MqttDescriptors';

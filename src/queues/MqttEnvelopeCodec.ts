@@ -1,0 +1,112 @@
+import { BadRequestException, DateTimeConverter, IdGenerator } from 'pip-services3-commons-nodex';
+import { MessageEnvelope } from 'pip-services3-messaging-nodex';
+
+import { cid } from '../connect/correlation';
+import { MqttErrorCode } from '../connect/MqttErrorCode';
+
+/**
+ * Converts between MessageEnvelope and MQTT payloads. Pure functions, no I/O.
+ *
+ * - Raw mode: the payload is the envelope's message bytes, exactly. Incoming raw payloads get
+ *   a new message_id, the topic as message_type and the receive time as sent_time.
+ * - Envelope mode: the payload is the JSON form the other Pip.Services ports use:
+ *   `{"message_id", "correlation_id", "message_type", "sent_time" (ISO 8601), "message" (base64)}`.
+ */
+
+/** The JSON form of an envelope, as it travels. */
+interface EnvelopeJson {
+    message_id: string;
+    correlation_id: string | null;
+    message_type: string | null;
+    sent_time: string;
+    message: string | null;
+}
+
+/** The message bytes of an envelope; null when the envelope or its message is unusable. */
+function messageBytes(message: unknown): Buffer | null {
+    if (message == null) return Buffer.alloc(0);
+    if (Buffer.isBuffer(message)) return message;
+    if (typeof message === 'string') return Buffer.from(message, 'utf8');
+    return null;
+}
+
+/**
+ * The payload to publish for an envelope. Never modifies the envelope.
+ *
+ * @param correlationId used when the envelope has no correlation_id of its own.
+ * @throws BadRequestException `MQTT_INVALID_ENVELOPE`.
+ */
+export function encodeEnvelope(
+    correlationId: string | null, envelope: MessageEnvelope | null | undefined, serialize: boolean,
+): Buffer {
+    if (envelope == null || typeof envelope !== 'object') {
+        throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope, 'Message envelope must be an object');
+    }
+    const bytes = messageBytes(envelope.message);
+    if (bytes == null) {
+        throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope,
+            `Message envelope's message must be a Buffer, a string or null, not ${typeof envelope.message}`);
+    }
+    if (!serialize) return bytes;
+
+    const sentTime = envelope.sent_time instanceof Date && !isNaN(envelope.sent_time.getTime()) ? envelope.sent_time : new Date();
+    const json: EnvelopeJson = {
+        message_id: nonEmptyString(envelope.message_id) ?? IdGenerator.nextLong(),
+        correlation_id: nonEmptyString(envelope.correlation_id) ?? correlationId ?? null,
+        message_type: nonEmptyString(envelope.message_type) ?? null,
+        sent_time: sentTime.toISOString(),
+        message: envelope.message == null ? null : bytes.toString('base64'),
+    };
+    return Buffer.from(JSON.stringify(json), 'utf8');
+}
+
+function nonEmptyString(value: unknown): string | undefined {
+    return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+/** Standard base64 with optional padding, as Buffer#toString('base64') and the other ports write it. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/;
+
+/**
+ * The envelope for an incoming payload, or a reason (without payload content) when an
+ * envelope-mode payload is malformed. A raw payload is kept as the same Buffer.
+ */
+export function decodeEnvelope(topic: string, payload: Buffer, serialize: boolean): MessageEnvelope | string {
+    if (!serialize) {
+        const envelope = new MessageEnvelope(null as unknown as string, topic, null);
+        // Set the bytes directly: the constructor would JSON-encode a Buffer.
+        envelope.message = payload;
+        envelope.sent_time = new Date();
+        return envelope;
+    }
+
+    let json: unknown;
+    try {
+        json = JSON.parse(payload.toString('utf8'));
+    } catch {
+        return 'payload is not JSON';
+    }
+    if (json == null || typeof json !== 'object' || Array.isArray(json)) return 'payload is not a JSON object';
+    const fields = json as Record<string, unknown>;
+    for (const key of ['message_id', 'correlation_id', 'message_type', 'sent_time', 'message']) {
+        const value = fields[key];
+        if (value != null && typeof value !== 'string') return `${key} is not a string`;
+    }
+    const message = fields.message as string | null | undefined;
+    if (message != null && !BASE64.test(message)) return 'message is not base64';
+    let sentTime: Date | null = null;
+    if (fields.sent_time != null) {
+        sentTime = DateTimeConverter.toNullableDateTime(fields.sent_time);
+        if (sentTime == null || isNaN(sentTime.getTime())) return 'sent_time is not a date';
+    }
+
+    const envelope = new MessageEnvelope(
+        (fields.correlation_id as string | undefined) ?? (null as unknown as string),
+        (fields.message_type as string | undefined) ?? (null as unknown as string),
+        null,
+    );
+    envelope.message_id = nonEmptyString(fields.message_id) ?? envelope.message_id;
+    envelope.message = message != null ? Buffer.from(message, 'base64') : (null as unknown as Buffer);
+    envelope.sent_time = sentTime ?? (null as unknown as Date);
+    return envelope;
+}

@@ -1,0 +1,1 @@
+export { MqttMessageQueue } from './MqttMessageQueue';
