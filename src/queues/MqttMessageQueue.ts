@@ -237,9 +237,10 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         const connection = this._connection;
         const owned = connection != null && connection === this._localConnection;
         // A local connection's close() also ends an open() in flight; a shared one is waited for.
-        if (this._opening) {
+        const opening = this._opening;
+        if (opening) {
             if (owned) await connection.close(correlationId);
-            await this._opening.catch(() => undefined);
+            await opening.catch(() => undefined);
         }
         const wasOpen = this._opened;
         this._opened = false;
