@@ -1,6 +1,8 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Aedes, AedesOptions, AuthenticateError, Client } from 'aedes' with { 'resolution-mode': 'import' };
 
+import { SharedSubscriptions } from './SharedSubscriptions';
+
 /**
  * Decides whether a client may connect. Return `false` (or throw) to refuse the
  * connection with CONNACK return code 4 (bad user name or password).
@@ -20,7 +22,8 @@ export interface EmbeddedBrokerOptions {
     authenticate?: EmbeddedBrokerAuthenticate;
     /**
      * Optional subscription check; return false to refuse a topic filter (at the asked QoS), which the broker
-     * answers with SUBACK failure (0x80). When omitted every subscription is accepted.
+     * answers with SUBACK failure (0x80). Shared subscriptions are checked with their full filter
+     * (`$share/<group>/<filter>`). When omitted every well-formed subscription is accepted.
      */
     authorizeSubscribe?: (clientId: string, topic: string, qos: number) => boolean;
     /**
@@ -40,6 +43,17 @@ const BAD_USERNAME_OR_PASSWORD = 4;
  * Sessions and retained messages live in memory only: `restart()` starts a fresh
  * Aedes instance on the same port, so persistent sessions are lost just like
  * after a restart of a broker without persistence.
+ *
+ * MQTT shared subscriptions (`$share/<group>/<filter>`), which Aedes lacks, are added
+ * by {@link SharedSubscriptions}: each message matching `<filter>` goes to exactly one
+ * connected member of each group subscribed to it, round robin, at the lower of the
+ * message's QoS and the member's granted QoS, and never as a retained message. Aedes
+ * keeps the literal `$share/...` subscription (so SUBACK, UNSUBSCRIBE and disconnect work
+ * as usual) and reports who joins and leaves a group; one extra broker-level subscription
+ * per group and filter hands each message to a member. A client whose other subscriptions
+ * match the same message gets it once. A malformed shared filter (`$share/g`, `$share//f`,
+ * `$share/+/f`) is refused with SUBACK 0x80, and nothing published to a topic name
+ * beginning with `$share/` is delivered.
  *
  * ### Example ###
  *
@@ -141,12 +155,13 @@ export class EmbeddedBroker {
             };
         }
         const allow = this._authorizeSubscribe;
-        if (allow) {
-            // A null subscription is Aedes' way to answer SUBACK 0x80 for this filter.
-            options.authorizeSubscribe = (client, subscription, done) => {
-                done(null, allow(client.id, subscription.topic, subscription.qos) ? subscription : null);
-            };
-        }
+        // A null subscription is Aedes' way to answer SUBACK 0x80 for this filter.
+        options.authorizeSubscribe = (client, subscription, done) => {
+            const { topic, qos } = subscription;
+            const accepted = SharedSubscriptions.acceptsFilter(topic) && (!allow || allow(client.id, topic, qos));
+            done(null, accepted ? subscription : null);
+        };
+        options.authorizeForward = (_client, packet) => (SharedSubscriptions.forwards(packet.topic) ? packet : null);
         const publishCheck = this._authorizePublish;
         if (publishCheck) {
             options.authorizePublish = (client, packet, done) => {
@@ -156,6 +171,7 @@ export class EmbeddedBroker {
             };
         }
         const aedes = await Aedes.createBroker(options);
+        SharedSubscriptions.attach(aedes);
         // 'client' fires when a CONNECT is accepted, before the CONNACK is written, so the count
         // is already up to date when the client sees its CONNACK ('clientReady' comes later).
         aedes.on('client', (_client: Client) => {
