@@ -17,6 +17,7 @@ import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions } from './MqttSubscriptions';
 import { checkTopicName, parseFilter } from './MqttTopics';
+import { SharedRun } from './SharedRun';
 import { nonEmpty } from './text';
 import { waitForConnack } from './waitForConnack';
 
@@ -107,8 +108,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     /** The open client and its handlers; null while closed. */
     private _session: MqttSession | null = null;
     private readonly _generatedClientId = makeClientId();
-    private _opening: Promise<void> | null = null;
-    private _closing: Promise<void> | null = null;
+    private readonly _opening = new SharedRun();
+    private readonly _closing = new SharedRun();
     private _abortOpen: ((err: Error) => void) | null = null;
     /** Set by a close() that came while open() was still resolving the configuration. */
     private _pendingAbort: Error | null = null;
@@ -174,16 +175,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      *   when close() is called meanwhile.
      */
     public async open(correlationId: string | null): Promise<void> {
-        if (this._closing) await this._closing.catch(() => undefined);
-        if (this._opening) return this._opening;
-        if (this._session) return;
-        const opening = this.doOpen(correlationId);
-        this._opening = opening;
-        try {
-            await opening;
-        } finally {
-            if (this._opening === opening) this._opening = null;
-        }
+        await this._closing.settled();
+        if (this._session && !this._opening.current) return;
+        return this._opening.run(() => this.doOpen(correlationId));
     }
 
     private async doOpen(correlationId: string | null): Promise<void> {
@@ -251,22 +245,15 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * once the client has ended. Drops all subscriptions. Idempotent; concurrent calls share one close.
      */
     public async close(correlationId: string | null): Promise<void> {
-        if (this._closing) return this._closing;
-        const closing = this.doClose(correlationId);
-        this._closing = closing;
-        try {
-            await closing;
-        } finally {
-            this._closing = null;
-        }
+        return this._closing.run(() => this.doClose(correlationId));
     }
 
     private async doClose(correlationId: string | null): Promise<void> {
-        if (this._opening) {
+        if (this._opening.current) {
             const abort = new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, 'MQTT connection was closed while opening');
             if (this._abortOpen) this._abortOpen(abort);
             else this._pendingAbort = abort;
-            await this._opening.catch(() => undefined);
+            await this._opening.settled();
         }
         const session = this._session;
         if (!session) return;

@@ -9,6 +9,7 @@ import { NO_CID, cid } from '../connect/correlation';
 import type { IMqttMessageListener } from '../connect/IMqttMessageListener';
 import { MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/MqttErrorCode';
+import { SharedRun } from '../connect/SharedRun';
 import { decodeEnvelope, encodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttMessageBuffer } from './MqttMessageBuffer';
 import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from './MqttQueueSettings';
@@ -90,8 +91,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private _connection: MqttConnection | null = null;
     private _settings: MqttQueueSettings | null = null;
     private _opened = false;
-    private _opening: Promise<void> | null = null;
-    private _closing: Promise<void> | null = null;
+    private readonly _opening = new SharedRun();
+    private readonly _closing = new SharedRun();
     /** Incremented by close(): an open() that sees it change was closed meanwhile. */
     private _generation = 0;
 
@@ -162,16 +163,9 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      *   `MQTT_CLOSED` when close() is called meanwhile.
      */
     public override async open(correlationId: string | null): Promise<void> {
-        if (this._closing) await this._closing.catch(() => undefined);
-        if (this._opening) return this._opening;
-        if (this.isOpen()) return;
-        const opening = this.doOpen(correlationId);
-        this._opening = opening;
-        try {
-            await opening;
-        } finally {
-            if (this._opening === opening) this._opening = null;
-        }
+        await this._closing.settled();
+        if (this.isOpen() && !this._opening.current) return;
+        return this._opening.run(() => this.doOpen(correlationId));
     }
 
     private async doOpen(correlationId: string | null): Promise<void> {
@@ -222,14 +216,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * already buffered stay for after a reopen (clear() drops them). Idempotent.
      */
     public async close(correlationId: string | null): Promise<void> {
-        if (this._closing) return this._closing;
-        const closing = this.doClose(correlationId);
-        this._closing = closing;
-        try {
-            await closing;
-        } finally {
-            this._closing = null;
-        }
+        return this._closing.run(() => this.doClose(correlationId));
     }
 
     private async doClose(correlationId: string | null): Promise<void> {
@@ -237,10 +224,9 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         const connection = this._connection;
         const owned = connection != null && connection === this._localConnection;
         // A local connection's close() also ends an open() in flight; a shared one is waited for.
-        const opening = this._opening;
-        if (opening) {
+        if (this._opening.current) {
             if (owned) await connection.close(correlationId);
-            await opening.catch(() => undefined);
+            await this._opening.settled();
         }
         const wasOpen = this._opened;
         this._opened = false;
