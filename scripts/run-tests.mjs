@@ -17,5 +17,6 @@ if (files.length === 0) {
     console.error('No test files under dist/test: run the build first.');
     process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...process.argv.slice(2), ...files], { stdio: 'inherit' });
+// --test-force-exit: a test that fails and leaves a client behind must not hang the run (and CI).
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-force-exit', ...process.argv.slice(2), ...files], { stdio: 'inherit' });
 process.exit(result.status ?? 1);

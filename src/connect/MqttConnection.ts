@@ -175,7 +175,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      *   when close() is called meanwhile.
      */
     public async open(correlationId: string | null): Promise<void> {
-        await this._closing.settled();
+        // Only when closing: an await here would let a close() made right after open() miss it.
+        if (this._closing.current) await this._closing.settled();
         if (this._session && !this._opening.current) return;
         return this._opening.run(() => this.doOpen(correlationId));
     }

@@ -11,7 +11,7 @@ export class SharedRun {
         return this._current;
     }
 
-    /** Waits for the run in flight, if any, ignoring how it ends. */
+    /** Waits for the run in flight, if any, ignoring how it ends (awaiting it always yields a turn). */
     public async settled(): Promise<void> {
         await this._current?.catch(() => undefined);
     }

@@ -31,6 +31,8 @@ const CONNECTION_LOCATOR = new Descriptor('*', 'connection', 'mqtt', '*', '1.0')
  *
  * The queue subscribes once: at open() with `options.autosubscribe`, otherwise at the first
  * peek(), peekBatch(), receive() or listen(). close() unsubscribes (and waits for the broker).
+ * When the owner of a shared connection closes it, the subscription goes with it: isOpen() turns
+ * false, and open() subscribes again.
  *
  * MQTT acknowledges a message when it arrives, so complete(), abandon(), renewLock() and
  * moveToDeadLetter() do nothing, and the capabilities say so. A message buffered here and not
@@ -91,6 +93,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private _connection: MqttConnection | null = null;
     private _settings: MqttQueueSettings | null = null;
     private _opened = false;
+    /** The connection's client when the queue opened: another client means it was closed and reopened. */
+    private _openedOn: MqttClient | null = null;
     private readonly _opening = new SharedRun();
     private readonly _closing = new SharedRun();
     /** Incremented by close(): an open() that sees it change was closed meanwhile. */
@@ -104,7 +108,10 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private _subscribing: Promise<void> | null = null;
     private _subscribedOn: MqttClient | null = null;
     private _receiver: IMessageReceiver | null = null;
-    private _pumping = false;
+    /** Changed by listen(), endListen() and close(): a drain or a beginListen() of an older epoch stops. */
+    private _listenEpoch = 0;
+    /** The epoch of the drain running, or -1. */
+    private _drainingEpoch = -1;
     /** Messages dropped since the buffer last had room; > 0 while dropping. */
     private _dropping = 0;
 
@@ -150,9 +157,13 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         this._dependencyResolver.configure(this._config);
     }
 
-    /** True between open() and close() while the connection it uses is open. */
+    /**
+     * True between open() and close() while the connection it opened on is still open. When a
+     * shared connection is closed (and perhaps reopened) by its owner, the queue's subscription
+     * went with it: the queue reports closed until open() is called again.
+     */
     public isOpen(): boolean {
-        return this._opened && this._connection != null && this._connection.isOpen();
+        return this._opened && this._openedOn != null && this._connection?.getConnection() === this._openedOn;
     }
 
     /**
@@ -163,7 +174,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      *   `MQTT_CLOSED` when close() is called meanwhile.
      */
     public override async open(correlationId: string | null): Promise<void> {
-        await this._closing.settled();
+        if (this._closing.current) await this._closing.settled();
         if (this.isOpen() && !this._opening.current) return;
         return this._opening.run(() => this.doOpen(correlationId));
     }
@@ -185,6 +196,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         };
         checkClosed();
         this._opened = true;
+        this._openedOn = connection.getConnection();
         if (settings.autosubscribe || this._receiver) {
             try {
                 await this.subscribeOnce(correlationId);
@@ -192,6 +204,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
             } catch (err) {
                 if (this._generation === generation) {
                     this._opened = false;
+                    this._openedOn = null;
                     if (connection === this._localConnection) await connection.close(correlationId);
                 }
                 throw err;
@@ -201,11 +214,11 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     }
 
     private localConnection(): MqttConnection {
-        if (!this._localConnection) {
-            const connection = new MqttConnection();
-            connection.configure(this._config);
-            connection.setReferences(this._references ?? new References());
-            this._localConnection = connection;
+        this._localConnection ??= new MqttConnection();
+        // Closed by close(), so each open() applies the latest configuration and references.
+        if (!this._localConnection.isOpen()) {
+            this._localConnection.configure(this._config);
+            this._localConnection.setReferences(this._references ?? new References());
         }
         return this._localConnection;
     }
@@ -223,27 +236,33 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         this._generation++;
         const connection = this._connection;
         const owned = connection != null && connection === this._localConnection;
-        // A local connection's close() also ends an open() in flight; a shared one is waited for.
-        if (this._opening.current) {
-            if (owned) await connection.close(correlationId);
-            await this._opening.settled();
-        }
         const wasOpen = this._opened;
+        // From here on nothing is handed to a receiver or a waiting receive().
         this._opened = false;
+        this._openedOn = null;
         this._receiver = null;
+        this._listenEpoch++;
         this._buffer.releaseWaiters();
+        // A local connection's close() also ends an open() in flight.
+        const opening = this._opening.current;
+        if (opening && owned) await connection.close(correlationId);
+        // Removing the listener first also settles a subscribe() still waiting for it (a reconnect
+        // may be far away), including the one of an open() in flight, which then fails with MQTT_CLOSED.
         const subscribed = this._subscribing;
         this._subscribing = null;
         this._subscribedOn = null;
-        if (connection && subscribed) {
-            try {
-                await subscribed.catch(() => undefined);
-                await connection.unsubscribe(this._settings!.filter, this._listener);
-            } catch (err) {
-                this._logger.warn(cid(correlationId), 'MQTT queue %s could not unsubscribe from %s: %s',
-                    this.getName(), this._settings!.filter, (err as Error).message);
-            }
+        const unsubscribing = connection && subscribed
+            ? connection.unsubscribe(this._settings!.filter, this._listener)
+            : Promise.resolve();
+        unsubscribing.catch(() => undefined);
+        await this._opening.settled();
+        try {
+            await unsubscribing;
+        } catch (err) {
+            this._logger.warn(cid(correlationId), 'MQTT queue %s could not unsubscribe from %s: %s',
+                this.getName(), this._settings!.filter, (err as Error).message);
         }
+        await subscribed?.catch(() => undefined);
         if (owned) await connection.close(correlationId);
         this._connection = null;
         if (wasOpen) this._logger.debug(cid(correlationId), 'Closed MQTT queue %s', this.getName());
@@ -281,13 +300,32 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         return subscribing;
     }
 
+    private peekFirst(correlationId: string | null, count: number): Promise<MessageEnvelope[]> {
+        try {
+            this.startSubscription(correlationId);
+        } catch (err) {
+            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+        }
+        return Promise.resolve(this._buffer.peek(count));
+    }
+
+    /** Subscribes if not yet subscribed, without waiting; a failure is logged. @throws `MQTT_NOT_OPENED`. */
+    private startSubscription(correlationId: string | null): void {
+        this.subscribeOnce(correlationId).catch((err: unknown) => {
+            this._logger.error(cid(correlationId), err as Error, 'MQTT queue %s cannot subscribe to %s',
+                this.getName(), this._settings?.filter ?? '');
+        });
+    }
+
     private counter(name: string): string {
         return `queue.${this.getName()}.${name}`;
     }
 
     private onMessage(topic: string, data: Buffer, packet: IPublishPacket): void {
-        if (!this._opened) return;
-        const envelope = decodeEnvelope(topic, data, this._settings!.serializeEnvelope);
+        // Until close() has removed the listener, a message is kept (MQTT.js has acknowledged it).
+        const settings = this._settings;
+        if (!settings) return;
+        const envelope = decodeEnvelope(topic, data, settings.serializeEnvelope);
         if (typeof envelope === 'string') {
             this._counters.incrementOne(this.counter('malformed_messages'));
             this._logger.error(NO_CID, null as unknown as Error, 'MQTT queue %s dropped a malformed message from %s: %s',
@@ -312,18 +350,21 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         if (this._receiver) this.pump();
     }
 
-    /** Hands buffered messages to the receiver one at a time, in order; one pump at a time. */
+    /**
+     * Hands buffered messages to the receiver one at a time, in order; one drain per listen(). A
+     * new listen() starts a new drain, so a receiver that never settles blocks only itself.
+     */
     private pump(): void {
-        if (this._pumping) return;
-        this._pumping = true;
-        void this.drain();
+        const receiver = this._receiver;
+        if (!receiver || this._drainingEpoch === this._listenEpoch) return;
+        this._drainingEpoch = this._listenEpoch;
+        void this.drain(this._listenEpoch, receiver);
     }
 
-    private async drain(): Promise<void> {
+    private async drain(epoch: number, receiver: IMessageReceiver): Promise<void> {
         try {
             for (;;) {
-                const receiver = this._receiver;
-                if (!receiver) return;
+                if (this._listenEpoch !== epoch) return;
                 const message = this._buffer.shift();
                 if (!message) return;
                 try {
@@ -335,7 +376,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
             }
         } finally {
             // Runs in the same turn as the last empty check, so no message can slip in between.
-            this._pumping = false;
+            if (this._drainingEpoch === epoch) this._drainingEpoch = -1;
         }
     }
 
@@ -363,24 +404,37 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         const envelope = new MessageEnvelope(cid(correlationId), messageType, null);
         if (Buffer.isBuffer(message)) envelope.message = message;
         else if (typeof message === 'string') envelope.setMessageAsString(message);
-        else envelope.setMessageAsObject(message);
+        else if (message !== undefined) {
+            let json: string | undefined;
+            try {
+                json = JSON.stringify(message);
+            } catch (err) {
+                throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope,
+                    `The message cannot be sent as JSON: ${(err as Error).message}`).withCause(err as Error);
+            }
+            if (json === undefined) {
+                throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope, `A ${typeof message} cannot be sent as JSON`);
+            }
+            envelope.setMessageAsString(json);
+        }
         await this.send(correlationId, envelope);
     }
 
-    /** The oldest buffered message without removing it, or null. Subscribes first if needed. */
+    /**
+     * The oldest buffered message without removing it, or null. Starts the subscription if there
+     * is none yet, without waiting for it (nothing can be buffered before it); a failure is logged.
+     */
     public async peek(correlationId: string | null): Promise<MessageEnvelope> {
-        await this.subscribeOnce(correlationId);
-        return this._buffer.peek(1)[0] ?? NO_MESSAGE;
+        return (await this.peekFirst(correlationId, 1))[0] ?? NO_MESSAGE;
     }
 
-    /** Up to `messageCount` buffered messages, oldest first, without removing them. */
+    /** Up to `messageCount` buffered messages, oldest first, without removing them. Like peek(), starts the subscription. */
     public async peekBatch(correlationId: string | null, messageCount: number): Promise<MessageEnvelope[]> {
         if (typeof messageCount !== 'number' || !Number.isInteger(messageCount) || messageCount < 0) {
             throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidArgument,
                 `messageCount must be a non-negative integer, not ${String(messageCount)}`);
         }
-        await this.subscribeOnce(correlationId);
-        return this._buffer.peek(messageCount);
+        return this.peekFirst(correlationId, messageCount);
     }
 
     /**
@@ -394,7 +448,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
                 `waitTimeout must be a non-negative number of milliseconds, not ${String(waitTimeout)}`);
         }
         const started = Date.now();
-        await this.subscribeOnce(correlationId);
+        // The subscription may wait for a reconnect: that counts against waitTimeout too.
+        if (!(await settlesWithin(this.subscribeOnce(correlationId), waitTimeout))) return NO_MESSAGE;
         if (!this._opened) return NO_MESSAGE;
         const message = await this._buffer.take(waitTimeout - (Date.now() - started));
         if (message) this._logger.trace(cid(correlationId), 'MQTT queue %s handed out message %s', this.getName(), message.message_id);
@@ -434,17 +489,17 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         }
         this.openConnection(correlationId);
         this._receiver = receiver;
+        this._listenEpoch++;
         this._logger.trace(cid(correlationId), 'MQTT queue %s started listening', this.getName());
-        this.subscribeOnce(correlationId).catch((err: unknown) => {
-            this._logger.error(cid(correlationId), err as Error, 'MQTT queue %s cannot listen: subscribing to %s failed',
-                this.getName(), this._settings?.filter ?? '');
-        });
+        this.startSubscription(correlationId);
         this.pump();
     }
 
     /** Like listen(), on the next turn of the event loop; errors are logged, not thrown. */
     public override beginListen(correlationId: string | null, receiver: IMessageReceiver): void {
+        const epoch = this._listenEpoch;
         setImmediate(() => {
+            if (this._listenEpoch !== epoch) return; // endListen(), listen() or close() came first
             try {
                 this.listen(correlationId, receiver);
             } catch (err) {
@@ -456,6 +511,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     /** Stops listening; messages go to the buffer again. The message being delivered finishes. */
     public endListen(_correlationId: string | null): void {
         this._receiver = null;
+        this._listenEpoch++;
     }
 
     /** Drops every buffered message (the broker keeps its retained message, if any). */
@@ -477,4 +533,17 @@ function isMqttConnection(value: unknown): value is MqttConnection {
     return typeof value === 'object' && value != null
         && (['open', 'close', 'isOpen', 'publish', 'subscribe', 'unsubscribe', 'getConnection'] as const)
             .every((method) => typeof candidate[method] === 'function');
+}
+
+/** True when `promise` fulfils within `ms`, false after; rejects as it does within `ms`. */
+async function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+        return await Promise.race([
+            promise.then(() => true),
+            new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), Math.min(ms, 2147483647)); }),
+        ]);
+    } finally {
+        clearTimeout(timer);
+    }
 }
