@@ -47,6 +47,22 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         return queue;
     }
 
+    /** Runs `body` with a queue on `topic`, opened over a shared connection; closes both afterwards. */
+    async function withQueue(
+        topic: string, tuples: unknown[],
+        body: (queue: MqttMessageQueue, setup: ReturnType<typeof sharedSetup>) => Promise<void>,
+    ): Promise<void> {
+        const setup = sharedSetup();
+        const queue = queueOn(setup.references, topic, ...tuples);
+        try {
+            await queue.open(null);
+            await body(queue, setup);
+        } finally {
+            await queue.close(null);
+            await setup.connection.close(null);
+        }
+    }
+
     it('states its capabilities: no locks, no abandon, no dead letters', () => {
         const caps = new MqttMessageQueue('q').getCapabilities();
         assert.deepEqual(
@@ -56,11 +72,8 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
     });
 
     it('subscribes once, on the first peek/receive/listen, and again only after a reopen', async () => {
-        const { connection, references } = sharedSetup();
-        const counting = connection as CountingConnection;
-        const queue = queueOn(references, uniqueTopic('once'));
-        try {
-            await queue.open(null);
+        await withQueue(uniqueTopic('once'), [], async (queue, { connection }) => {
+            const counting = connection as CountingConnection;
             assert.equal(counting.subscribeCalls, 0, 'no autosubscribe: nothing at open');
             await Promise.all([queue.peek(null), queue.receive(null, 0), queue.peekBatch(null, 3)]);
             assert.equal(counting.subscribeCalls, 1, 'concurrent first calls share one subscribe');
@@ -75,23 +88,16 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             await queue.open(null);
             await queue.receive(null, 0);
             assert.equal(counting.subscribeCalls, 2, 'once more after reopening');
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('with autosubscribe, subscribes at open', async () => {
-        const { connection, references } = sharedSetup();
-        const queue = queueOn(references, uniqueTopic('auto'), 'options.autosubscribe', true);
-        try {
-            await queue.open(null);
+        const topic = uniqueTopic('auto');
+        await withQueue(topic, ['options.autosubscribe', true], (_queue, { connection }) => {
             assert.equal((connection as CountingConnection).subscribeCalls, 1);
-            assert.ok(connection.getSubscriptions().some((s) => s.filter === queue.getName() || s.filter.startsWith('auto/')));
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+            assert.deepEqual(connection.getSubscriptions().map((s) => s.filter), [topic]);
+            return Promise.resolve();
+        });
     });
 
     it('uses a referenced connection without configuration, opens it if needed, never closes it', async () => {
@@ -113,11 +119,8 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
     });
 
     it('is closed when its shared connection was closed, and reopens it', async () => {
-        const { connection, references } = sharedSetup();
         const topic = uniqueTopic('reopen');
-        const queue = queueOn(references, topic, 'options.autosubscribe', true);
-        try {
-            await queue.open(null);
+        await withQueue(topic, ['options.autosubscribe', true], async (queue, { connection }) => {
             await connection.close(null);
             assert.equal(queue.isOpen(), false);
             await assert.rejects(queue.send(null, new MessageEnvelope('c', 't', 'x')), { code: MqttErrorCode.NotOpened });
@@ -125,10 +128,7 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             assert.ok(connection.isOpen());
             await queue.send(null, new MessageEnvelope('c', 't', 'back'));
             assert.equal((await queue.receive(null, 5000))?.getMessageAsString(), 'back', 'subscribed again on the new session');
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('picks the connection named by dependencies.connection', async () => {
@@ -235,25 +235,16 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
     });
 
     it('counts sent and received messages', async () => {
-        const { connection, references, counters } = sharedSetup();
-        const queue = queueOn(references, uniqueTopic('count'), 'options.autosubscribe', true, 'options.qos', 1);
-        try {
-            await queue.open(null);
+        await withQueue(uniqueTopic('count'), ['options.autosubscribe', true, 'options.qos', 1], async (queue, { counters }) => {
             for (let i = 0; i < 3; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
             await waitFor(async () => (await queue.readMessageCount()) === 3, 5000, '3 messages');
             assert.equal(counters.increments.get('queue.q.sent_messages'), 3);
             assert.equal(counters.increments.get('queue.q.received_messages'), 3);
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('bounds its buffer: drops, counts and logs beyond options.max_buffered, then takes messages again', async () => {
-        const { connection, references, counters, logger } = sharedSetup();
-        const queue = queueOn(references, uniqueTopic('bound'), 'options.autosubscribe', true, 'options.qos', 1, 'options.max_buffered', 5);
-        try {
-            await queue.open(null);
+        await withQueue(uniqueTopic('bound'), ['options.autosubscribe', true, 'options.qos', 1, 'options.max_buffered', 5], async (queue, { counters, logger }) => {
             for (let i = 0; i < 8; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
             await waitFor(() => counters.increments.get('queue.q.dropped_messages') === 3, 5000, '3 dropped messages');
             assert.equal(await queue.readMessageCount(), 5);
@@ -266,18 +257,12 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             await waitFor(async () => (await queue.readMessageCount()) === 5, 5000, 'm8 accepted');
             assert.equal((await queue.peekBatch(null, 10)).at(-1)?.getMessageAsString(), 'm8');
             assert.ok(logger.messages(LogLevel.Warn).some((w) => /room again after dropping 3/.test(w)));
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('logs and counts a malformed envelope, never throws, and goes on', async () => {
-        const { connection, references, counters, logger } = sharedSetup();
         const topic = uniqueTopic('malformed');
-        const queue = queueOn(references, topic, 'options.autosubscribe', true, 'options.qos', 1, 'options.serialize_envelope', true);
-        try {
-            await queue.open(null);
+        await withQueue(topic, ['options.autosubscribe', true, 'options.qos', 1, 'options.serialize_envelope', true], async (queue, { connection, counters, logger }) => {
             await connection.publish(topic, 'secret-payload {not json', { qos: 1 });
             await connection.publish(topic, '{"message": 12}', { qos: 1 });
             await queue.send(null, new MessageEnvelope('c', 't', 'good'));
@@ -285,10 +270,7 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             assert.equal(counters.increments.get('queue.q.malformed_messages'), 2);
             assert.equal(logger.messages(LogLevel.Error).filter((m) => /malformed/.test(m)).length, 2);
             assert.ok(!logger.text().includes('secret-payload'), 'payloads are never logged');
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('keeps delivering to a receiver that throws', async () => {
@@ -316,10 +298,7 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
     });
 
     it('close() resolves waiting receives with null, ends listening, keeps buffered messages for a reopen', async () => {
-        const { connection, references } = sharedSetup();
-        const queue = queueOn(references, uniqueTopic('closing'), 'options.autosubscribe', true, 'options.qos', 1);
-        try {
-            await queue.open(null);
+        await withQueue(uniqueTopic('closing'), ['options.autosubscribe', true, 'options.qos', 1], async (queue, _setup) => {
             const waiting = [queue.receive(null, 60000), queue.receive(null, 60000)];
             await delay(20);
             await queue.close(null);
@@ -336,34 +315,22 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             await queue.send(null, new MessageEnvelope('c', 't', 'after reopen'));
             await waitFor(async () => (await queue.readMessageCount()) === 1, 5000, 'buffered, not delivered');
             assert.deepEqual(got, ['kept'], 'listening ended at close');
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('serves concurrent receives in call order', async () => {
-        const { connection, references } = sharedSetup();
-        const queue = queueOn(references, uniqueTopic('order'), 'options.autosubscribe', true, 'options.qos', 1);
-        try {
-            await queue.open(null);
+        await withQueue(uniqueTopic('order'), ['options.autosubscribe', true, 'options.qos', 1], async (queue, _setup) => {
             const first = queue.receive(null, 10000);
             const second = queue.receive(null, 10000);
             await queue.send(null, new MessageEnvelope('c', 't', 'one'));
             await queue.send(null, new MessageEnvelope('c', 't', 'two'));
             assert.deepEqual([(await first)?.getMessageAsString(), (await second)?.getMessageAsString()], ['one', 'two']);
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('a wildcard topic receives from every matching topic, typed by topic, and cannot send', async () => {
-        const { connection, references } = sharedSetup();
         const base = uniqueTopic('wild');
-        const queue = queueOn(references, `${base}/+/temp`, 'options.autosubscribe', true, 'options.qos', 1);
-        try {
-            await queue.open(null);
+        await withQueue(`${base}/+/temp`, ['options.autosubscribe', true, 'options.qos', 1], async (queue, { connection }) => {
             await connection.publish(`${base}/kitchen/temp`, '21', { qos: 1 });
             await connection.publish(`${base}/kitchen/humidity`, '40', { qos: 1 });
             await connection.publish(`${base}/garage/temp`, '9', { qos: 1 });
@@ -372,34 +339,22 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             assert.deepEqual([a?.message_type, b?.message_type], [`${base}/kitchen/temp`, `${base}/garage/temp`]);
             assert.equal(await queue.receive(null, 100), null);
             await assert.rejects(queue.send(null, new MessageEnvelope('c', 't', 'x')), { code: MqttErrorCode.InvalidTopic });
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('sendAsObject sends a Buffer as bytes, not as JSON', async () => {
-        const { connection, references } = sharedSetup();
-        const queue = queueOn(references, uniqueTopic('obj'), 'options.autosubscribe', true, 'options.qos', 1);
-        try {
-            await queue.open(null);
+        await withQueue(uniqueTopic('obj'), ['options.autosubscribe', true, 'options.qos', 1], async (queue, _setup) => {
             const bytes = Buffer.from([1, 2, 3, 250]);
             await queue.sendAsObject(null, 'blob', bytes);
             assert.deepEqual((await queue.receive(null, 5000))?.message, bytes);
             await queue.sendAsObject(null, 'text', 'plain');
             assert.equal((await queue.receive(null, 5000))?.getMessageAsString(), 'plain');
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 
     it('publishes with the configured QoS and retain flag', async () => {
-        const { connection, references } = sharedSetup();
         const topic = uniqueTopic('retain');
-        const queue = queueOn(references, topic, 'options.qos', 1, 'options.retain', true);
-        try {
-            await queue.open(null);
+        await withQueue(topic, ['options.qos', 1, 'options.retain', true], async (queue, { connection }) => {
             await queue.send(null, new MessageEnvelope('c', 't', 'retained'));
             // A subscription made afterwards still gets it: the broker retained it.
             const got = await queue.receive(null, 5000);
@@ -408,9 +363,6 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             assert.equal(packet.retain, true);
             assert.equal(packet.qos, 1);
             await connection.publish(topic, '', { qos: 1, retain: true }); // clear it
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        });
     });
 });
