@@ -114,6 +114,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     /** Set by a close() that came while open() was still resolving the configuration. */
     private _pendingAbort: Error | null = null;
     private _displayUri = '';
+    /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
+    private _closeCalls = 0;
 
     public constructor() {
         this._clientId = this._generatedClientId;
@@ -176,7 +178,13 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      */
     public async open(correlationId: string | null): Promise<void> {
         // Only when closing: an await here would let a close() made right after open() miss it.
-        if (this._closing.current) await this._closing.settled();
+        if (this._closing.current) {
+            const closes = this._closeCalls;
+            await this._closing.settled();
+            if (this._closeCalls !== closes) {
+                throw new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, 'MQTT connection was closed while opening');
+            }
+        }
         if (this._session && !this._opening.current) return;
         return this._opening.run(() => this.doOpen(correlationId));
     }
@@ -246,6 +254,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * once the client has ended. Drops all subscriptions. Idempotent; concurrent calls share one close.
      */
     public async close(correlationId: string | null): Promise<void> {
+        this._closeCalls++;
         return this._closing.run(() => this.doClose(correlationId));
     }
 

@@ -104,7 +104,9 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
 
     public configure(config: ConfigParams): void {
         this._config = config;
-        this._credentialResolver.configure(config);
+        // A new resolver: CredentialResolver.configure() adds to the credentials it has, and the
+        // first one wins, so configuring twice would keep the old credential.
+        this._credentialResolver = new CredentialResolver(config, this._references ?? undefined);
     }
 
     public setReferences(references: IReferences): void {

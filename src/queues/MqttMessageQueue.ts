@@ -99,6 +99,10 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private readonly _closing = new SharedRun();
     /** Incremented by close(): an open() that sees it change was closed meanwhile. */
     private _generation = 0;
+    /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
+    private _closeCalls = 0;
+    /** The delivery in progress to each receiver, so that a new drain for it waits for it. */
+    private readonly _delivering = new Map<IMessageReceiver, Promise<unknown>>();
 
     private readonly _buffer: MqttMessageBuffer = new MqttMessageBuffer(10000);
     private readonly _listener: IMqttMessageListener = {
@@ -174,7 +178,13 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      *   `MQTT_CLOSED` when close() is called meanwhile.
      */
     public override async open(correlationId: string | null): Promise<void> {
-        if (this._closing.current) await this._closing.settled();
+        if (this._closing.current) {
+            const closes = this._closeCalls;
+            await this._closing.settled();
+            if (this._closeCalls !== closes) {
+                throw new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`);
+            }
+        }
         if (this.isOpen() && !this._opening.current) return;
         return this._opening.run(() => this.doOpen(correlationId));
     }
@@ -218,6 +228,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         // Closed by close(), so each open() applies the latest configuration and references.
         if (!this._localConnection.isOpen()) {
             this._localConnection.configure(this._config);
+            // configure() and setReferences() append (credentials, loggers, counters): start from fresh ones.
+            this._localConnection.unsetReferences();
             this._localConnection.setReferences(this._references ?? new References());
         }
         return this._localConnection;
@@ -229,6 +241,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * already buffered stay for after a reopen (clear() drops them). Idempotent.
      */
     public async close(correlationId: string | null): Promise<void> {
+        this._closeCalls++;
         return this._closing.run(() => this.doClose(correlationId));
     }
 
@@ -363,15 +376,22 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     private async drain(epoch: number, receiver: IMessageReceiver): Promise<void> {
         try {
+            // An older drain may still be handing this receiver a message: one at a time, in order.
+            const previous = this._delivering.get(receiver);
+            if (previous) await previous.catch(() => undefined);
             for (;;) {
                 if (this._listenEpoch !== epoch) return;
                 const message = this._buffer.shift();
                 if (!message) return;
+                const delivering = Promise.resolve().then(() => receiver.receiveMessage(message, this));
+                this._delivering.set(receiver, delivering);
                 try {
-                    await receiver.receiveMessage(message, this);
+                    await delivering;
                 } catch (err) {
                     this._logger.error(NO_CID, err as Error, 'MQTT queue %s: the receiver failed on message %s',
                         this.getName(), message.message_id);
+                } finally {
+                    if (this._delivering.get(receiver) === delivering) this._delivering.delete(receiver);
                 }
             }
         } finally {

@@ -147,6 +147,23 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
         assert.equal(counters.increments.get('mqtt.published_messages'), undefined);
     });
 
+    it('uses the latest configuration when configured again, credentials included', async () => {
+        const users: (string | undefined)[] = [];
+        const auth = await startAedes({ authenticate: (_id, username) => { users.push(username); return true; } });
+        const connection = new MqttConnection();
+        try {
+            connection.configure(ConfigParams.fromTuples('connection.uri', auth.url, 'credential.username', 'old'));
+            await connection.open(null);
+            await connection.close(null);
+            connection.configure(ConfigParams.fromTuples('connection.uri', auth.url, 'credential.username', 'new'));
+            await connection.open(null);
+            assert.deepEqual(users, ['old', 'new']);
+        } finally {
+            await connection.close(null);
+            await auth.stop();
+        }
+    });
+
     it('lists its subscriptions', async () => {
         const connection = newConnection(broker.url);
         await connection.open(null);
