@@ -97,7 +97,9 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private _openedOn: MqttClient | null = null;
     private readonly _opening = new SharedRun();
     private readonly _closing = new SharedRun();
-    /** Incremented by close(): an open() that sees it change was closed meanwhile. */
+    /** Ends the wait of an open() for its connection; set while it waits. */
+    private _abortOpen: ((err: Error) => void) | null = null;
+    /** Incremented by close(): an open() or receive() that sees it change was closed meanwhile. */
     private _generation = 0;
     /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
     private _closeCalls = 0;
@@ -198,7 +200,13 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
         const connection = this._sharedConnection ?? this.localConnection();
         this._connection = connection;
-        await connection.open(correlationId);
+        // close() ends this wait at once: a shared connection goes on opening for its owner.
+        const aborted = new Promise<never>((_resolve, reject) => { this._abortOpen = reject; });
+        try {
+            await Promise.race([connection.open(correlationId), aborted]);
+        } finally {
+            this._abortOpen = null;
+        }
         const checkClosed = (): void => {
             if (this._generation !== generation) {
                 throw new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`);
@@ -247,6 +255,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     private async doClose(correlationId: string | null): Promise<void> {
         this._generation++;
+        this._abortOpen?.(new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`));
         const connection = this._connection;
         const owned = connection != null && connection === this._localConnection;
         const wasOpen = this._opened;
@@ -468,9 +477,10 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
                 `waitTimeout must be a non-negative number of milliseconds, not ${String(waitTimeout)}`);
         }
         const started = Date.now();
+        const generation = this._generation;
         // The subscription may wait for a reconnect: that counts against waitTimeout too.
         if (!(await settlesWithin(this.subscribeOnce(correlationId), waitTimeout))) return NO_MESSAGE;
-        if (!this._opened) return NO_MESSAGE;
+        if (!this._opened || this._generation !== generation) return NO_MESSAGE;
         const message = await this._buffer.take(waitTimeout - (Date.now() - started));
         if (message) this._logger.trace(cid(correlationId), 'MQTT queue %s handed out message %s', this.getName(), message.message_id);
         return message ?? NO_MESSAGE;

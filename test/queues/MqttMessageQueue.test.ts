@@ -200,6 +200,28 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         }
     });
 
+    it('close() while a shared connection is still opening ends open() promptly, and leaves the connection to its owner', async () => {
+        const silent = await silentServer();
+        const connection = new MqttConnection();
+        connection.configure(ConfigParams.fromTuples('connection.uri', silent.url, 'options.connect_timeout', 60000));
+        const queue = queueOn(References.fromTuples(CONNECTION, connection), uniqueTopic('opening'));
+        try {
+            const opening = queue.open(null);
+            await delay(50);
+            const started = Date.now();
+            await queue.close(null);
+            await assert.rejects(opening, (err: InvalidStateException) => err instanceof InvalidStateException && err.code === MqttErrorCode.Closed);
+            assert.ok(Date.now() - started < 10000, 'did not wait for connect_timeout');
+            // The owner's open() is still going: closing it ends it.
+            const owners = connection.open(null);
+            await connection.close(null);
+            await assert.rejects(owners, { code: MqttErrorCode.Closed });
+        } finally {
+            await connection.close(null);
+            await silent.stop();
+        }
+    });
+
     it('reports use before open and bad arguments with stable codes', async () => {
         const queue = new MqttMessageQueue('q');
         const envelope = new MessageEnvelope('c', 't', 'x');
