@@ -1,24 +1,23 @@
 import type { IPublishPacket, MqttClient } from 'mqtt';
 import {
-    BadRequestException, ConfigException, ConfigParams, DependencyResolver, Descriptor, InvalidStateException, References,
+    BadRequestException, ConfigParams, InvalidStateException,
     type ICleanable, type IOpenable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
 import { MessageEnvelope, MessageQueue, MessagingCapabilities, type IMessageReceiver } from 'pip-services3-messaging-nodex';
 
-import { NO_CID, cid } from '../connect/correlation';
+import { cid } from '../connect/correlation';
 import type { IMqttMessageListener } from '../connect/IMqttMessageListener';
-import { MqttConnection } from '../connect/MqttConnection';
+import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/MqttErrorCode';
 import { SharedRun } from '../connect/SharedRun';
-import { decodeEnvelope, encodeEnvelope } from './MqttEnvelopeCodec';
-import { MqttMessageBuffer } from './MqttMessageBuffer';
+import { encodeEnvelope } from './MqttEnvelopeCodec';
+import { MqttQueueConnections } from './MqttQueueConnections';
+import { MqttQueueInbox, type MqttQueueInboxHost } from './MqttQueueInbox';
 import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from './MqttQueueSettings';
+import { settlesWithin } from './settlesWithin';
 
 /** The pip-services typings say MessageEnvelope where null is returned (no message). */
 const NO_MESSAGE = null as unknown as MessageEnvelope;
-
-/** The connection a queue looks for in its references, unless `dependencies.connection` says otherwise. */
-const CONNECTION_LOCATOR = new Descriptor('*', 'connection', 'mqtt', '*', '1.0');
 
 /**
  * A Pip.Services message queue over MQTT: messages sent are published to one topic, and the
@@ -83,12 +82,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     public static readonly defaultConfig: ConfigParams = MQTT_QUEUE_DEFAULTS;
 
     private _config: ConfigParams = new ConfigParams();
-    private _references: IReferences | null = null;
-    private _dependencyResolver = MqttMessageQueue.newDependencyResolver();
-    /** The connection found in the references: shared, never closed here. */
-    private _sharedConnection: MqttConnection | null = null;
-    /** The connection this queue made because none was referenced: owned. */
-    private _localConnection: MqttConnection | null = null;
+    /** The shared connection from the references, or the queue's own. */
+    private readonly _connections = new MqttQueueConnections();
     /** The connection in use while open. */
     private _connection: MqttConnection | null = null;
     private _settings: MqttQueueSettings | null = null;
@@ -103,40 +98,26 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private _generation = 0;
     /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
     private _closeCalls = 0;
-    /** The delivery in progress to each receiver, so that a new drain for it waits for it. */
-    private readonly _delivering = new Map<IMessageReceiver, Promise<unknown>>();
 
-    private readonly _buffer: MqttMessageBuffer = new MqttMessageBuffer(10000);
+    private readonly _inbox = new MqttQueueInbox(this.inboxHost());
+    private readonly _buffer = this._inbox.buffer;
     private readonly _listener: IMqttMessageListener = {
         onMessage: (topic, data, packet) => this.onMessage(topic, data, packet),
     };
     /** The subscription in flight or made, and the client it was made on. */
     private _subscribing: Promise<void> | null = null;
     private _subscribedOn: MqttClient | null = null;
-    private _receiver: IMessageReceiver | null = null;
-    /** Changed by listen(), endListen() and close(): a drain or a beginListen() of an older epoch stops. */
-    private _listenEpoch = 0;
-    /** The epoch of the drain running, or -1. */
-    private _drainingEpoch = -1;
-    /** Messages dropped since the buffer last had room; > 0 while dropping. */
-    private _dropping = 0;
 
     /** @param name (optional) the queue name; also the default topic. */
     public constructor(name?: string) {
         super(name, new MessagingCapabilities(true, true, true, true, true, false, false, false, true));
     }
 
-    private static newDependencyResolver(): DependencyResolver {
-        const resolver = new DependencyResolver();
-        resolver.put('connection', CONNECTION_LOCATOR);
-        return resolver;
-    }
-
     /** Configures the queue; values are checked at open(), which raises ConfigException. */
     public override configure(config: ConfigParams): void {
         super.configure(config);
         this._config = config;
-        this._dependencyResolver.configure(config);
+        this._connections.configure(config);
     }
 
     /**
@@ -145,22 +126,12 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      */
     public override setReferences(references: IReferences): void {
         super.setReferences(references);
-        this._references = references;
-        this._dependencyResolver.setReferences(references);
-        const found = this._dependencyResolver.getOneOptional<unknown>('connection');
-        if (found != null && !isMqttConnection(found)) {
-            throw new ConfigException(NO_CID, MqttErrorCode.BadReference,
-                `The connection referenced by MQTT queue ${this.getName()} is not an MqttConnection`);
-        }
-        this._sharedConnection = found ?? null;
+        this._connections.setReferences(references, this.getName());
     }
 
     /** Forgets the references; a shared connection in use stays in use until close(). */
     public unsetReferences(): void {
-        this._references = null;
-        this._sharedConnection = null;
-        this._dependencyResolver = MqttMessageQueue.newDependencyResolver();
-        this._dependencyResolver.configure(this._config);
+        this._connections.unsetReferences();
     }
 
     /**
@@ -198,7 +169,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         this._settings = settings;
         this._buffer.limit = settings.maxBuffered;
 
-        const connection = this._sharedConnection ?? this.localConnection();
+        const connection = this._connections.pick();
         this._connection = connection;
         // close() ends this wait at once: a shared connection goes on opening for its owner.
         const aborted = new Promise<never>((_resolve, reject) => { this._abortOpen = reject; });
@@ -215,7 +186,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         checkClosed();
         this._opened = true;
         this._openedOn = connection.getConnection();
-        if (settings.autosubscribe || this._receiver) {
+        if (settings.autosubscribe || this._inbox.receiver) {
             try {
                 await this.subscribeOnce(correlationId);
                 checkClosed();
@@ -223,24 +194,12 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
                 if (this._generation === generation) {
                     this._opened = false;
                     this._openedOn = null;
-                    if (connection === this._localConnection) await connection.close(correlationId);
+                    if (this._connections.owns(connection)) await connection.close(correlationId);
                 }
                 throw err;
             }
         }
         this._logger.debug(cid(correlationId), 'Opened MQTT queue %s on topic %s', this.getName(), settings.topic);
-    }
-
-    private localConnection(): MqttConnection {
-        this._localConnection ??= new MqttConnection();
-        // Closed by close(), so each open() applies the latest configuration and references.
-        if (!this._localConnection.isOpen()) {
-            this._localConnection.configure(this._config);
-            // configure() and setReferences() append (credentials, loggers, counters): start from fresh ones.
-            this._localConnection.unsetReferences();
-            this._localConnection.setReferences(this._references ?? new References());
-        }
-        return this._localConnection;
     }
 
     /**
@@ -257,13 +216,12 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         this._generation++;
         this._abortOpen?.(new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`));
         const connection = this._connection;
-        const owned = connection != null && connection === this._localConnection;
+        const owned = this._connections.owns(connection);
         const wasOpen = this._opened;
         // From here on nothing is handed to a receiver or a waiting receive().
         this._opened = false;
         this._openedOn = null;
-        this._receiver = null;
-        this._listenEpoch++;
+        this._inbox.stop();
         this._buffer.releaseWaiters();
         // A local connection's close() also ends an open() in flight.
         const opening = this._opening.current;
@@ -343,70 +301,21 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         return `queue.${this.getName()}.${name}`;
     }
 
+    private inboxHost(): MqttQueueInboxHost {
+        // Getters: references and the name can change after construction.
+        const queue = (): MqttMessageQueue => this;
+        return {
+            get queue() { return queue(); },
+            get name() { return queue().getName(); },
+            get logger() { return queue()._logger; },
+            get counters() { return queue()._counters; },
+        };
+    }
+
     private onMessage(topic: string, data: Buffer, packet: IPublishPacket): void {
         // Until close() has removed the listener, a message is kept (MQTT.js has acknowledged it).
         const settings = this._settings;
-        if (!settings) return;
-        const envelope = decodeEnvelope(topic, data, settings.serializeEnvelope);
-        if (typeof envelope === 'string') {
-            this._counters.incrementOne(this.counter('malformed_messages'));
-            this._logger.error(NO_CID, null as unknown as Error, 'MQTT queue %s dropped a malformed message from %s: %s',
-                this.getName(), topic, envelope);
-            return;
-        }
-        envelope.setReference(packet);
-        if (!this._buffer.push(envelope)) {
-            this._counters.incrementOne(this.counter('dropped_messages'));
-            if (this._dropping++ === 0) {
-                this._logger.warn(NO_CID, 'MQTT queue %s is full (%d messages, options.max_buffered): dropping incoming messages until it has room',
-                    this.getName(), this._buffer.limit);
-            }
-            return;
-        }
-        if (this._dropping > 0) {
-            this._logger.warn(NO_CID, 'MQTT queue %s has room again after dropping %d messages', this.getName(), this._dropping);
-            this._dropping = 0;
-        }
-        this._counters.incrementOne(this.counter('received_messages'));
-        this._logger.trace(NO_CID, 'MQTT queue %s received message %s', this.getName(), envelope.message_id);
-        if (this._receiver) this.pump();
-    }
-
-    /**
-     * Hands buffered messages to the receiver one at a time, in order; one drain per listen(). A
-     * new listen() starts a new drain, so a receiver that never settles blocks only itself.
-     */
-    private pump(): void {
-        const receiver = this._receiver;
-        if (!receiver || this._drainingEpoch === this._listenEpoch) return;
-        this._drainingEpoch = this._listenEpoch;
-        void this.drain(this._listenEpoch, receiver);
-    }
-
-    private async drain(epoch: number, receiver: IMessageReceiver): Promise<void> {
-        try {
-            // An older drain may still be handing this receiver a message: one at a time, in order.
-            const previous = this._delivering.get(receiver);
-            if (previous) await previous.catch(() => undefined);
-            for (;;) {
-                if (this._listenEpoch !== epoch) return;
-                const message = this._buffer.shift();
-                if (!message) return;
-                const delivering = Promise.resolve().then(() => receiver.receiveMessage(message, this));
-                this._delivering.set(receiver, delivering);
-                try {
-                    await delivering;
-                } catch (err) {
-                    this._logger.error(NO_CID, err as Error, 'MQTT queue %s: the receiver failed on message %s',
-                        this.getName(), message.message_id);
-                } finally {
-                    if (this._delivering.get(receiver) === delivering) this._delivering.delete(receiver);
-                }
-            }
-        } finally {
-            // Runs in the same turn as the last empty check, so no message can slip in between.
-            if (this._drainingEpoch === epoch) this._drainingEpoch = -1;
-        }
+        if (settings) this._inbox.accept(topic, data, packet, settings.serializeEnvelope);
     }
 
     /**
@@ -518,18 +427,16 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
             throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidArgument, 'receiver must have a receiveMessage method');
         }
         this.openConnection(correlationId);
-        this._receiver = receiver;
-        this._listenEpoch++;
         this._logger.trace(cid(correlationId), 'MQTT queue %s started listening', this.getName());
         this.startSubscription(correlationId);
-        this.pump();
+        this._inbox.listen(receiver);
     }
 
     /** Like listen(), on the next turn of the event loop; errors are logged, not thrown. */
     public override beginListen(correlationId: string | null, receiver: IMessageReceiver): void {
-        const epoch = this._listenEpoch;
+        const epoch = this._inbox.epoch;
         setImmediate(() => {
-            if (this._listenEpoch !== epoch) return; // endListen(), listen() or close() came first
+            if (this._inbox.epoch !== epoch) return; // endListen(), listen() or close() came first
             try {
                 this.listen(correlationId, receiver);
             } catch (err) {
@@ -540,8 +447,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     /** Stops listening; messages go to the buffer again. The message being delivered finishes. */
     public endListen(_correlationId: string | null): void {
-        this._receiver = null;
-        this._listenEpoch++;
+        this._inbox.stop();
     }
 
     /** Drops every buffered message (the broker keeps its retained message, if any). */
@@ -554,26 +460,5 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     /** The number of buffered messages. */
     public readMessageCount(): Promise<number> {
         return Promise.resolve(this._buffer.length);
-    }
-}
-
-function isMqttConnection(value: unknown): value is MqttConnection {
-    if (value instanceof MqttConnection) return true;
-    const candidate = value as Partial<Record<keyof MqttConnection, unknown>>;
-    return typeof value === 'object' && value != null
-        && (['open', 'close', 'isOpen', 'publish', 'subscribe', 'unsubscribe', 'getConnection'] as const)
-            .every((method) => typeof candidate[method] === 'function');
-}
-
-/** True when `promise` fulfils within `ms`, false after; rejects as it does within `ms`. */
-async function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-        return await Promise.race([
-            promise.then(() => true),
-            new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), Math.min(ms, 2147483647)); }),
-        ]);
-    } finally {
-        clearTimeout(timer);
     }
 }

@@ -1,0 +1,130 @@
+import type { IPublishPacket } from 'mqtt';
+import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
+import type { IMessageQueue, IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
+
+import { NO_CID } from '../connect/correlation';
+import { decodeEnvelope } from './MqttEnvelopeCodec';
+import { MqttMessageBuffer } from './MqttMessageBuffer';
+
+/** What the inbox needs of its queue; getters, since references and the name can change. */
+export interface MqttQueueInboxHost {
+    readonly queue: IMessageQueue;
+    readonly name: string;
+    readonly logger: CompositeLogger;
+    readonly counters: CompositeCounters;
+}
+
+/**
+ * The receiving side of a queue: turns incoming payloads into envelopes, keeps them in a
+ * bounded buffer (counting and logging what it drops), and hands them to the listening receiver.
+ * No I/O of its own. Internal to the package.
+ */
+export class MqttQueueInbox {
+    public readonly buffer = new MqttMessageBuffer(10000);
+    private _receiver: IMessageReceiver | null = null;
+    /** Changed by listen() and stop(): a drain or a beginListen() of an older epoch stops. */
+    private _epoch = 0;
+    /** The epoch of the drain running, or -1. */
+    private _drainingEpoch = -1;
+    /** The delivery in progress to each receiver, so that a new drain for it waits for it. */
+    private readonly _delivering = new Map<IMessageReceiver, Promise<unknown>>();
+    /** Messages dropped since the buffer last had room; > 0 while dropping. */
+    private _dropping = 0;
+
+    public constructor(private readonly _host: MqttQueueInboxHost) {}
+
+    /** The listening receiver, or null. */
+    public get receiver(): IMessageReceiver | null {
+        return this._receiver;
+    }
+
+    /** Changes at each listen() and stop(). */
+    public get epoch(): number {
+        return this._epoch;
+    }
+
+    private counter(name: string): string {
+        return `queue.${this._host.name}.${name}`;
+    }
+
+    /** Takes an incoming message: decoded, then to a waiting receive(), the receiver or the buffer. */
+    public accept(topic: string, data: Buffer, packet: IPublishPacket, serializeEnvelope: boolean): void {
+        const { logger, counters, name } = this._host;
+        const envelope = decodeEnvelope(topic, data, serializeEnvelope);
+        if (typeof envelope === 'string') {
+            counters.incrementOne(this.counter('malformed_messages'));
+            logger.error(NO_CID, null as unknown as Error, 'MQTT queue %s dropped a malformed message from %s: %s', name, topic, envelope);
+            return;
+        }
+        envelope.setReference(packet);
+        if (!this.buffer.push(envelope)) {
+            counters.incrementOne(this.counter('dropped_messages'));
+            if (this._dropping++ === 0) {
+                logger.warn(NO_CID, 'MQTT queue %s is full (%d messages, options.max_buffered): dropping incoming messages until it has room',
+                    name, this.buffer.limit);
+            }
+            return;
+        }
+        if (this._dropping > 0) {
+            logger.warn(NO_CID, 'MQTT queue %s has room again after dropping %d messages', name, this._dropping);
+            this._dropping = 0;
+        }
+        counters.incrementOne(this.counter('received_messages'));
+        logger.trace(NO_CID, 'MQTT queue %s received message %s', name, envelope.message_id);
+        if (this._receiver) this.pump();
+    }
+
+    /** Starts delivering to `receiver`: the buffered messages first, then each new one. */
+    public listen(receiver: IMessageReceiver): void {
+        this._receiver = receiver;
+        this._epoch++;
+        this.pump();
+    }
+
+    /** Stops delivering; messages stay in the buffer. The message being delivered finishes. */
+    public stop(): void {
+        this._receiver = null;
+        this._epoch++;
+    }
+
+    /**
+     * Hands buffered messages to the receiver one at a time, in order; one drain per listen(). A
+     * new listen() starts a new drain, so a receiver that never settles blocks only itself.
+     */
+    private pump(): void {
+        const receiver = this._receiver;
+        if (!receiver || this._drainingEpoch === this._epoch) return;
+        this._drainingEpoch = this._epoch;
+        void this.drain(this._epoch, receiver);
+    }
+
+    private async drain(epoch: number, receiver: IMessageReceiver): Promise<void> {
+        try {
+            // An older drain may still be handing this receiver a message: one at a time, in order.
+            const previous = this._delivering.get(receiver);
+            if (previous) await previous.catch(() => undefined);
+            for (;;) {
+                if (this._epoch !== epoch) return;
+                const message = this.buffer.shift();
+                if (!message) return;
+                await this.deliver(receiver, message);
+            }
+        } finally {
+            // Runs in the same turn as the last empty check, so no message can slip in between.
+            if (this._drainingEpoch === epoch) this._drainingEpoch = -1;
+        }
+    }
+
+    private async deliver(receiver: IMessageReceiver, message: MessageEnvelope): Promise<void> {
+        const delivering = Promise.resolve().then(() => receiver.receiveMessage(message, this._host.queue));
+        this._delivering.set(receiver, delivering);
+        try {
+            await delivering;
+        } catch (err) {
+            this._host.logger.error(NO_CID, err as Error, 'MQTT queue %s: the receiver failed on message %s',
+                this._host.name, message.message_id);
+        } finally {
+            if (this._delivering.get(receiver) === delivering) this._delivering.delete(receiver);
+        }
+    }
+}
