@@ -1,51 +1,27 @@
 // MqttMessageQueue: reopen cycles, close/open interleavings, receivers replaced mid-delivery, broker restarts.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 
-import { ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
+import { ConfigParams } from 'pip-services3-commons-nodex';
 import { MessageEnvelope, type IMessageQueue, type IMessageReceiver } from 'pip-services3-messaging-nodex';
 
-import { MqttConnection, MqttMessageQueue } from '../../src';
-import { type AedesTestBroker, delay, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
+import { MqttMessageQueue } from '../../src';
+import { delay, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
 import { testReferences } from '../helpers/components';
-
-const CONNECTION = new Descriptor('pip-services', 'connection', 'mqtt', 'default', '1.0');
-const LOGGER = new Descriptor('pip-services', 'logger', 'capture', 'default', '1.0');
-const COUNTERS = new Descriptor('pip-services', 'counters', 'recording', 'default', '1.0');
+import { QueueFixture } from '../helpers/queues';
 
 describe('MqttMessageQueue interleavings and reopen cycles', { timeout: 60000 }, () => {
-    let broker: AedesTestBroker;
-    const cleanup: (() => Promise<void>)[] = [];
-    before(async () => { broker = await startAedes(); });
-    afterEach(async () => {
-        for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-    });
-    after(async () => { await broker.stop(); });
-
-    function shared(...connTuples: unknown[]) {
-        const { logger, counters } = testReferences();
-        const connection = new MqttConnection();
-        connection.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'options.reconnect_timeout', 100, ...connTuples));
-        const references = References.fromTuples(LOGGER, logger, COUNTERS, counters, CONNECTION, connection);
-        connection.setReferences(references);
-        cleanup.push(() => connection.close(null));
-        return { connection, references, logger, counters };
-    }
-
-    function queueOn(references: References, topic: string, ...tuples: unknown[]): MqttMessageQueue {
-        const queue = new MqttMessageQueue('q');
-        queue.configure(ConfigParams.fromTuples('topic', topic, ...tuples));
-        queue.setReferences(references);
-        cleanup.unshift(() => queue.close(null));
-        return queue;
-    }
+    const fixture = QueueFixture.use();
+    const { cleanup } = fixture;
+    const shared = fixture.shared.bind(fixture);
+    const queueOn = fixture.queueOn.bind(fixture);
 
     // localConnection() calls configure()+setReferences() on every open; CompositeLogger/
     // CompositeCounters.setReferences() append, so each reopen adds the logger and counters again.
     it('reopening an owned-connection queue does not multiply the connection\'s counters and log lines', async () => {
         const { references, logger, counters } = testReferences();
         const queue = new MqttMessageQueue('q');
-        queue.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'topic', uniqueTopic('r1')));
+        queue.configure(ConfigParams.fromTuples('connection.uri', fixture.broker.url, 'topic', uniqueTopic('r1')));
         queue.setReferences(references);
         cleanup.push(() => queue.close(null));
         for (let i = 0; i < 3; i++) { await queue.open(null); await queue.close(null); }
@@ -80,7 +56,7 @@ describe('MqttMessageQueue interleavings and reopen cycles', { timeout: 60000 },
     // the open() waits for that close and then opens: the queue ends open, with its own client.
     it('close(); open(); close() leaves the queue closed (owned connection)', async () => {
         const queue = new MqttMessageQueue('q');
-        queue.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'topic', uniqueTopic('r3')));
+        queue.configure(ConfigParams.fromTuples('connection.uri', fixture.broker.url, 'topic', uniqueTopic('r3')));
         cleanup.push(() => queue.close(null));
         await queue.open(null);
         const c1 = queue.close(null);
@@ -89,7 +65,7 @@ describe('MqttMessageQueue interleavings and reopen cycles', { timeout: 60000 },
         await Promise.allSettled([c1, o, c2]);
         assert.equal(queue.isOpen(), false, 'the last call was close(), yet the queue is open');
         await delay(100);
-        assert.equal(broker.broker.clientCount(), 0, 'the owned MQTT client is still connected');
+        assert.equal(fixture.broker.broker.clientCount(), 0, 'the owned MQTT client is still connected');
     });
 
     it('close(); open(); close() leaves an MqttConnection closed', async () => {
@@ -131,22 +107,22 @@ describe('MqttMessageQueue interleavings and reopen cycles', { timeout: 60000 },
     // MQTT.js keeps one client across automatic reconnects: isOpen() must stay true and the
     // queue must get messages again after a broker restart.
     for (const kind of ['shared', 'owned'] as const) {
-        it(`R5 stays open and receives again after a broker restart (${kind} connection)`, async () => {
+        it(`stays open and receives again after a broker restart (${kind} connection)`, async () => {
             const topic = uniqueTopic('r5');
             let queue: MqttMessageQueue;
             if (kind === 'shared') {
                 queue = queueOn(shared().references, topic, 'options.autosubscribe', true, 'options.qos', 1);
             } else {
                 queue = new MqttMessageQueue('q');
-                queue.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'topic', topic, 'options.reconnect_timeout', 100,
+                queue.configure(ConfigParams.fromTuples('connection.uri', fixture.broker.url, 'topic', topic, 'options.reconnect_timeout', 100,
                     'options.autosubscribe', true, 'options.qos', 1));
                 cleanup.push(() => queue.close(null));
             }
             await queue.open(null);
-            await broker.restart();
+            await fixture.broker.restart();
             await delay(500);
             assert.equal(queue.isOpen(), true, 'not open after the reconnect');
-            await waitFor(() => broker.broker.clientCount() >= 1, 5000, 'the reconnect');
+            await waitFor(() => fixture.broker.broker.clientCount() >= 1, 5000, 'the reconnect');
             await delay(200); // resubscription
             await queue.send(null, new MessageEnvelope('c', 't', 'after restart'));
             const m = await queue.receive(null, 3000);
@@ -159,8 +135,8 @@ describe('MqttMessageQueue interleavings and reopen cycles', { timeout: 60000 },
         const { references } = shared();
         const queue = queueOn(references, uniqueTopic('r6'));
         await queue.open(null);
-        await broker.stop();
-        cleanup.push(() => broker.restart());
+        await fixture.broker.stop();
+        cleanup.push(() => fixture.broker.restart());
         await delay(100);
         const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
         const base = timers();
@@ -184,8 +160,8 @@ describe('MqttMessageQueue interleavings and reopen cycles', { timeout: 60000 },
         const { connection, references } = shared();
         const queue = queueOn(references, uniqueTopic('r7'));
         await queue.open(null);
-        await broker.stop();
-        cleanup.push(() => broker.restart());
+        await fixture.broker.stop();
+        cleanup.push(() => fixture.broker.restart());
         await delay(100);
         assert.equal(await queue.receive(null, 100), null);
         assert.equal(await queue.peek(null), null);

@@ -1,69 +1,27 @@
 // MqttMessageQueue when calls race each other, the broker is down, or a shared connection changes under it.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 
-import { ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
-import { MessageEnvelope, type IMessageQueue, type IMessageReceiver } from 'pip-services3-messaging-nodex';
+import { ConfigParams } from 'pip-services3-commons-nodex';
+import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
-import { MqttConnection, MqttMessageQueue } from '../../src';
-import { type AedesTestBroker, delay, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
-import { testReferences } from '../helpers/components';
-
-const CONNECTION = new Descriptor('pip-services', 'connection', 'mqtt', 'default', '1.0');
-const LOGGER = new Descriptor('pip-services', 'logger', 'capture', 'default', '1.0');
-const COUNTERS = new Descriptor('pip-services', 'counters', 'recording', 'default', '1.0');
-
-/** Resolves to 'timeout' if `promise` has not settled within `ms`. */
-function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-    let timer: NodeJS.Timeout;
-    return Promise.race([
-        promise.finally(() => clearTimeout(timer)),
-        new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms); }),
-    ]);
-}
-
-class Collecting implements IMessageReceiver {
-    public readonly got: string[] = [];
-    public receiveMessage(m: MessageEnvelope, _q: IMessageQueue): Promise<void> {
-        this.got.push(m.getMessageAsString());
-        return Promise.resolve();
-    }
-}
+import { MqttMessageQueue } from '../../src';
+import { delay, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
+import { CollectingReceiver, QueueFixture, within } from '../helpers/queues';
 
 describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
-    let broker: AedesTestBroker;
-    const cleanup: (() => Promise<void>)[] = [];
-    before(async () => { broker = await startAedes(); });
-    afterEach(async () => {
-        for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-    });
-    after(async () => { await broker.stop(); });
-
-    function shared(...connTuples: unknown[]) {
-        const { logger, counters } = testReferences();
-        const connection = new MqttConnection();
-        connection.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'options.reconnect_timeout', 100, ...connTuples));
-        const references = References.fromTuples(LOGGER, logger, COUNTERS, counters, CONNECTION, connection);
-        connection.setReferences(references);
-        cleanup.push(() => connection.close(null));
-        return { connection, references, logger, counters };
-    }
-
-    function queueOn(references: References, topic: string, ...tuples: unknown[]): MqttMessageQueue {
-        const queue = new MqttMessageQueue('q');
-        queue.configure(ConfigParams.fromTuples('topic', topic, ...tuples));
-        queue.setReferences(references);
-        cleanup.unshift(() => queue.close(null)); // close queues before connections
-        return queue;
-    }
+    const fixture = QueueFixture.use();
+    const { cleanup } = fixture;
+    const shared = fixture.shared.bind(fixture);
+    const queueOn = fixture.queueOn.bind(fixture);
 
     // receive(waitTimeout) does not honour its timeout while the first SUBSCRIBE waits for a reconnect.
     it('receive(…, 200) resolves null within its timeout while the broker is down', async () => {
         const { references } = shared();
         const queue = queueOn(references, uniqueTopic('d1'));
         await queue.open(null);
-        await broker.stop();
-        cleanup.push(() => broker.restart());
+        await fixture.broker.stop();
+        cleanup.push(() => fixture.broker.restart());
         await delay(100);
         const result = await within(queue.receive(null, 200), 3000);
         assert.equal(result, null, 'receive(200) should resolve null, but it is still pending after 3 s');
@@ -72,11 +30,11 @@ describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
     // close() hangs while a SUBSCRIBE is pending (broker down, retry_connect on) – also with an owned connection.
     it('close() does not hang while the subscription waits for a reconnect (owned connection)', async () => {
         const queue = new MqttMessageQueue('q');
-        queue.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'topic', uniqueTopic('d2'), 'options.reconnect_timeout', 100));
+        queue.configure(ConfigParams.fromTuples('connection.uri', fixture.broker.url, 'topic', uniqueTopic('d2'), 'options.reconnect_timeout', 100));
         cleanup.push(() => queue.close(null));
         await queue.open(null);
-        await broker.stop();
-        cleanup.push(() => broker.restart());
+        await fixture.broker.stop();
+        cleanup.push(() => fixture.broker.restart());
         await delay(100);
         const receiving = queue.receive(null, 100); // starts the (now pending) SUBSCRIBE
         receiving.catch(() => undefined);
@@ -88,10 +46,10 @@ describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
         const { references } = shared();
         const queue = queueOn(references, uniqueTopic('d2b'));
         await queue.open(null);
-        await broker.stop();
-        cleanup.push(() => broker.restart());
+        await fixture.broker.stop();
+        cleanup.push(() => fixture.broker.restart());
         await delay(100);
-        queue.listen(null, new Collecting()); // starts the (now pending) SUBSCRIBE
+        queue.listen(null, new CollectingReceiver()); // starts the (now pending) SUBSCRIBE
         const closed = await within(queue.close(null), 3000);
         assert.notEqual(closed, 'timeout', 'close() is still pending after 3 s');
     });
@@ -99,8 +57,8 @@ describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
     it('close() ends an autosubscribing open() that waits for a reconnect (shared connection)', async () => {
         const { connection, references } = shared();
         await connection.open(null);
-        await broker.stop();
-        cleanup.push(() => broker.restart());
+        await fixture.broker.stop();
+        cleanup.push(() => fixture.broker.restart());
         await delay(100);
         const queue = queueOn(references, uniqueTopic('d2c'), 'options.autosubscribe', true);
         const opening = queue.open(null);
@@ -116,7 +74,7 @@ describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
         const { references } = shared();
         const queue = queueOn(references, uniqueTopic('d3'), 'options.autosubscribe', true, 'options.qos', 1);
         await queue.open(null);
-        const receiver = new Collecting();
+        const receiver = new CollectingReceiver();
         queue.beginListen(null, receiver);
         queue.endListen(null);
         await queue.send(null, new MessageEnvelope('c', 't', 'm'));
@@ -137,7 +95,7 @@ describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
         queue.endListen(null);
         await queue.close(null);
         await queue.open(null);
-        const receiver = new Collecting();
+        const receiver = new CollectingReceiver();
         queue.listen(null, receiver);
         await queue.send(null, new MessageEnvelope('c', 't', 'next'));
         await delay(500);
@@ -169,7 +127,7 @@ describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
         const { connection, references } = shared();
         const queue = queueOn(references, uniqueTopic('d6'), 'options.autosubscribe', true, 'options.qos', 1);
         await queue.open(null);
-        const receiver = new Collecting();
+        const receiver = new CollectingReceiver();
         queue.listen(null, receiver);
         await connection.close(null);
         await connection.open(null); // e.g. the container / another component reopens it
@@ -188,7 +146,7 @@ describe('MqttMessageQueue races and faults', { timeout: 60000 }, () => {
         cleanup.push(() => other.stop());
         const queue = new MqttMessageQueue('q');
         cleanup.push(() => queue.close(null));
-        queue.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'topic', uniqueTopic('d7')));
+        queue.configure(ConfigParams.fromTuples('connection.uri', fixture.broker.url, 'topic', uniqueTopic('d7')));
         await queue.open(null);
         await queue.close(null);
         queue.configure(ConfigParams.fromTuples('connection.uri', other.url, 'topic', uniqueTopic('d7')));

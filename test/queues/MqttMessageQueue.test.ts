@@ -11,6 +11,7 @@ import { MessageEnvelope, type IMessageQueue, type IMessageReceiver } from 'pip-
 import { type IMqttMessageListener, MqttConnection, MqttErrorCode, MqttMessageQueue } from '../../src';
 import { type AedesTestBroker, delay, silentServer, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
 import { testReferences } from '../helpers/components';
+import { CONNECTION, COUNTERS, LOGGER } from '../helpers/queues';
 
 /** A real connection that counts the subscribe() calls made on it. */
 class CountingConnection extends MqttConnection {
@@ -22,9 +23,6 @@ class CountingConnection extends MqttConnection {
     }
 }
 
-const CONNECTION = new Descriptor('pip-services', 'connection', 'mqtt', 'default', '1.0');
-const LOGGER = new Descriptor('pip-services', 'logger', 'capture', 'default', '1.0');
-const COUNTERS = new Descriptor('pip-services', 'counters', 'recording', 'default', '1.0');
 
 describe('MqttMessageQueue', { timeout: 60000 }, () => {
     let broker: AedesTestBroker;

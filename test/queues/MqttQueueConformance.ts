@@ -3,21 +3,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
-import { MessageEnvelope, type IMessageQueue, type IMessageReceiver } from 'pip-services3-messaging-nodex';
+import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { MqttConnection, MqttMessageQueue } from '../../src';
 import { delay, type TestBroker, uniqueTopic, waitFor } from '../helpers/brokers';
 import { testReferences } from '../helpers/components';
-
-/** Receives into an array, in order. */
-class CollectingReceiver implements IMessageReceiver {
-    public readonly messages: MessageEnvelope[] = [];
-
-    public receiveMessage(envelope: MessageEnvelope, _queue: IMessageQueue): Promise<void> {
-        this.messages.push(envelope);
-        return Promise.resolve();
-    }
-}
+import { CollectingReceiver } from '../helpers/queues';
 
 /** The two payload modes every case runs in. */
 const MODES = [
