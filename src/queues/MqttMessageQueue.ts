@@ -12,7 +12,7 @@ import { MqttErrorCode } from '../connect/MqttErrorCode';
 import { SharedRun } from '../connect/SharedRun';
 import { encodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttQueueConnections } from './MqttQueueConnections';
-import { MqttQueueInbox, type MqttQueueInboxHost } from './MqttQueueInbox';
+import { MqttQueueInbox, queueCounter, type MqttQueueInboxHost } from './MqttQueueInbox';
 import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from './MqttQueueSettings';
 import { settlesWithin } from './settlesWithin';
 
@@ -297,10 +297,6 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         });
     }
 
-    private counter(name: string): string {
-        return `queue.${this.getName()}.${name}`;
-    }
-
     private inboxHost(): MqttQueueInboxHost {
         // Getters: references and the name can change after construction.
         const queue = (): MqttMessageQueue => this;
@@ -330,7 +326,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         const settings = this._settings!;
         const payload = encodeEnvelope(correlationId, envelope, settings.serializeEnvelope);
         await connection.publish(settings.topic, payload, { qos: settings.qos, retain: settings.retain });
-        this._counters.incrementOne(this.counter('sent_messages'));
+        this._counters.incrementOne(queueCounter(this.getName(), 'sent_messages'));
         this._logger.trace(cid(correlationId), 'MQTT queue %s sent message %s', this.getName(), envelope.message_id);
     }
 

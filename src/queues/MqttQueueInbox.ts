@@ -6,6 +6,11 @@ import { NO_CID } from '../connect/correlation';
 import { decodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttMessageBuffer } from './MqttMessageBuffer';
 
+/** The name of a queue's counter: `queue.<queue name>.<counter>`. */
+export function queueCounter(queueName: string, counter: string): string {
+    return `queue.${queueName}.${counter}`;
+}
+
 /** What the inbox needs of its queue; getters, since references and the name can change. */
 export interface MqttQueueInboxHost {
     readonly queue: IMessageQueue;
@@ -44,7 +49,7 @@ export class MqttQueueInbox {
     }
 
     private counter(name: string): string {
-        return `queue.${this._host.name}.${name}`;
+        return queueCounter(this._host.name, name);
     }
 
     /** Takes an incoming message: decoded, then to a waiting receive(), the receiver or the buffer. */
