@@ -182,7 +182,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             const closes = this._closeCalls;
             await this._closing.settled();
             if (this._closeCalls !== closes) {
-                throw new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, 'MQTT connection was closed while opening');
+                throw closedWhileOpening(correlationId);
             }
         }
         if (this._session && !this._opening.current) return;
@@ -260,7 +260,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     private async doClose(correlationId: string | null): Promise<void> {
         if (this._opening.current) {
-            const abort = new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, 'MQTT connection was closed while opening');
+            const abort = closedWhileOpening(correlationId);
             if (this._abortOpen) this._abortOpen(abort);
             else this._pendingAbort = abort;
             await this._opening.settled();
@@ -378,4 +378,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         return this._session;
     }
+}
+
+function closedWhileOpening(correlationId: string | null): InvalidStateException {
+    return new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, 'MQTT connection was closed while opening');
 }

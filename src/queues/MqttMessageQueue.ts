@@ -155,7 +155,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
             const closes = this._closeCalls;
             await this._closing.settled();
             if (this._closeCalls !== closes) {
-                throw new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`);
+                throw this.closedWhileOpening(correlationId);
             }
         }
         if (this.isOpen() && !this._opening.current) return;
@@ -180,7 +180,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         }
         const checkClosed = (): void => {
             if (this._generation !== generation) {
-                throw new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`);
+                throw this.closedWhileOpening(correlationId);
             }
         };
         checkClosed();
@@ -214,7 +214,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     private async doClose(correlationId: string | null): Promise<void> {
         this._generation++;
-        this._abortOpen?.(new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`));
+        this._abortOpen?.(this.closedWhileOpening(correlationId));
         const connection = this._connection;
         const owned = this._connections.owns(connection);
         const wasOpen = this._opened;
@@ -246,6 +246,10 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         if (owned) await connection.close(correlationId);
         this._connection = null;
         if (wasOpen) this._logger.debug(cid(correlationId), 'Closed MQTT queue %s', this.getName());
+    }
+
+    private closedWhileOpening(correlationId: string | null): InvalidStateException {
+        return new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`);
     }
 
     /** Throws InvalidStateException `MQTT_NOT_OPENED` unless the queue is open. */
