@@ -10,9 +10,11 @@ import { NO_CID, cid } from './correlation';
 import { endClient } from './endClient';
 import type { IMqttMessageListener } from './IMqttMessageListener';
 import { MqttConnectionResolver } from './MqttConnectionResolver';
+import type { MqttConnectionState, MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
 import { MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, toClientOptions, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { checkListener, checkPayload, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
+import { MqttReconnector } from './MqttReconnector';
 import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions } from './MqttSubscriptions';
@@ -53,8 +55,15 @@ import { waitForConnack } from './waitForConnack';
  *   - __retry_connect__:         (optional) reconnect when the connection is lost, and retry while opening (default: true)
  *   - __connect_timeout__:       (optional) milliseconds open() waits for a connection before it fails (default: 30000);
  *                                with N failover servers each attempt gets a 1/N share
- *   - __reconnect_timeout__:     (optional) milliseconds between connection attempts (default: 1000)
- *   - __keepalive_timeout__:     (optional) milliseconds of MQTT keepalive, sent rounded up to whole seconds; 0 turns it off (default: 60000)
+ *   - __reconnect_timeout__:     (optional) milliseconds before the first attempt after a loss; the wait doubles after each
+ *                                failed attempt, and each wait is shortened at random by up to 25% (default: 1000)
+ *   - __max_reconnect_timeout__: (optional) the longest wait between attempts, at least reconnect_timeout (default: 30000)
+ *   - __keepalive_timeout__:     (optional) milliseconds of MQTT keepalive, sent rounded up to whole seconds; 0 turns it off
+ *                                and with it the detection of a silently dead connection (default: 60000)
+ *   - __clean_session__:         (optional) false: the broker keeps the subscriptions and queues QoS 1/2 messages while
+ *                                disconnected; set a fixed client_id with it (default: true)
+ *   - __max_offline_messages__:  (optional) how many publishes may wait for the broker while disconnected; beyond it
+ *                                publish() rejects with `MQTT_OFFLINE_LIMIT` (default: 10000)
  *
  * The Go port's docs say 3000 for keepalive_timeout in one place and 60000 in another; this
  * port uses 60000.
@@ -69,6 +78,13 @@ import { waitForConnack } from './waitForConnack';
  * ### Counters ###
  *
  * - `mqtt.published_messages`, `mqtt.received_messages` (increments), `mqtt.publish_time` (timing)
+ * - `mqtt.connection_losses`, `mqtt.reconnect_attempts`, `mqtt.reconnects`, `mqtt.watchdog_restarts` (increments)
+ *
+ * ### Health ###
+ *
+ * isOpen() says the component is open; isConnected() says the broker is reachable now;
+ * getStatus() tells the state, attempts, last error and pending publishes; addStateListener()
+ * reports each change. Each transition is logged once.
  *
  * ### Example ###
  *
@@ -116,6 +132,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     private _displayUri = '';
     /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
     private _closeCalls = 0;
+    private _state: MqttConnectionState = 'closed';
+    private _stateSince = new Date();
+    private readonly _stateListeners = new Set<MqttStateListener>();
 
     public constructor() {
         this._clientId = this._generatedClientId;
@@ -158,6 +177,56 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         return this._session != null;
     }
 
+    /**
+     * True when the broker is reachable now. Unlike isOpen(), this turns false while the
+     * connection is lost and reconnecting: use it (or getStatus()) for health checks.
+     */
+    public isConnected(): boolean {
+        return this._session?.connected === true;
+    }
+
+    /** A snapshot of the connection's state and health (see [[MqttConnectionStatus]]). */
+    public getStatus(): MqttConnectionStatus {
+        const session = this._session;
+        return {
+            state: this._state,
+            connected: session?.connected === true,
+            since: this._stateSince,
+            reconnectAttempts: session?.attempts ?? 0,
+            nextAttemptDelay: session?.nextAttemptDelay ?? null,
+            reconnects: session?.reconnects ?? 0,
+            lastError: session?.lastError ?? null,
+            pendingPublishes: session?.pendingPublishes ?? 0,
+        };
+    }
+
+    /**
+     * Calls the listener with the new status at each change of state (opening, connected,
+     * reconnecting, disconnected, closing, closed). A listener that throws is logged and kept.
+     */
+    public addStateListener(listener: MqttStateListener): void {
+        this._stateListeners.add(listener);
+    }
+
+    /** Removes a listener added with addStateListener(). */
+    public removeStateListener(listener: MqttStateListener): void {
+        this._stateListeners.delete(listener);
+    }
+
+    private setState(state: MqttConnectionState): void {
+        if (state === this._state) return;
+        this._state = state;
+        this._stateSince = new Date();
+        const status = this.getStatus();
+        for (const listener of [...this._stateListeners]) {
+            try {
+                listener(status);
+            } catch (err) {
+                this._logger.error(NO_CID, err as Error, 'MQTT connection state listener failed');
+            }
+        }
+    }
+
     /** The MQTT.js client while open, otherwise null. Its `connected` tells whether the broker is reachable now. */
     public getConnection(): MqttClient | null {
         return this._session?.client ?? null;
@@ -191,6 +260,17 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     private async doOpen(correlationId: string | null): Promise<void> {
         this._pendingAbort = null;
+        this.setState('opening');
+        try {
+            await this.connect(correlationId);
+        } catch (err) {
+            this.setState('closed');
+            throw err;
+        }
+        this.setState('connected');
+    }
+
+    private async connect(correlationId: string | null): Promise<void> {
         const resolved = await this._connectionResolver.resolve(correlationId);
         // close() may have run while resolve() was awaited (TypeScript cannot see that).
         const aborted = this._pendingAbort as Error | null;
@@ -206,6 +286,13 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
                 `Cannot connect to MQTT broker at ${this._displayUri}: ${(err as Error).message}`).withCause(err as Error);
         }
+        const reconnector = new MqttReconnector(client, settings.reconnectTimeout, settings.maxReconnectTimeout, {
+            onStalled: (idleMs) => {
+                this._counters.incrementOne('mqtt.watchdog_restarts');
+                this._logger.warn(NO_CID, 'MQTT client for %s made no connection attempt for %d ms; the watchdog restarted it',
+                    this._displayUri, idleMs);
+            },
+        });
         try {
             await waitForConnack(client, {
                 correlationId,
@@ -217,15 +304,20 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             });
         } catch (err) {
             this._abortOpen = null;
+            reconnector.stop();
             await endClient(client, false);
             this._logger.error(cid(correlationId), err as Error, 'Failed to connect to MQTT broker at %s', this._displayUri);
             throw err;
         }
         this._abortOpen = null;
         // Failover servers are tried through MQTT.js reconnects; without retry_connect, no more of them.
-        if (!settings.retryConnect) client.options.reconnectPeriod = 0;
-        this._session = new MqttSession(client, this.sessionHost(), settings, this._displayUri);
+        if (!settings.retryConnect) reconnector.disable();
+        this._session = new MqttSession(client, this.sessionHost(), settings, this._displayUri, reconnector);
         this._logger.info(cid(correlationId), 'Connected to MQTT broker at %s as %s', this._displayUri, settings.clientId);
+        if (!settings.cleanSession && settings.clientId === this._generatedClientId) {
+            this._logger.warn(cid(correlationId), 'options.clean_session is false but no client_id is configured: ' +
+                'the broker keeps the session across reconnects, but a new process gets a new client id and a new session');
+        }
     }
 
     private sessionHost(): MqttSessionHost {
@@ -237,6 +329,10 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             get logger() { return logger(); },
             get counters() { return counters(); },
             get subscriptions() { return subscriptions(); },
+            connectedChanged: (connected) => {
+                if (this._closing.current) return;
+                this.setState(connected ? 'connected' : this._retryConnect ? 'reconnecting' : 'disconnected');
+            },
         };
     }
 
@@ -267,10 +363,12 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         const session = this._session;
         if (!session) return;
+        this.setState('closing');
         this._session = null;
         this._subscriptions.clear();
         await session.end(correlationId);
         this._logger.info(cid(correlationId), 'Closed MQTT connection to %s', this._displayUri);
+        this.setState('closed');
     }
 
     /** MQTT has no queues to list: always an empty list. */
@@ -347,8 +445,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     /**
      * Removes a listener from a topic filter. It receives nothing more once this returns. When
      * it was the filter's last listener, the broker subscription is dropped: UNSUBSCRIBE,
-     * awaited. While the connection is down there is nothing to drop (the clean session went
-     * with it), and this returns at once. Unknown pairs are ignored. A subscribe() still waiting
+     * awaited. While the connection is down this returns at once: a clean session went with the
+     * connection, and a persistent one gets its UNSUBSCRIBE after the reconnect (a refusal is then
+     * logged). Unknown pairs are ignored. A subscribe() still waiting
      * for the same listener resolves.
      *
      * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses, or
@@ -364,6 +463,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         const syncing = this._session.sync(entry);
         // Other listeners keep the broker's subscription, or the broker holds none: nothing to wait for.
         if (entry.registrations.size > 0 || entry.brokerQos === null) return;
+        if (!this._session.connected) {
+            // A persistent session keeps the subscription: UNSUBSCRIBE goes out after the reconnect.
+            const logger = this._logger;
+            void syncing.then(() => {
+                if (entry.unsubscribeError) logger.error(NO_CID, entry.unsubscribeError, 'Failed to unsubscribe from MQTT topic %s after a reconnect', topic);
+            });
+            return;
+        }
         await syncing;
         if (entry.unsubscribeError) throw entry.unsubscribeError;
     }

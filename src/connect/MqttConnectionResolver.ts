@@ -27,7 +27,10 @@ const URI_QUERY_KEYS: Readonly<Record<string, string>> = {
     retry_connect: 'options.retry_connect',
     connect_timeout: 'options.connect_timeout',
     reconnect_timeout: 'options.reconnect_timeout',
+    max_reconnect_timeout: 'options.max_reconnect_timeout',
     keepalive_timeout: 'options.keepalive_timeout',
+    clean_session: 'options.clean_session',
+    max_offline_messages: 'options.max_offline_messages',
 };
 
 /** One broker address. */
@@ -73,7 +76,8 @@ export function defaultPort(protocol: MqttProtocol): number {
  * - __connection(s)__: one broker (`connection.*`) or several for failover (`connections.N.*`)
  *   - __discovery_key__:  (optional) key to resolve the connection in an IDiscovery
  *   - __uri__:            (optional) `protocol://[user[:password]@]host[:port][/path][?query]`;
- *                         query keys: client_id, retry_connect, connect_timeout, reconnect_timeout, keepalive_timeout
+ *                         query keys: client_id, retry_connect, connect_timeout, reconnect_timeout,
+ *                         max_reconnect_timeout, keepalive_timeout, clean_session, max_offline_messages
  *   - __protocol__:       (optional) mqtt (default), mqtts, ws, wss; aliases tcp = mqtt, ssl and tls = mqtts
  *   - __host__:           host name or IP address (required unless in the uri)
  *   - __port__:           (optional) port; default by protocol: 1883, 8883, 80, 443

@@ -17,21 +17,33 @@ export const MQTT_CONNECTION_DEFAULTS: ConfigParams = ConfigParams.fromTuples(
     'options.retry_connect', true,
     'options.connect_timeout', 30000,
     'options.reconnect_timeout', 1000,
+    'options.max_reconnect_timeout', 30000,
     'options.keepalive_timeout', 60000,
+    'options.clean_session', true,
+    'options.max_offline_messages', 10000,
 );
 
 /** MQTT keepalive is sent in whole seconds as a 16-bit value. */
 const MAX_KEEPALIVE_MS = 65535 * 1000;
 /** Timeouts beyond this are certainly mistakes (Node timers overflow at 2^31-1 ms). */
 const MAX_TIMEOUT_MS = 2147483647;
+/** MQTT packet ids are 16-bit, but QoS 0 messages and queued publishes are not bounded by them. */
+const MAX_OFFLINE_MESSAGES = 100_000_000;
 
 /** The effective settings of a connection. */
 export interface MqttConnectionSettings {
     readonly clientId: string;
     readonly retryConnect: boolean;
     readonly connectTimeout: number;
+    /** The first wait between connection attempts; it doubles after each failed attempt. */
     readonly reconnectTimeout: number;
+    /** The longest wait between connection attempts. */
+    readonly maxReconnectTimeout: number;
     readonly keepAliveTimeout: number;
+    /** False: the broker keeps the session (subscriptions, queued QoS 1/2 messages) across disconnects. */
+    readonly cleanSession: boolean;
+    /** How many publishes may wait for the broker while disconnected. */
+    readonly maxOfflineMessages: number;
 }
 
 /**
@@ -63,30 +75,42 @@ export function readSettings(
         }
         return fromConfig ?? fromUri ?? nonEmpty(MQTT_CONNECTION_DEFAULTS.getAsNullableString(key));
     };
-    const integer = (key: string, min: number, max: number): number => {
+    const integer = (key: string, min: number, max: number, unit = 'milliseconds'): number => {
         const text = raw(key) ?? '';
         const value = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
         if (!Number.isSafeInteger(value) || value < min || value > max) {
-            throw badOption(correlationId, key, `must be an integer from ${min} to ${max} (milliseconds), not '${text}'`);
+            throw badOption(correlationId, key, `must be an integer from ${min} to ${max} (${unit}), not '${text}'`);
         }
         return value;
     };
 
-    const retryText = raw('options.retry_connect');
-    const retryConnect = BooleanConverter.toNullableBoolean(retryText);
-    if (retryConnect == null) throw badOption(correlationId, 'options.retry_connect', `must be true or false, not '${retryText}'`);
+    const boolean = (key: string): boolean => {
+        const text = raw(key);
+        const value = BooleanConverter.toNullableBoolean(text);
+        if (value == null) throw badOption(correlationId, key, `must be true or false, not '${text}'`);
+        return value;
+    };
 
     const clientId = raw('client_id') ?? defaultClientId;
     if (clientId.includes('\u0000') || Buffer.byteLength(clientId, 'utf8') > 65535) {
         throw badOption(correlationId, 'client_id', 'must be at most 65535 bytes of UTF-8 without NUL characters');
     }
 
+    const retryConnect = boolean('options.retry_connect');
+    const reconnectTimeout = integer('options.reconnect_timeout', 1, MAX_TIMEOUT_MS);
+    // Unset, the maximum follows a reconnect_timeout raised above the default maximum.
+    const maxReconnectTimeout = hasOwnValue(config, uriOptions, 'options.max_reconnect_timeout')
+        ? integer('options.max_reconnect_timeout', reconnectTimeout, MAX_TIMEOUT_MS)
+        : Math.max(reconnectTimeout, integer('options.max_reconnect_timeout', 1, MAX_TIMEOUT_MS));
     return {
         clientId,
         retryConnect,
         connectTimeout: integer('options.connect_timeout', 1, MAX_TIMEOUT_MS),
-        reconnectTimeout: integer('options.reconnect_timeout', 1, MAX_TIMEOUT_MS),
+        reconnectTimeout,
+        maxReconnectTimeout,
         keepAliveTimeout: integer('options.keepalive_timeout', 0, MAX_KEEPALIVE_MS),
+        cleanSession: boolean('options.clean_session'),
+        maxOfflineMessages: integer('options.max_offline_messages', 0, MAX_OFFLINE_MESSAGES, 'messages'),
     };
 }
 
@@ -96,7 +120,8 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
     const options: IClientOptions = {
         clientId: settings.clientId,
         protocolVersion: 4,
-        clean: true,
+        // False: the broker keeps our subscriptions and queues QoS 1/2 messages while we are away.
+        clean: settings.cleanSession,
         // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
         keepalive: Math.ceil(settings.keepAliveTimeout / 1000),
         // Per attempt. With failover servers each gets its share of connect_timeout, so a silent
@@ -122,6 +147,10 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
     if (resolved.username !== undefined) options.username = resolved.username;
     if (resolved.password !== undefined) options.password = resolved.password;
     return options;
+}
+
+function hasOwnValue(config: ConfigParams, uriOptions: ConfigParams, key: string): boolean {
+    return nonEmpty(config.getAsNullableString(key)) != null || nonEmpty(uriOptions.getAsNullableString(key)) != null;
 }
 
 function badOption(correlationId: string | null, key: string, message: string): ConfigException {

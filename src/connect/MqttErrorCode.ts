@@ -51,6 +51,11 @@ export const MqttErrorCode = {
     UnsubscribeFailed: 'MQTT_UNSUBSCRIBE_FAILED',
     /** A publish failed (broker reason code in details.reason_code, or a client error as cause). */
     PublishFailed: 'MQTT_PUBLISH_FAILED',
+    /**
+     * A publish while the connection is down found `options.max_offline_messages` publishes
+     * already waiting for the broker (details.limit); nothing was queued.
+     */
+    OfflineLimit: 'MQTT_OFFLINE_LIMIT',
 
     // InvalidStateException: the component is not in a state for the call.
     /** The connection or queue is not open (publish, subscribe, send, receive... before open() or after close()). */

@@ -17,6 +17,8 @@ export interface MqttBrokerOperations {
     unsubscribe(topic: string): Promise<void>;
     /** True for an error caused by the connection dropping under the operation. */
     isLost(err: unknown): boolean;
+    /** True when the broker keeps subscriptions across disconnects (clean_session false). */
+    readonly persistent: boolean;
     readonly logger: ILogger;
 }
 
@@ -75,6 +77,8 @@ export class MqttFilterSync {
                     try {
                         await this._broker.unsubscribe(topic);
                     } catch (err) {
+                        // A persistent session may still hold the subscription: UNSUBSCRIBE again after the reconnect.
+                        if (this._broker.isLost(err) && this._broker.persistent) continue;
                         if (!this._broker.isLost(err)) entry.unsubscribeError = err as Error;
                     }
                     // Dropped or refused, the broker's subscription is of no more use to anyone.

@@ -8,6 +8,7 @@ import type { MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { brokerRefusal, closedError, reasonCodeOf, wrapMqttError } from './MqttErrors';
 import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
+import type { MqttReconnector } from './MqttReconnector';
 import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
 
 /** What a session needs from its connection; read on every use, since references can change. */
@@ -15,6 +16,8 @@ export interface MqttSessionHost {
     readonly logger: CompositeLogger;
     readonly counters: CompositeCounters;
     readonly subscriptions: MqttSubscriptions;
+    /** Called once per change between connected and not. */
+    connectedChanged(connected: boolean): void;
 }
 
 /**
@@ -22,9 +25,9 @@ export interface MqttSessionHost {
  * dispatch, resubscription after a reconnect, and the signals that end pending operations.
  * Created by [[MqttConnection]] once the first CONNACK arrived; ended by its close().
  *
- * The client uses a clean session (MQTT.js `clean: true`), so the broker forgets the
- * subscriptions whenever the connection drops; the session subscribes every filter again
- * after each reconnect.
+ * With a clean session the broker forgets the subscriptions whenever the connection drops, and
+ * the session subscribes every filter again after each reconnect. With `clean_session` false it
+ * does so only when the broker answers CONNACK without a session (it lost it, or it expired).
  */
 export class MqttSession {
     /**
@@ -37,6 +40,12 @@ export class MqttSession {
     private _nextConnect: { promise: Promise<void>; resolve: () => void } | null = null;
     private _connected = true;
     private _lastError: string | null = null;
+    /** publish() calls not settled yet. */
+    private _pendingPublishes = 0;
+    private _lostAt = 0;
+    /** Connection attempts since the connection was lost. */
+    private _attempts = 0;
+    private _reconnects = 0;
     private readonly _handlers: { event: string; handler: (...args: never[]) => void }[] = [];
     private readonly _filters: MqttFilterSync;
     /** Set by end(): what everything started afterwards rejects with. */
@@ -47,12 +56,17 @@ export class MqttSession {
         private readonly _host: MqttSessionHost,
         private readonly _settings: MqttConnectionSettings,
         private readonly _displayUri: string,
+        private readonly _reconnector: MqttReconnector,
     ) {
         this._filters = new MqttFilterSync(this.brokerOperations(), _host.subscriptions);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => this.onClose());
-        this.on('reconnect', () => this._host.logger.debug(NO_CID, 'Reconnecting to MQTT broker at %s', this._displayUri));
+        this.on('reconnect', () => {
+            this._attempts++;
+            this._host.counters.incrementOne('mqtt.reconnect_attempts');
+            this._host.logger.debug(NO_CID, 'Reconnecting to MQTT broker at %s (attempt %d)', this._displayUri, this._attempts);
+        });
         this.on('error', (err: Error) => {
             // Reconnect attempts repeat the same error: log each distinct one once per outage.
             if (err.message === this._lastError) return;
@@ -94,16 +108,56 @@ export class MqttSession {
         for (const reject of waiting) reject(err);
     }
 
+    /** True while the broker is reachable. */
+    public get connected(): boolean {
+        return this.client.connected;
+    }
+
+    /** The last connection error since the last CONNACK, or null. */
+    public get lastError(): string | null {
+        return this._lastError;
+    }
+
+    /** publish() calls not settled yet. */
+    public get pendingPublishes(): number {
+        return this._pendingPublishes;
+    }
+
+    /** Connection attempts since the connection was lost (0 while connected). */
+    public get attempts(): number {
+        return this._attempts;
+    }
+
+    /** The wait before the next connection attempt in ms while reconnecting, otherwise null. */
+    public get nextAttemptDelay(): number | null {
+        return this._connected || !this._settings.retryConnect ? null : this._reconnector.nextDelay;
+    }
+
+    /** Connections restored since the session began. */
+    public get reconnects(): number {
+        return this._reconnects;
+    }
+
     /**
      * Publishes. While the connection is down and retry_connect is on, MQTT.js keeps the message
-     * and sends it after the reconnect; with retry_connect off the call fails at once.
+     * (QoS 0 too) and sends it after the reconnect, as long as fewer than `max_offline_messages`
+     * publishes are waiting; with retry_connect off the call fails at once.
      */
     public async publish(topic: string, data: Buffer | string, options: IClientPublishOptions): Promise<void> {
         this.checkUsable();
+        if (!this.client.connected && this._pendingPublishes >= this._settings.maxOfflineMessages) {
+            throw new ConnectionException(NO_CID, MqttErrorCode.OfflineLimit,
+                `MQTT connection to ${this._displayUri} is down and already holds ${this._pendingPublishes} messages ` +
+                `for the broker, the limit of options.max_offline_messages (${this._settings.maxOfflineMessages})`)
+                .withDetails('topic', topic).withDetails('limit', this._settings.maxOfflineMessages);
+        }
+        this._pendingPublishes++;
         try {
             await this.race(this.client.publishAsync(topic, data, options));
         } catch (err) {
             throw wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic);
+        } finally {
+            this._pendingPublishes--;
         }
     }
 
@@ -142,6 +196,7 @@ export class MqttSession {
             },
             unsubscribe: (topic) => this.unsubscribe(topic),
             isLost: (err) => !(err instanceof ApplicationException) && reasonCodeOf(err) === undefined && !this.client.connected,
+            persistent: !this._settings.cleanSession,
             get logger() { return host.logger; },
         };
     }
@@ -162,6 +217,7 @@ export class MqttSession {
         this._ended = closedError(cid(correlationId));
         this.failWaiting(this._ended);
         this._connected = false;
+        this._reconnector.stop();
         await endClient(this.client, true);
         for (const { event, handler } of this._handlers) {
             (this.client as unknown as { off(e: string, h: (...args: never[]) => void): void }).off(event, handler);
@@ -181,29 +237,41 @@ export class MqttSession {
     }
 
     private onConnect(connack: IConnackPacket): void {
+        const attempts = this._attempts;
+        this._attempts = 0;
         this._connected = true;
         this._lastError = null;
-        this._host.logger.info(NO_CID, 'Reconnected to MQTT broker at %s', this._displayUri);
+        this._reconnects++;
+        this._host.counters.incrementOne('mqtt.reconnects');
+        this._host.logger.info(NO_CID, 'Reconnected to MQTT broker at %s after %d ms offline (attempt %d)%s',
+            this._displayUri, Date.now() - this._lostAt, attempts,
+            this._settings.cleanSession ? '' : connack.sessionPresent ? '; the broker kept the session' : '; the broker had no session');
         const waiting = this._nextConnect;
         this._nextConnect = null;
         waiting?.resolve();
-        // The clean session was lost with the connection: subscribe every filter again.
+        // The broker has no session (a clean one, or it lost ours): subscribe every filter again.
         if (!connack.sessionPresent) {
             for (const entry of this._host.subscriptions.entries()) {
                 entry.brokerQos = null;
                 void this.sync(entry);
             }
         }
+        this._host.connectedChanged(true);
     }
 
     private onClose(): void {
         if (!this._connected) return;
         this._connected = false;
+        this._lostAt = Date.now();
+        this._host.counters.incrementOne('mqtt.connection_losses');
         // A clean session: the broker forgets the subscriptions with the connection.
-        for (const entry of this._host.subscriptions.entries()) entry.brokerQos = null;
+        if (this._settings.cleanSession) {
+            for (const entry of this._host.subscriptions.entries()) entry.brokerQos = null;
+        }
         if (this._settings.retryConnect) {
-            this._host.logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; reconnecting every %d ms',
-                this._displayUri, this._settings.reconnectTimeout);
+            this._host.logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; reconnecting in %d ms, then with backoff up to %d ms',
+                this._displayUri, this._reconnector.nextDelay, this._settings.maxReconnectTimeout);
+            this._host.connectedChanged(false);
             return;
         }
         this._host.logger.warn(NO_CID, 'Connection to MQTT broker at %s lost; not reconnecting because options.retry_connect is false',
@@ -211,6 +279,7 @@ export class MqttSession {
         // Nothing pending will complete: QoS 1 and 2 messages in flight would wait forever.
         this.failWaiting(new ConnectionException(NO_CID, MqttErrorCode.NotConnected,
             `MQTT connection to ${this._displayUri} was lost and options.retry_connect is false`));
+        this._host.connectedChanged(false);
     }
 
     private dispatch(topic: string, payload: Buffer, packet: IPublishPacket): void {

@@ -41,7 +41,10 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             'options.retry_connect': 'true',
             'options.connect_timeout': '30000',
             'options.reconnect_timeout': '1000',
+            'options.max_reconnect_timeout': '30000',
             'options.keepalive_timeout': '60000',
+            'options.clean_session': 'true',
+            'options.max_offline_messages': '10000',
         });
         const connection = newConnection(broker.url);
         await connection.open(null);
@@ -49,7 +52,7 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             const options = connection.getConnection()!.options;
             assert.equal(options.keepalive, 60);
             assert.equal(options.connectTimeout, 30000);
-            assert.equal(options.reconnectPeriod, 1000);
+            assertFirstWait(options.reconnectPeriod, 1000);
             assert.equal(options.clean, true);
             assert.equal(options.protocolVersion, 4);
             assert.match(options.clientId ?? '', /^[A-Za-z0-9]{1,11}[0-9a-f]{12}$/, 'at most 23 characters from [0-9a-zA-Z]');
@@ -75,10 +78,12 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
         } finally {
             await connection.close(null);
         }
-        const withRetry = newConnection(broker.url, 'options.reconnect_timeout', 250, 'options.keepalive_timeout', 0);
+        const withRetry = newConnection(broker.url, 'options.reconnect_timeout', 250, 'options.keepalive_timeout', 0,
+            'options.clean_session', false, 'client_id', 'persistent-one');
         await withRetry.open(null);
-        assert.equal(withRetry.getConnection()!.options.reconnectPeriod, 250);
+        assertFirstWait(withRetry.getConnection()!.options.reconnectPeriod, 250);
         assert.equal(withRetry.getConnection()!.options.keepalive, 0);
+        assert.equal(withRetry.getConnection()!.options.clean, false);
         await withRetry.close(null);
     });
 
@@ -117,6 +122,12 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             ['options.reconnect_timeout', -5, MqttErrorCode.BadOption],
             ['options.keepalive_timeout', 70000000, MqttErrorCode.BadOption],
             ['options.retry_connect', 'maybe', MqttErrorCode.BadOption],
+            ['options.clean_session', 'sometimes', MqttErrorCode.BadOption],
+            ['options.max_offline_messages', -1, MqttErrorCode.BadOption],
+            ['options.max_offline_messages', 'many', MqttErrorCode.BadOption],
+            ['options.max_reconnect_timeout', 0, MqttErrorCode.BadOption],
+            // Below reconnect_timeout (default 1000 ms): backoff could never reach the first wait.
+            ['options.max_reconnect_timeout', 500, MqttErrorCode.BadOption],
             ['client_id', 'x'.repeat(70000), MqttErrorCode.BadOption],
             ['client_id', 'a\u0000b', MqttErrorCode.BadOption],
         ];
@@ -307,3 +318,9 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
         assert.match(output, /open failed as expected\nclosed/);
     });
 });
+
+/** The first reconnect wait is reconnect_timeout shortened by up to a quarter at random. */
+function assertFirstWait(period: number | undefined, reconnectTimeout: number): void {
+    assert.ok(period !== undefined && period >= reconnectTimeout * 0.75 && period <= reconnectTimeout,
+        `first reconnect wait ${period} should be within 75..100% of ${reconnectTimeout}`);
+}

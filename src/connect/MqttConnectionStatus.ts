@@ -1,0 +1,32 @@
+/**
+ * Where an [[MqttConnection]] is:
+ * - `closed`: not open (never opened, closed, or open() failed);
+ * - `opening`: open() is waiting for the first CONNACK;
+ * - `connected`: open, and the broker is reachable now;
+ * - `reconnecting`: open, the connection was lost, and attempts go on (with backoff);
+ * - `disconnected`: open, the connection was lost, and `retry_connect` is false: it will not come back;
+ * - `closing`: close() is ending the client.
+ */
+export type MqttConnectionState = 'closed' | 'opening' | 'connected' | 'reconnecting' | 'disconnected' | 'closing';
+
+/** A snapshot of an [[MqttConnection]]'s health, from `getStatus()`. */
+export interface MqttConnectionStatus {
+    readonly state: MqttConnectionState;
+    /** True when the broker is reachable now (state `connected`). */
+    readonly connected: boolean;
+    /** When the connection entered this state. */
+    readonly since: Date;
+    /** Connection attempts made since the connection was lost (0 while connected). */
+    readonly reconnectAttempts: number;
+    /** The wait before the next attempt in ms while reconnecting, otherwise null. */
+    readonly nextAttemptDelay: number | null;
+    /** Connections restored since open(). */
+    readonly reconnects: number;
+    /** The last connection error since the last CONNACK, without credentials, or null. */
+    readonly lastError: string | null;
+    /** publish() calls waiting for the broker (written or acknowledged); bounded by `max_offline_messages` while disconnected. */
+    readonly pendingPublishes: number;
+}
+
+/** Called with the new status whenever the connection changes state. */
+export type MqttStateListener = (status: MqttConnectionStatus) => void;

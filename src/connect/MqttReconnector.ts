@@ -1,0 +1,141 @@
+import type { MqttClient } from 'mqtt';
+
+/** The share of each wait taken off at random, so clients that lost a broker together do not all return together. */
+export const RECONNECT_JITTER = 0.25;
+
+/**
+ * The wait before a connection attempt: `base` before the first attempt after a loss
+ * (`attempt` 0), doubling with each failed attempt up to `max`, then shortened at random by up
+ * to a quarter (never below 1 ms).
+ *
+ * @param random a number in [0, 1); Math.random() by default.
+ */
+export function backoffDelay(attempt: number, base: number, max: number, random: number = Math.random()): number {
+    const full = Math.min(max, base * 2 ** attempt);
+    return Math.max(1, Math.round(full * (1 - RECONNECT_JITTER * random)));
+}
+
+/** The MQTT.js client internals the reconnector drives (MQTT.js 5 has no public API for them). */
+interface ClientInternals {
+    connected: boolean;
+    disconnecting: boolean;
+    reconnectTimer: unknown;
+    stream?: { destroyed?: boolean; destroy(): void };
+    options: { reconnectPeriod?: number; connectTimeout?: number };
+    _reconnect(): void;
+    _clearReconnect(): void;
+}
+
+/** What a reconnector reports to its connection. */
+export interface MqttReconnectorEvents {
+    /** MQTT.js made no progress for `idleMs` while disconnected; the watchdog has restarted it. */
+    onStalled(idleMs: number): void;
+}
+
+/** The events that show MQTT.js is still working on the connection. */
+const PROGRESS_EVENTS = ['connect', 'reconnect', 'close', 'error', 'offline', 'packetreceive'] as const;
+
+/**
+ * Drives MQTT.js's reconnects with exponential backoff and jitter, and watches that they never
+ * stop while the connection is open.
+ *
+ * MQTT.js waits a fixed `reconnectPeriod` before each attempt, reading it whenever it arms its
+ * timer after a lost connection or a failed attempt. The reconnector sets that period to the
+ * next backoff wait at each attempt ('reconnect') and back to the first wait at each CONNACK.
+ * This keeps MQTT.js's own reconnect logic (its stores of unacknowledged QoS 1/2 messages, its
+ * failover across servers) and changes only the timing.
+ *
+ * The watchdog checks every `interval` ms: when the client has been disconnected with no sign of
+ * progress (no attempt, close, error or packet) for longer than an attempt and the current wait
+ * can take, MQTT.js is stuck (a lost timer, an end that never completed). It then ends whatever
+ * attempt hangs and starts a new one.
+ */
+export class MqttReconnector {
+    private _attempt = 0;
+    private _lastProgress = Date.now();
+    private _enabled = true;
+    private _watchdog: NodeJS.Timeout | null;
+    private readonly _progress = (): void => { this._lastProgress = Date.now(); };
+    private readonly _onReconnect = (): void => {
+        this._attempt++;
+        this.setPeriod(this._attempt);
+    };
+    private readonly _onConnect = (): void => {
+        this._attempt = 0;
+        this.setPeriod(0);
+    };
+
+    public constructor(
+        private readonly _client: MqttClient,
+        private readonly _base: number,
+        private readonly _max: number,
+        private readonly _events: MqttReconnectorEvents,
+        private readonly _interval: number = Math.min(5000, Math.max(500, _base)),
+    ) {
+        this.setPeriod(0);
+        _client.on('reconnect', this._onReconnect);
+        _client.on('connect', this._onConnect);
+        for (const event of PROGRESS_EVENTS) _client.on(event, this._progress);
+        this._watchdog = setInterval(() => this.check(), this._interval);
+        this._watchdog.unref();
+    }
+
+    /** Failed attempts since the connection was lost (0 while connected). */
+    public get attempts(): number {
+        return this._attempt;
+    }
+
+    /** The wait before the next attempt, in milliseconds. */
+    public get nextDelay(): number {
+        return this.internals.options.reconnectPeriod ?? 0;
+    }
+
+    /** Stops reconnecting for good (retry_connect off): MQTT.js makes no more attempts. */
+    public disable(): void {
+        this._enabled = false;
+        this.internals.options.reconnectPeriod = 0;
+        this.stopWatchdog();
+    }
+
+    /** Detaches from the client and stops the watchdog; call before ending the client. */
+    public stop(): void {
+        this._enabled = false;
+        this.stopWatchdog();
+        this._client.off('reconnect', this._onReconnect);
+        this._client.off('connect', this._onConnect);
+        for (const event of PROGRESS_EVENTS) this._client.off(event, this._progress);
+    }
+
+    private stopWatchdog(): void {
+        if (this._watchdog) clearInterval(this._watchdog);
+        this._watchdog = null;
+    }
+
+    private get internals(): ClientInternals {
+        return this._client as unknown as ClientInternals;
+    }
+
+    private setPeriod(attempt: number): void {
+        if (this._enabled) this.internals.options.reconnectPeriod = backoffDelay(attempt, this._base, this._max);
+    }
+
+    private check(): void {
+        const client = this.internals;
+        const now = Date.now();
+        if (!this._enabled || client.connected) {
+            this._lastProgress = now;
+            return;
+        }
+        const idle = now - this._lastProgress;
+        const limit = (client.options.connectTimeout ?? 30000) + this.nextDelay + this._interval;
+        if (idle < limit) return;
+        this._lastProgress = now;
+        this._events.onStalled(idle);
+        // Start over: no timer, not "disconnecting" (only close() ends the client, and it stops us first).
+        client._clearReconnect();
+        client.disconnecting = false;
+        // A hanging attempt: destroying its socket makes MQTT.js handle 'close' and arm its timer.
+        if (client.stream && client.stream.destroyed !== true) client.stream.destroy();
+        else client._reconnect();
+    }
+}
