@@ -3,3 +3,4 @@ export { MqttConnectionResolver, type MqttResolvedConnection, type MqttServer, t
 export { MqttSubscription } from './MqttSubscription';
 export type { IMqttMessageListener } from './IMqttMessageListener';
 export { MqttErrorCode, type MqttErrorCodeValue } from './MqttErrorCode';
+export type { MqttConnectionState, MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
