@@ -272,9 +272,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     private async connect(correlationId: string | null): Promise<void> {
         const resolved = await this._connectionResolver.resolve(correlationId);
-        // close() may have run while resolve() was awaited (TypeScript cannot see that).
-        const aborted = this._pendingAbort as Error | null;
-        if (aborted) throw aborted;
+        // close() may have run while resolve() was awaited.
+        if (this._pendingAbort) throw this._pendingAbort;
         const settings = readSettings(correlationId, this._config, resolved.uriOptions, this._generatedClientId);
         this.applySettings(settings);
         this._displayUri = resolved.displayUri;
@@ -286,6 +285,11 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
                 `Cannot connect to MQTT broker at ${this._displayUri}: ${(err as Error).message}`).withCause(err as Error);
         }
+        // A broker that kept our session sends its queued messages right behind the CONNACK, in
+        // the same read, before the session below exists: keep them for it.
+        const early: Parameters<MqttSession['dispatch']>[] = [];
+        const keepEarly = (...message: Parameters<MqttSession['dispatch']>): void => { early.push(message); };
+        client.on('message', keepEarly);
         const reconnector = new MqttReconnector(client, settings.reconnectTimeout, settings.maxReconnectTimeout, {
             onStalled: (idleMs) => {
                 this._counters.incrementOne('mqtt.watchdog_restarts');
@@ -304,6 +308,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             });
         } catch (err) {
             this._abortOpen = null;
+            client.off('message', keepEarly);
             reconnector.stop();
             await endClient(client, false);
             this._logger.error(cid(correlationId), err as Error, 'Failed to connect to MQTT broker at %s', this._displayUri);
@@ -313,6 +318,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         // Failover servers are tried through MQTT.js reconnects; without retry_connect, no more of them.
         if (!settings.retryConnect) reconnector.disable();
         this._session = new MqttSession(client, this.sessionHost(), settings, this._displayUri, reconnector);
+        client.off('message', keepEarly);
+        for (const message of early) this._session.dispatch(...message);
         this._logger.info(cid(correlationId), 'Connected to MQTT broker at %s as %s', this._displayUri, settings.clientId);
         if (!settings.cleanSession && settings.clientId === this._generatedClientId) {
             this._logger.warn(cid(correlationId), 'options.clean_session is false but no client_id is configured: ' +
@@ -436,6 +443,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         session.checkUsable();
 
         const { entry, registration, added } = this._subscriptions.add(parsed, subscribeOptions, listener);
+        if (added) session.releaseHeld(parsed.matchFilter, listener);
         if (!added && !entry.isWaiting(registration)) return;
         const covered = entry.waitFor(registration);
         void session.sync(entry);

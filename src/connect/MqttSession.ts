@@ -10,6 +10,8 @@ import { brokerRefusal, closedError, reasonCodeOf, wrapMqttError } from './MqttE
 import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
 import type { MqttReconnector } from './MqttReconnector';
 import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
+import type { IMqttMessageListener } from './IMqttMessageListener';
+import { MqttUnroutedHold } from './MqttUnroutedHold';
 
 /** What a session needs from its connection; read on every use, since references can change. */
 export interface MqttSessionHost {
@@ -45,6 +47,9 @@ export class MqttSession {
     private _lostAt = 0;
     /** Connection attempts since the connection was lost. */
     private _attempts = 0;
+    /** With a persistent session: messages for filters no listener has yet; null with a clean session. */
+    private readonly _unrouted: MqttUnroutedHold | null;
+    private _droppingUnrouted = false;
     private _reconnects = 0;
     private readonly _handlers: { event: string; handler: (...args: never[]) => void }[] = [];
     private readonly _filters: MqttFilterSync;
@@ -59,6 +64,7 @@ export class MqttSession {
         private readonly _reconnector: MqttReconnector,
     ) {
         this._filters = new MqttFilterSync(this.brokerOperations(), _host.subscriptions);
+        this._unrouted = _settings.cleanSession ? null : new MqttUnroutedHold(_settings.maxOfflineMessages);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => this.onClose());
@@ -282,17 +288,47 @@ export class MqttSession {
         this._host.connectedChanged(false);
     }
 
-    private dispatch(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    /** Hands an incoming message to the listeners whose filters match it (or to the hold of a persistent session). */
+    public dispatch(topic: string, payload: Buffer, packet: IPublishPacket): void {
         this._host.counters.incrementOne('mqtt.received_messages');
-        for (const listener of this._host.subscriptions.match(topic)) {
-            try {
-                const result = listener.onMessage(topic, payload, packet);
-                if (result != null && typeof result.then === 'function') {
-                    result.then(undefined, (err: unknown) => this.listenerFailed(topic, err));
-                }
-            } catch (err) {
-                this.listenerFailed(topic, err);
+        const listeners = this._host.subscriptions.match(topic);
+        if (listeners.length === 0 && this._unrouted) {
+            this.holdUnrouted(topic, payload, packet);
+            return;
+        }
+        for (const listener of listeners) this.deliver(listener, topic, payload, packet);
+    }
+
+    /**
+     * Hands a new listener the messages the persistent session brought for its filter before it
+     * subscribed (see MqttUnroutedHold), in arrival order.
+     */
+    public releaseHeld(matchFilter: string, listener: IMqttMessageListener): void {
+        if (!this._unrouted) return;
+        const held = this._unrouted.take(matchFilter);
+        if (held.length > 0) this._droppingUnrouted = false;
+        for (const { topic, payload, packet } of held) this.deliver(listener, topic, payload, packet);
+    }
+
+    private holdUnrouted(topic: string, payload: Buffer, packet: IPublishPacket): void {
+        const hold = this._unrouted!;
+        if (hold.hold({ topic, payload, packet })) return;
+        this._host.counters.incrementOne('mqtt.dropped_messages');
+        if (this._droppingUnrouted) return;
+        this._droppingUnrouted = true;
+        this._host.logger.warn(NO_CID, 'MQTT broker at %s sent messages for topics no listener subscribes to (the persistent session ' +
+            'has subscriptions from before); %d are held for a future listener, further ones are dropped: unsubscribe what is no longer used',
+        this._displayUri, hold.size);
+    }
+
+    private deliver(listener: IMqttMessageListener, topic: string, payload: Buffer, packet: IPublishPacket): void {
+        try {
+            const result = listener.onMessage(topic, payload, packet);
+            if (result != null && typeof result.then === 'function') {
+                result.then(undefined, (err: unknown) => this.listenerFailed(topic, err));
             }
+        } catch (err) {
+            this.listenerFailed(topic, err);
         }
     }
 
