@@ -118,6 +118,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     protected _connectTimeout = 30000;
     protected _reconnectTimeout = 1000;
     protected _keepAliveTimeout = 60000;
+    protected _cleanSession = true;
     /** The subscriptions, by filter, with the router that dispatches incoming messages. */
     protected _subscriptions: MqttSubscriptions = new MqttSubscriptions();
 
@@ -154,6 +155,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this._connectTimeout = this._options.getAsIntegerWithDefault('connect_timeout', this._connectTimeout);
         this._reconnectTimeout = this._options.getAsIntegerWithDefault('reconnect_timeout', this._reconnectTimeout);
         this._keepAliveTimeout = this._options.getAsIntegerWithDefault('keepalive_timeout', this._keepAliveTimeout);
+        this._cleanSession = this._options.getAsBooleanWithDefault('clean_session', this._cleanSession);
     }
 
     /** Sets references: logger, counters, discovery and credential store. */
@@ -175,6 +177,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     /** True between a successful open() and close(), whether or not the broker is reachable right now. */
     public isOpen(): boolean {
         return this._session != null;
+    }
+
+    /**
+     * False when the connection asks the broker to keep its session (`options.clean_session`
+     * false): subscriptions and queued QoS 1/2 messages then outlive disconnects and close().
+     */
+    public isCleanSession(): boolean {
+        return this._cleanSession;
     }
 
     /**
@@ -349,6 +359,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this._connectTimeout = settings.connectTimeout;
         this._reconnectTimeout = settings.reconnectTimeout;
         this._keepAliveTimeout = settings.keepAliveTimeout;
+        this._cleanSession = settings.cleanSession;
     }
 
     /**

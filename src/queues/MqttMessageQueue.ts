@@ -29,7 +29,9 @@ const NO_MESSAGE = null as unknown as MessageEnvelope;
  * configuration (all MqttConnection keys apply).
  *
  * The queue subscribes once: at open() with `options.autosubscribe`, otherwise at the first
- * peek(), peekBatch(), receive() or listen(). close() unsubscribes (and waits for the broker).
+ * peek(), peekBatch(), receive() or listen(). close() unsubscribes (and waits for the broker),
+ * except from a connection of the queue's own with `options.clean_session` false: the broker then
+ * keeps the subscription in the session and collects the queue's QoS 1/2 messages until it opens again.
  * When the owner of a shared connection closes it, the subscription goes with it: isOpen() turns
  * false, and open() subscribes again.
  *
@@ -231,7 +233,10 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         const subscribed = this._subscribing;
         this._subscribing = null;
         this._subscribedOn = null;
-        const unsubscribing = connection && subscribed
+        // A connection of its own with a persistent session goes away without unsubscribing, so the
+        // broker keeps collecting the queue's messages for the next open().
+        const keepSession = owned && connection != null && !connection.isCleanSession();
+        const unsubscribing = connection && subscribed && !keepSession
             ? connection.unsubscribe(this._settings!.filter, this._listener)
             : Promise.resolve();
         unsubscribing.catch(() => undefined);

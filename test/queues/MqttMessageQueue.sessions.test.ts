@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+
+import { ConfigParams } from 'pip-services3-commons-nodex';
+import { MessageEnvelope } from 'pip-services3-messaging-nodex';
+
+import { MqttMessageQueue } from '../../src';
+import { mosquittoSkip, startAedes, startMosquitto, type TestBroker, uniqueTopic } from '../helpers/brokers';
+
+const brokers: { kind: string; skip: string | false; start: () => Promise<TestBroker> }[] = [
+    { kind: 'aedes', skip: false, start: () => startAedes() },
+    { kind: 'mosquitto', skip: mosquittoSkip(), start: () => startMosquitto() },
+];
+
+function queue(url: string, topic: string, ...tuples: unknown[]): MqttMessageQueue {
+    const q = new MqttMessageQueue(topic);
+    q.configure(ConfigParams.fromTuples('connection.uri', url, 'topic', topic, 'options.qos', 1, 'options.autosubscribe', true, ...tuples));
+    return q;
+}
+
+for (const { kind, skip, start } of brokers) {
+    describe(`MqttMessageQueue with a persistent session (${kind})`, { skip, timeout: 60000 }, () => {
+        for (const clean of [false, true]) {
+            it(`${clean ? 'does not get' : 'gets'} what was sent while it was closed, with clean_session ${clean}`, async () => {
+                const broker = await start();
+                const topic = uniqueTopic('persistent-queue');
+                const consumer = queue(broker.url, topic, 'client_id', `q${randomBytes(6).toString('hex')}`, 'options.clean_session', clean);
+                const producer = queue(broker.url, topic, 'options.autosubscribe', false);
+                try {
+                    await consumer.open(null);
+                    await producer.open(null);
+                    await producer.send(null, new MessageEnvelope('c1', 'first', 'before'));
+                    assert.equal((await consumer.receive(null, 5000))?.getMessageAsString(), 'before');
+                    await consumer.close(null);
+
+                    for (let i = 1; i <= 5; i++) await producer.send(null, new MessageEnvelope('c1', 'job', `while-closed-${i}`));
+                    await consumer.open(null);
+                    await producer.send(null, new MessageEnvelope('c1', 'job', 'after'));
+                    const got: string[] = [];
+                    for (;;) {
+                        const message = await consumer.receive(null, 5000);
+                        assert.ok(message, `timed out after ${got.join(', ')}`);
+                        got.push(message.getMessageAsString());
+                        if (got.at(-1) === 'after') break;
+                    }
+                    const kept = clean ? [] : [1, 2, 3, 4, 5].map((i) => `while-closed-${i}`);
+                    assert.deepEqual(got, [...kept, 'after']);
+                } finally {
+                    await consumer.close(null);
+                    await producer.close(null);
+                    await broker.stop();
+                }
+            });
+        }
+    });
+}
