@@ -1,0 +1,127 @@
+// A numbered QoS 1 stream from one MqttConnection to another, counted for loss and duplicates.
+import type { IPublishPacket } from 'mqtt';
+
+import type { IMqttMessageListener, MqttConnection } from '../../src';
+import { delay } from './net';
+
+/** What a NumberedStream has seen so far. */
+export interface StreamCounts {
+    /** Numbers the broker acknowledged (publish() resolved). */
+    readonly acknowledged: number;
+    /** Distinct numbers received. */
+    readonly received: number;
+    /** Copies received beyond the first (QoS 1 allows them). */
+    readonly duplicates: number;
+    /** Acknowledged numbers not received (yet). */
+    readonly missing: number;
+    /** publish() calls that failed and were tried again. */
+    readonly retries: number;
+}
+
+/**
+ * Publishes 1, 2, 3, ... to a topic at QoS 1 with up to `window` publishes in flight, and counts
+ * what a listener receives. A publish that fails (offline limit, say) is tried again until it
+ * succeeds, so every number is eventually acknowledged by the broker, and every acknowledged
+ * number must arrive. Received numbers are kept in a bitmap-like array, so a long run stays small.
+ */
+export class NumberedStream implements IMqttMessageListener {
+    private _next = 1;
+    private _running = false;
+    private _loop: Promise<void> | null = null;
+    private readonly _acked: Uint8Array[] = [];
+    private readonly _seen: Uint8Array[] = [];
+    private _ackedCount = 0;
+    private _receivedCount = 0;
+    private _duplicates = 0;
+    private _retries = 0;
+    private _missingAcked = 0;
+    private static readonly PAGE = 1 << 16;
+
+    public constructor(
+        private readonly _publisher: MqttConnection,
+        public readonly topic: string,
+        private readonly _window = 20,
+        /** Pause between publishes per slot in ms (0: as fast as the broker takes them). */
+        private readonly _pauseMs = 0,
+    ) {}
+
+    /** The listener side: subscribe it to `topic` on the subscribing connection. */
+    public onMessage(_topic: string, data: Buffer, _packet: IPublishPacket): void {
+        const n = Number(data.toString());
+        if (!Number.isSafeInteger(n) || n < 1) return;
+        if (NumberedStream.mark(this._seen, n)) {
+            this._receivedCount++;
+            if (NumberedStream.has(this._acked, n)) this._missingAcked--;
+        } else {
+            this._duplicates++;
+        }
+    }
+
+    /** Starts publishing. */
+    public start(): void {
+        if (this._running) return;
+        this._running = true;
+        this._loop = Promise.all(Array.from({ length: this._window }, () => this.slot())).then(() => undefined);
+    }
+
+    /** Stops publishing and waits for the publishes in flight to be acknowledged. */
+    public async stop(): Promise<void> {
+        this._running = false;
+        await this._loop;
+    }
+
+    /** The counts so far. */
+    public counts(): StreamCounts {
+        return {
+            acknowledged: this._ackedCount,
+            received: this._receivedCount,
+            duplicates: this._duplicates,
+            missing: this._missingAcked,
+            retries: this._retries,
+        };
+    }
+
+    /** The acknowledged numbers not received, up to `limit` of them. */
+    public missingNumbers(limit = 20): number[] {
+        const missing: number[] = [];
+        for (let n = 1; n < this._next && missing.length < limit; n++) {
+            if (NumberedStream.has(this._acked, n) && !NumberedStream.has(this._seen, n)) missing.push(n);
+        }
+        return missing;
+    }
+
+    private async slot(): Promise<void> {
+        while (this._running) {
+            const n = this._next++;
+            for (;;) {
+                try {
+                    await this._publisher.publish(this.topic, String(n), { qos: 1 });
+                    break;
+                } catch {
+                    // Closed for good: give up on this number (it was never acknowledged).
+                    if (!this._publisher.isOpen()) return;
+                    this._retries++;
+                    await delay(50);
+                }
+            }
+            NumberedStream.mark(this._acked, n);
+            this._ackedCount++;
+            if (!NumberedStream.has(this._seen, n)) this._missingAcked++;
+            if (this._pauseMs > 0) await delay(this._pauseMs);
+        }
+    }
+
+    /** Sets n in the pages; true when it was not set before. */
+    private static mark(pages: Uint8Array[], n: number): boolean {
+        const index = Math.floor(n / NumberedStream.PAGE);
+        const page = pages[index] ?? (pages[index] = new Uint8Array(NumberedStream.PAGE));
+        const offset = n % NumberedStream.PAGE;
+        if (page[offset] === 1) return false;
+        page[offset] = 1;
+        return true;
+    }
+
+    private static has(pages: Uint8Array[], n: number): boolean {
+        return pages[Math.floor(n / NumberedStream.PAGE)]?.[n % NumberedStream.PAGE] === 1;
+    }
+}
