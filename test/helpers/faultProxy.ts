@@ -130,6 +130,9 @@ class ProxiedConnection {
  *   differences only) of every incoming client connection, refused or not.
  * - If the target is unreachable, the client connection is reset at once (unless stalled).
  *
+ * The proxy adds no Nagle delay (its sockets are noDelay); the clients' and the broker's own
+ * sockets may still have it: MQTT.js and Aedes leave it on.
+ *
  * Socket errors never escape: every socket has an error listener.
  *
  * ### Example ###
@@ -163,7 +166,8 @@ export class FaultProxy {
     /** Starts a proxy to `targetHost:targetPort`; resolves once it listens. */
     public static async start(targetHost: string, targetPort: number): Promise<FaultProxy> {
         // allowHalfOpen: an end from one side is passed on (or held) here, not answered by Node.
-        const server = createServer({ allowHalfOpen: true });
+        // noDelay: no Nagle delay added to what is passed on.
+        const server = createServer({ allowHalfOpen: true, noDelay: true });
         await new Promise<void>((resolve, reject) => {
             server.once('error', reject);
             server.listen(0, HOST, () => {
@@ -277,7 +281,7 @@ export class FaultProxy {
             return;
         }
         this._accepted++;
-        const backend = connect({ host: this._targetHost, port: this._targetPort, allowHalfOpen: true });
+        const backend = connect({ host: this._targetHost, port: this._targetPort, allowHalfOpen: true, noDelay: true });
         const connection = new ProxiedConnection(client, backend, () => this._stalled);
         this._connections.add(connection);
         const forget = (): void => {
