@@ -32,17 +32,40 @@ export interface EmbeddedBrokerOptions {
      * publish stays unacknowledged. When omitted every publish is accepted.
      */
     authorizePublish?: (clientId: string, topic: string) => boolean | 'hold';
+    /**
+     * Keep sessions and retained messages across `restart()` and `kill()`, like a broker with
+     * persistence (default false: every start begins empty). See the class comment.
+     */
+    keepSessions?: boolean;
 }
 
 /** CONNACK return code for "bad user name or password" (MQTT 3.1.1, 3.2.2.3). */
 const BAD_USERNAME_OR_PASSWORD = 4;
 
 /**
+ * Aedes keeps the persistence it runs on as `aedes.persistence` (not in its typings): the one
+ * passed in its options or, when none is, the in-memory aedes-persistence it creates in listen().
+ * Opaque here: it is only handed back to the next Aedes instance.
+ */
+type AedesWithPersistence = Aedes & { readonly persistence: object };
+
+/**
  * An in-process MQTT broker (Aedes, in memory) for development, demos and tests.
  *
- * Sessions and retained messages live in memory only: `restart()` starts a fresh
- * Aedes instance on the same port, so persistent sessions are lost just like
- * after a restart of a broker without persistence.
+ * Sessions and retained messages live in memory. By default `restart()` starts a fresh
+ * Aedes instance on the same port with empty storage, so persistent sessions and retained
+ * messages are lost, as after a restart of a broker without persistence. With
+ * `keepSessions: true` every Aedes instance this broker starts uses the same in-memory
+ * persistence (the one the first instance created), so what a broker with persistence keeps
+ * survives `restart()` and `kill()`: persistent sessions (clean=false) with their
+ * subscriptions and the QoS 1/2 messages queued for them (including those sent but not yet
+ * acknowledged), and retained messages. Each instance has a new Aedes id, as a restarted
+ * Mosquitto is a new process.
+ *
+ * `stop()` lets Aedes close every client itself: while it does, it may still write to clients
+ * not closed yet (deliveries in progress, wills). `kill()` simulates a crash instead: it destroys
+ * every socket first, so nothing more reaches any client. After `stop()` or `kill()`,
+ * `restart()` listens again on the same port.
  *
  * MQTT shared subscriptions (`$share/<group>/<filter>`), which Aedes lacks, are added
  * by {@link SharedSubscriptions}: each message matching `<filter>` goes to exactly one
@@ -62,6 +85,11 @@ const BAD_USERNAME_OR_PASSWORD = 4;
  *     ...
  *     await client.endAsync();
  *     await broker.stop();
+ *
+ *     const durable = await EmbeddedBroker.start({ keepSessions: true });
+ *     ...
+ *     await durable.kill();                                 // crash: every connection drops
+ *     await durable.restart();                              // same port, sessions kept
  */
 export class EmbeddedBroker {
     public readonly host: string;
@@ -69,6 +97,9 @@ export class EmbeddedBroker {
     private readonly _authenticate?: EmbeddedBrokerAuthenticate;
     private readonly _authorizeSubscribe?: (clientId: string, topic: string, qos: number) => boolean;
     private readonly _authorizePublish?: (clientId: string, topic: string) => boolean | 'hold';
+    private readonly _keepSessions: boolean;
+    /** With keepSessions: the persistence of the first Aedes instance, reused by every later one. */
+    private _persistence?: object;
     private _aedes?: Aedes;
     private _server?: Server;
     private readonly _sockets = new Set<Socket>();
@@ -81,6 +112,7 @@ export class EmbeddedBroker {
         this._authenticate = options.authenticate;
         this._authorizeSubscribe = options.authorizeSubscribe;
         this._authorizePublish = options.authorizePublish;
+        this._keepSessions = options.keepSessions ?? false;
     }
 
     /** Starts a broker and resolves once it accepts TCP connections. */
@@ -121,7 +153,24 @@ export class EmbeddedBroker {
         return this._stopping;
     }
 
-    /** Stops the broker and listens again on the same port with a fresh (empty) Aedes. */
+    /**
+     * Simulates a crash: destroys every client socket at once, before Aedes can write anything
+     * more to them, then closes Aedes and the TCP server. Resolves once the port is released;
+     * `restart()` then listens on it again. With keepSessions, sessions survive as they do a
+     * `restart()`. Concurrent with `stop()`, it cuts the sockets and shares that shutdown.
+     */
+    public async kill(): Promise<void> {
+        for (const socket of this._sockets) {
+            socket.destroy();
+        }
+        await this.stop();
+    }
+
+    /**
+     * Stops the broker if it runs (as `stop()` does) and listens again on the same port with a
+     * new Aedes instance: empty, or with the kept sessions when started with keepSessions.
+     * Also starts the broker again after `stop()` or `kill()`.
+     */
     public async restart(): Promise<void> {
         await this.stop();
         await this.listen();
@@ -132,7 +181,10 @@ export class EmbeddedBroker {
             return;
         }
         const { Aedes } = await import('aedes');
-        const options: AedesOptions = {};
+        // aedes.close() leaves its persistence alone (it closes clients and mq, never calls
+        // persistence.destroy()), and a persistent client's close only drops its in-memory
+        // routing, not its stored subscriptions, so the next instance can take the persistence over.
+        const options: AedesOptions = this._persistence ? { persistence: this._persistence } : {};
         const check = this._authenticate;
         if (check) {
             options.authenticate = (client, username, password, done) => {
@@ -171,6 +223,9 @@ export class EmbeddedBroker {
             };
         }
         const aedes = await Aedes.createBroker(options);
+        if (this._keepSessions) {
+            this._persistence ??= (aedes as AedesWithPersistence).persistence;
+        }
         SharedSubscriptions.attach(aedes);
         // 'client' fires when a CONNECT is accepted, before the CONNACK is written, so the count
         // is already up to date when the client sees its CONNACK ('clientReady' comes later).
