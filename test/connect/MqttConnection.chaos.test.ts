@@ -1,0 +1,205 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { describe, it, type TestContext } from 'node:test';
+
+import type { MqttClient } from 'mqtt';
+
+import type { MqttConnection } from '../../src';
+import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
+import { newConnection } from '../helpers/components';
+import { FaultProxy } from '../helpers/faultProxy';
+import { NumberedStream } from '../helpers/numberedStream';
+
+/** A broker that can crash (SIGKILL, or sockets destroyed) and come back with its sessions. */
+interface CrashableBroker {
+    readonly host: string;
+    readonly port: number;
+    readonly url: string;
+    crash(): Promise<void>;
+    revive(): Promise<void>;
+    stop(): Promise<void>;
+}
+
+const brokers: { kind: string; skip: string | false; start: () => Promise<CrashableBroker> }[] = [
+    {
+        kind: 'aedes',
+        skip: false,
+        start: async () => {
+            const aedes = await startAedes({ keepSessions: true });
+            return {
+                host: aedes.host, port: aedes.port, url: aedes.url,
+                crash: () => aedes.broker.kill(),
+                revive: () => aedes.broker.restart(),
+                stop: () => aedes.stop(),
+            };
+        },
+    },
+    {
+        kind: 'mosquitto',
+        skip: mosquittoSkip(),
+        start: async () => {
+            // Saved after every change, so a SIGKILL loses as little as mosquitto allows.
+            const mosquitto = await startMosquitto({ persistence: true, extraConfig: ['autosave_interval 1', 'autosave_on_changes true'] });
+            return {
+                host: mosquitto.host, port: mosquitto.port, url: mosquitto.url,
+                crash: () => mosquitto.kill('SIGKILL'),
+                revive: () => mosquitto.start(),
+                stop: () => mosquitto.cleanup(),
+            };
+        },
+    },
+];
+
+const CLIENT_EVENTS = ['message', 'connect', 'close', 'error', 'reconnect', 'offline', 'packetreceive', 'disconnect'] as const;
+
+/** How many handlers the client has per event: a reconnect must not add any. */
+function handlerCounts(client: MqttClient): Record<string, number> {
+    return Object.fromEntries(CLIENT_EVENTS.map((event) => [event, client.listenerCount(event)]));
+}
+
+/** A publisher and a persistent-session subscriber on `url`, and a numbered stream between them. */
+async function streamPair(url: string, ...options: unknown[]) {
+    const tuples = ['options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 500, ...options];
+    const pub = newConnection(url, ...tuples);
+    const sub = newConnection(url, 'client_id', `chaos${randomBytes(6).toString('hex')}`, 'options.clean_session', false, ...tuples);
+    await pub.open(null);
+    await sub.open(null);
+    const stream = new NumberedStream(pub, uniqueTopic('chaos'), 10);
+    await sub.subscribe(stream.topic, { qos: 1 }, stream);
+    return { pub, sub, stream };
+}
+
+/** Waits until the stream has made `count` more acknowledged messages. */
+async function progress(stream: NumberedStream, count: number): Promise<void> {
+    const target = stream.counts().acknowledged + count;
+    await waitFor(() => stream.counts().acknowledged >= target, 30000, `${count} more acknowledged messages`);
+}
+
+/** Stops the stream and checks that every acknowledged number arrived. */
+async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttConnection, pub: MqttConnection): Promise<void> {
+    await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both connections back');
+    await stream.stop();
+    try {
+        await waitFor(() => stream.counts().missing === 0, 30000, 'every acknowledged number');
+    } catch {
+        assert.fail(`missing ${stream.counts().missing} numbers, e.g. ${stream.missingNumbers().join(', ')}: ${JSON.stringify(stream.counts())}`);
+    }
+    const counts = stream.counts();
+    t.diagnostic(`acknowledged ${counts.acknowledged}, received ${counts.received}, duplicates ${counts.duplicates}, retries ${counts.retries}`);
+    assert.ok(counts.acknowledged > 0);
+    assert.equal(counts.received, counts.acknowledged);
+}
+
+for (const { kind, skip, start } of brokers) {
+    describe(`MqttConnection under broker crashes and network faults (${kind})`, { skip, timeout: 180000 }, () => {
+        it('loses no acknowledged QoS 1 message of a numbered stream while the broker is killed and restarted three times', async (t) => {
+            const broker = await start();
+            const { pub, sub, stream } = await streamPair(broker.url);
+            try {
+                const handlers = handlerCounts(sub.getConnection()!);
+                const subscriptions = sub.getSubscriptions().length;
+                stream.start();
+                for (let round = 0; round < 3; round++) {
+                    await progress(stream, 200);
+                    await broker.crash();
+                    await waitFor(() => !sub.isConnected() && !pub.isConnected(), 10000, 'both to notice the crash');
+                    await delay(200);
+                    await broker.revive();
+                    await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
+                }
+                await progress(stream, 200);
+                await checkComplete(t, stream, sub, pub);
+                assert.ok(sub.getStatus().reconnects >= 3, `reconnects: ${sub.getStatus().reconnects}`);
+                assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
+                assert.equal(sub.getSubscriptions().length, subscriptions);
+            } finally {
+                await stream.stop();
+                await sub.close(null);
+                await pub.close(null);
+                await broker.stop();
+            }
+        });
+
+        it('loses no acknowledged QoS 1 message while a fault proxy cuts, stalls and refuses connections at random moments', async (t) => {
+            const broker = await start();
+            const proxy = await FaultProxy.start(broker.host, broker.port);
+            // Keepalive 1 s: a stalled connection is noticed within about 2 s.
+            const { pub, sub, stream } = await streamPair(proxy.url, 'options.keepalive_timeout', 1000, 'options.connect_timeout', 2000);
+            try {
+                const handlers = handlerCounts(sub.getConnection()!);
+                stream.start();
+                const faults = ['cut', 'refuse', 'stall', 'cut', 'stall', 'refuse', 'cut'] as const;
+                for (const fault of faults) {
+                    await progress(stream, 50);
+                    await delay(Math.floor(Math.random() * 300));
+                    if (fault === 'cut') {
+                        proxy.cutAll();
+                    } else if (fault === 'refuse') {
+                        proxy.refuse(800);
+                        proxy.cutAll();
+                    } else {
+                        proxy.stall();
+                        await waitFor(() => !sub.isConnected() || !pub.isConnected(), 10000, 'a keepalive to notice the stall');
+                        proxy.unstall();
+                    }
+                    await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, `both to reconnect after ${fault}`);
+                }
+                await progress(stream, 100);
+                await checkComplete(t, stream, sub, pub);
+                assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
+                assert.equal(sub.getSubscriptions().length, 1);
+            } finally {
+                await stream.stop();
+                await sub.close(null);
+                await pub.close(null);
+                await proxy.stop();
+                await broker.stop();
+            }
+        });
+    });
+}
+
+describe('MqttConnection reconnect backoff', { timeout: 60000 }, () => {
+    it('spaces attempts from reconnect_timeout, doubling up to max_reconnect_timeout, and starts over after a reconnect', async () => {
+        const aedes = await startAedes();
+        const proxy = await FaultProxy.start(aedes.host, aedes.port);
+        const base = 200;
+        const max = 1600;
+        const connection = newConnection(proxy.url, 'options.reconnect_timeout', base, 'options.max_reconnect_timeout', max);
+        /** Checks the waits before each attempt: each within 75..100% of its nominal wait, plus generous slack. */
+        const checkWaits = (waits: number[], nominal: number[]): void => {
+            const report = waits.map((w, i) => `${Math.round(w)} (nominal ${nominal[i]})`).join(', ');
+            for (let i = 0; i < nominal.length; i++) {
+                assert.ok(waits[i] >= nominal[i] * 0.75 - 20 && waits[i] <= nominal[i] + 1000, `wait ${i}: ${report}`);
+            }
+        };
+        try {
+            await connection.open(null);
+            proxy.refuse();
+            let lost = performance.now();
+            proxy.cutAll();
+            const nominal = [200, 400, 800, 1600, 1600, 1600];
+            await waitFor(() => proxy.attempts().length >= 1 + nominal.length, 20000, 'six refused attempts');
+            const times = [lost, ...proxy.attempts().slice(1)];
+            checkWaits(times.slice(1).map((time, i) => time - times[i]), nominal);
+            // The nominal waits grow: their lower bounds prove the doubling whatever the slack.
+            assert.ok(times[4] - times[3] >= 0.75 * 1600 - 20);
+
+            proxy.accept();
+            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+            proxy.refuse();
+            const before = proxy.attempts().length;
+            lost = performance.now();
+            proxy.cutAll();
+            await waitFor(() => proxy.attempts().length >= before + 2, 10000, 'two attempts after the second loss');
+            const again = [lost, ...proxy.attempts().slice(before)];
+            checkWaits(again.slice(1).map((time, i) => time - again[i]), [200, 400]);
+        } finally {
+            proxy.accept();
+            await connection.close(null);
+            await proxy.stop();
+            await aedes.stop();
+        }
+    });
+});
