@@ -4,6 +4,9 @@ import type { IPublishPacket } from 'mqtt';
 import type { IMqttMessageListener, MqttConnection } from '../../src';
 import { delay } from './net';
 
+/** Slots per tracking ring. */
+const RING = 1 << 20;
+
 /** What a NumberedStream has seen so far. */
 export interface StreamCounts {
     /** Numbers the broker acknowledged (publish() resolved). */
@@ -22,20 +25,21 @@ export interface StreamCounts {
  * Publishes 1, 2, 3, ... to a topic at QoS 1 with up to `window` publishes in flight, and counts
  * what a listener receives. A publish that fails (offline limit, say) is tried again until it
  * succeeds, so every number is eventually acknowledged by the broker, and every acknowledged
- * number must arrive. Received numbers are kept in a bitmap-like array, so a long run stays small.
+ * number must arrive. Numbers are tracked in two fixed rings of 2^20 slots (8 MiB in all), so a
+ * long soak does not grow: the counts stay exact, and missingNumbers() can list a number while
+ * fewer than 2^20 numbers have been published after it.
  */
 export class NumberedStream implements IMqttMessageListener {
     private _next = 1;
     private _running = false;
     private _loop: Promise<void> | null = null;
-    private readonly _acked: Uint8Array[] = [];
-    private readonly _seen: Uint8Array[] = [];
+    private readonly _acked = new Uint32Array(RING);
+    private readonly _seen = new Uint32Array(RING);
     private _ackedCount = 0;
     private _receivedCount = 0;
     private _duplicates = 0;
     private _retries = 0;
     private _missingAcked = 0;
-    private static readonly PAGE = 1 << 16;
 
     public constructor(
         private readonly _publisher: MqttConnection,
@@ -84,7 +88,7 @@ export class NumberedStream implements IMqttMessageListener {
     /** The acknowledged numbers not received, up to `limit` of them. */
     public missingNumbers(limit = 20): number[] {
         const missing: number[] = [];
-        for (let n = 1; n < this._next && missing.length < limit; n++) {
+        for (let n = Math.max(1, this._next - RING); n < this._next && missing.length < limit; n++) {
             if (NumberedStream.has(this._acked, n) && !NumberedStream.has(this._seen, n)) missing.push(n);
         }
         return missing;
@@ -111,17 +115,15 @@ export class NumberedStream implements IMqttMessageListener {
         }
     }
 
-    /** Sets n in the pages; true when it was not set before. */
-    private static mark(pages: Uint8Array[], n: number): boolean {
-        const index = Math.floor(n / NumberedStream.PAGE);
-        const page = pages[index] ?? (pages[index] = new Uint8Array(NumberedStream.PAGE));
-        const offset = n % NumberedStream.PAGE;
-        if (page[offset] === 1) return false;
-        page[offset] = 1;
+    /** Records n in a ring; true when it was not there before. */
+    private static mark(ring: Uint32Array, n: number): boolean {
+        const slot = n % RING;
+        if (ring[slot] === n) return false;
+        ring[slot] = n;
         return true;
     }
 
-    private static has(pages: Uint8Array[], n: number): boolean {
-        return pages[Math.floor(n / NumberedStream.PAGE)]?.[n % NumberedStream.PAGE] === 1;
+    private static has(ring: Uint32Array, n: number): boolean {
+        return ring[n % RING] === n;
     }
 }
