@@ -11,7 +11,9 @@ import { endClient } from './endClient';
 import type { IMqttMessageListener } from './IMqttMessageListener';
 import { MqttConnectionResolver } from './MqttConnectionResolver';
 import type { MqttConnectionState, MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
-import { MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, toClientOptions, type MqttConnectionSettings } from './MqttConnectionSettings';
+import {
+    MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, sessionOutlivesConnection, toClientOptions, type MqttConnectionSettings,
+} from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { checkListener, checkPayload, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
 import { MqttReconnector } from './MqttReconnector';
@@ -64,6 +66,11 @@ import { waitForConnack } from './waitForConnack';
  *                                disconnected; set a fixed client_id with it (default: true)
  *   - __max_offline_messages__:  (optional) how many publishes may wait for the broker while disconnected; beyond it
  *                                publish() rejects with `MQTT_OFFLINE_LIMIT` (default: 10000)
+ *   - __protocol_version__:      (optional) 4 (MQTT 3.1.1) or 5 (MQTT 5) (default: 4)
+ *   - __session_expiry__:        (optional, MQTT 5 only) seconds the broker keeps the session after a disconnect;
+ *                                default: 0 with clean_session true, never (4294967295) with clean_session false.
+ *                                With clean_session true and a session_expiry, open() starts a clean session and
+ *                                reconnects resume it
  *
  * The Go port's docs say 3000 for keepalive_timeout in one place and 60000 in another; this
  * port uses 60000.
@@ -327,6 +334,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this._abortOpen = null;
         // Failover servers are tried through MQTT.js reconnects; without retry_connect, no more of them.
         if (!settings.retryConnect) reconnector.disable();
+        // MQTT 5 with a session expiry: a clean start at open(), and reconnects resume the session.
+        if (sessionOutlivesConnection(settings)) client.options.clean = false;
         this._session = new MqttSession(client, this.sessionHost(), settings, this._displayUri, reconnector);
         client.off('message', keepEarly);
         for (const message of early) this._session.dispatch(...message);

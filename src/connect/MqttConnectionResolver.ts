@@ -31,6 +31,8 @@ const URI_QUERY_KEYS: Readonly<Record<string, string>> = {
     keepalive_timeout: 'options.keepalive_timeout',
     clean_session: 'options.clean_session',
     max_offline_messages: 'options.max_offline_messages',
+    protocol_version: 'options.protocol_version',
+    session_expiry: 'options.session_expiry',
 };
 
 /** One broker address. */
@@ -77,7 +79,8 @@ export function defaultPort(protocol: MqttProtocol): number {
  *   - __discovery_key__:  (optional) key to resolve the connection in an IDiscovery
  *   - __uri__:            (optional) `protocol://[user[:password]@]host[:port][/path][?query]`;
  *                         query keys: client_id, retry_connect, connect_timeout, reconnect_timeout,
- *                         max_reconnect_timeout, keepalive_timeout, clean_session, max_offline_messages
+ *                         max_reconnect_timeout, keepalive_timeout, clean_session, max_offline_messages,
+ *                         protocol_version, session_expiry
  *   - __protocol__:       (optional) mqtt (default), mqtts, ws, wss; aliases tcp = mqtt, ssl and tls = mqtts
  *   - __host__:           host name or IP address (required unless in the uri)
  *   - __port__:           (optional) port; default by protocol: 1883, 8883, 80, 443

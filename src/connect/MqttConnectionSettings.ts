@@ -21,6 +21,7 @@ export const MQTT_CONNECTION_DEFAULTS: ConfigParams = ConfigParams.fromTuples(
     'options.keepalive_timeout', 60000,
     'options.clean_session', true,
     'options.max_offline_messages', 10000,
+    'options.protocol_version', 4,
 );
 
 /** MQTT keepalive is sent in whole seconds as a 16-bit value. */
@@ -44,7 +45,22 @@ export interface MqttConnectionSettings {
     readonly cleanSession: boolean;
     /** How many publishes may wait for the broker while disconnected. */
     readonly maxOfflineMessages: number;
+    /** 4 (MQTT 3.1.1) or 5 (MQTT 5). */
+    readonly protocolVersion: 4 | 5;
+    /** MQTT 5: seconds the broker keeps the session after a disconnect; undefined: by clean_session. */
+    readonly sessionExpiry?: number;
 }
+
+/**
+ * True when the broker keeps the session across a lost connection, so a reconnect resumes it:
+ * `clean_session` false, or MQTT 5 with a session expiry (a clean start at open(), resumed by reconnects).
+ */
+export function sessionOutlivesConnection(settings: MqttConnectionSettings): boolean {
+    return !settings.cleanSession || (settings.sessionExpiry ?? 0) > 0;
+}
+
+/** MQTT 5 session expiry meaning "never" (section 3.1.2.11.2). */
+export const SESSION_NEVER_EXPIRES = 0xFFFFFFFF;
 
 /**
  * Makes a client id that no other connection shares: the host name's letters and digits (at
@@ -102,6 +118,18 @@ export function readSettings(
     const maxReconnectTimeout = hasOwnValue(config, uriOptions, 'options.max_reconnect_timeout')
         ? integer('options.max_reconnect_timeout', reconnectTimeout, MAX_TIMEOUT_MS)
         : Math.max(reconnectTimeout, integer('options.max_reconnect_timeout', 1, MAX_TIMEOUT_MS));
+    const versionText = raw('options.protocol_version');
+    const protocolVersion = versionText?.trim() === '5' ? 5 : versionText?.trim() === '4' ? 4 : null;
+    if (protocolVersion === null) {
+        throw badOption(correlationId, 'options.protocol_version', `must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not '${versionText}'`);
+    }
+    let sessionExpiry: number | undefined;
+    if (hasOwnValue(config, uriOptions, 'options.session_expiry')) {
+        if (protocolVersion !== 5) {
+            throw badOption(correlationId, 'options.session_expiry', 'needs options.protocol_version 5: MQTT 3.1.1 has no session expiry');
+        }
+        sessionExpiry = integer('options.session_expiry', 0, SESSION_NEVER_EXPIRES, 'seconds');
+    }
     return {
         clientId,
         retryConnect,
@@ -111,6 +139,8 @@ export function readSettings(
         keepAliveTimeout: integer('options.keepalive_timeout', 0, MAX_KEEPALIVE_MS),
         cleanSession: boolean('options.clean_session'),
         maxOfflineMessages: integer('options.max_offline_messages', 0, MAX_OFFLINE_MESSAGES, 'messages'),
+        protocolVersion,
+        ...(sessionExpiry !== undefined ? { sessionExpiry } : {}),
     };
 }
 
@@ -119,7 +149,7 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
     const first = resolved.servers[0];
     const options: IClientOptions = {
         clientId: settings.clientId,
-        protocolVersion: 4,
+        protocolVersion: settings.protocolVersion,
         // False: the broker keeps our subscriptions and queues QoS 1/2 messages while we are away.
         clean: settings.cleanSession,
         // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
@@ -140,6 +170,12 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
         hostname: first.host,
         port: first.port,
     };
+    if (settings.protocolVersion === 5) {
+        // MQTT 5 ends a session at disconnect unless told otherwise; clean_session false means
+        // what it means in 3.1.1 (kept until the broker's own limit) unless session_expiry says.
+        const expiry = settings.sessionExpiry ?? (settings.cleanSession ? undefined : SESSION_NEVER_EXPIRES);
+        if (expiry !== undefined) options.properties = { sessionExpiryInterval: expiry };
+    }
     if (first.path !== undefined) options.path = first.path;
     if (resolved.servers.length > 1) {
         options.servers = resolved.servers.map((s) => ({ protocol: s.protocol, host: s.host, port: s.port }));

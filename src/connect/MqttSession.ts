@@ -4,7 +4,7 @@ import type { CompositeCounters, CompositeLogger } from 'pip-services3-component
 
 import { NO_CID, cid } from './correlation';
 import { endClient } from './endClient';
-import type { MqttConnectionSettings } from './MqttConnectionSettings';
+import { sessionOutlivesConnection, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { brokerRefusal, closedError, reasonCodeOf, wrapMqttError } from './MqttErrors';
 import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
@@ -202,7 +202,7 @@ export class MqttSession {
             },
             unsubscribe: (topic) => this.unsubscribe(topic),
             isLost: (err) => !(err instanceof ApplicationException) && reasonCodeOf(err) === undefined && !this.client.connected,
-            persistent: !this._settings.cleanSession,
+            persistent: sessionOutlivesConnection(this._settings),
             get logger() { return host.logger; },
         };
     }
@@ -271,7 +271,7 @@ export class MqttSession {
         this._lostAt = Date.now();
         this._host.counters.incrementOne('mqtt.connection_losses');
         // A clean session: the broker forgets the subscriptions with the connection.
-        if (this._settings.cleanSession) {
+        if (!sessionOutlivesConnection(this._settings)) {
             for (const entry of this._host.subscriptions.entries()) entry.brokerQos = null;
         }
         if (this._settings.retryConnect) {

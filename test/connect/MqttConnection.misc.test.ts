@@ -51,7 +51,7 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
             keepAliveTimeout: 60000,
             options: {
                 retry_connect: 'true', connect_timeout: '30000', reconnect_timeout: '1000', max_reconnect_timeout: '30000',
-                keepalive_timeout: '60000', clean_session: 'true', max_offline_messages: '10000',
+                keepalive_timeout: '60000', clean_session: 'true', max_offline_messages: '10000', protocol_version: '4',
             },
         });
         connection.configure(ConfigParams.fromTuples('client_id', 'c1', 'options.retry_connect', false,

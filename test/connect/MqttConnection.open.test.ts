@@ -45,6 +45,7 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             'options.keepalive_timeout': '60000',
             'options.clean_session': 'true',
             'options.max_offline_messages': '10000',
+            'options.protocol_version': '4',
         });
         const connection = newConnection(broker.url);
         await connection.open(null);

@@ -52,9 +52,11 @@ describe('MqttConnectionResolver', () => {
         assert.ok(!r.displayUri.includes('p:ss'));
         assert.equal((await resolve('connection.uri', 'tcp://h')).servers[0].port, 1883);
         assert.equal((await resolve('connection.uri', 'mqtt://h?clientId=x')).uriOptions.getAsString('client_id'), 'x');
-        const resilience = await resolve('connection.uri', 'mqtt://h?max_reconnect_timeout=9000&clean_session=false&max_offline_messages=5');
+        const resilience = await resolve('connection.uri',
+            'mqtt://h?max_reconnect_timeout=9000&clean_session=false&max_offline_messages=5&protocol_version=5&session_expiry=60');
         assert.deepEqual(resilience.uriOptions.getAsObject(), {
             'options.max_reconnect_timeout': '9000', 'options.clean_session': 'false', 'options.max_offline_messages': '5',
+            'options.protocol_version': '5', 'options.session_expiry': '60',
         });
     });
 
