@@ -1,4 +1,4 @@
-// A numbered QoS 1 stream from one MqttConnection to another, counted for loss and duplicates.
+// A numbered QoS 1 (or 2) stream from one MqttConnection to another, counted for loss and duplicates.
 import type { IPublishPacket } from 'mqtt';
 
 import type { IMqttMessageListener, MqttConnection } from '../../src';
@@ -22,7 +22,7 @@ export interface StreamCounts {
 }
 
 /**
- * Publishes 1, 2, 3, ... to a topic at QoS 1 with up to `window` publishes in flight, and counts
+ * Publishes 1, 2, 3, ... to a topic at QoS 1 (or 2) with up to `window` publishes in flight, and counts
  * what a listener receives. A publish that fails (offline limit, say) is tried again until it
  * succeeds, so every number is eventually acknowledged by the broker, and every acknowledged
  * number must arrive. Numbers are tracked in two fixed rings of 2^20 slots (8 MiB in all), so a
@@ -47,6 +47,7 @@ export class NumberedStream implements IMqttMessageListener {
         private readonly _window = 20,
         /** Pause between publishes per slot in ms (0: as fast as the broker takes them). */
         private readonly _pauseMs = 0,
+        private readonly _qos: 1 | 2 = 1,
     ) {}
 
     /** The listener side: subscribe it to `topic` on the subscribing connection. */
@@ -99,7 +100,7 @@ export class NumberedStream implements IMqttMessageListener {
             const n = this._next++;
             for (;;) {
                 try {
-                    await this._publisher.publish(this.topic, String(n), { qos: 1 });
+                    await this._publisher.publish(this.topic, String(n), { qos: this._qos });
                     break;
                 } catch {
                     // Closed for good: give up on this number (it was never acknowledged).
