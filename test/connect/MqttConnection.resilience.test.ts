@@ -63,6 +63,25 @@ describe('MqttConnection resilience', { timeout: 60000 }, () => {
         }
     });
 
+    it('turns disconnected, not reconnecting, when the connection is lost with retry_connect false', async () => {
+        const broker = await startAedes();
+        const connection = newConnection(broker.url, 'options.retry_connect', false);
+        const states: MqttConnectionState[] = [];
+        connection.addStateListener((status) => states.push(status.state));
+        try {
+            await connection.open(null);
+            await broker.stop();
+            await waitFor(() => connection.getStatus().state === 'disconnected', 5000, 'the loss');
+            assert.equal(connection.getStatus().nextAttemptDelay, null);
+            assert.equal(connection.isOpen(), true);
+            await connection.close(null);
+            assert.deepEqual(states, ['opening', 'connected', 'disconnected', 'closing', 'closed']);
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+
     it('holds at most max_offline_messages publishes while disconnected, then rejects with MQTT_OFFLINE_LIMIT', async () => {
         const broker = await startAedes();
         const pub = newConnection(broker.url, 'options.reconnect_timeout', 100, 'options.max_offline_messages', 3);

@@ -99,6 +99,36 @@ for (const { kind, skip, start } of brokers) {
             }
         });
 
+        it('holds at most max_offline_messages messages for listeners not subscribed yet, and says so once', async () => {
+            const broker = await start();
+            const id = clientId();
+            const first = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
+            const pub = newConnection(broker.url);
+            const { references, counters, logger } = testReferences();
+            const second = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.max_offline_messages', 3);
+            second.setReferences(references);
+            try {
+                await first.open(null);
+                await pub.open(null);
+                const topic = uniqueTopic('hold-limit');
+                await first.subscribe(topic, { qos: 1 }, new RecordingListener());
+                await first.close(null);
+                for (let i = 1; i <= 6; i++) await pub.publish(topic, String(i), { qos: 1 });
+                await second.open(null);
+                await waitFor(() => (counters.increments.get('mqtt.received_messages') ?? 0) >= 6, 5000, 'the kept messages');
+                assert.equal(counters.increments.get('mqtt.dropped_messages'), 3);
+                assert.equal(logger.messages().filter((m) => /no listener subscribes to/.test(m)).length, 1, 'one warning per burst');
+                const listener = new RecordingListener();
+                await second.subscribe(topic, { qos: 1 }, listener);
+                assert.deepEqual(numbers(listener), [1, 2, 3]);
+            } finally {
+                await first.close(null);
+                await second.close(null);
+                await pub.close(null);
+                await broker.stop();
+            }
+        });
+
         it('unsubscribes after the reconnect what was unsubscribed while a persistent session was disconnected', async () => {
             const broker = await start();
             const { references, counters } = testReferences();
