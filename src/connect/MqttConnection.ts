@@ -19,7 +19,7 @@ import { checkListener, checkPayload, checkPublishOptions, checkSubscribeOptions
 import { MqttReconnector } from './MqttReconnector';
 import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
-import { MqttSubscriptions } from './MqttSubscriptions';
+import { MqttSubscriptions, type MqttFilterEntry } from './MqttSubscriptions';
 import { checkTopicName, parseFilter } from './MqttTopics';
 import { SharedRun } from './SharedRun';
 import { nonEmpty } from './text';
@@ -484,23 +484,39 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     public async unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
         const entry = this._subscriptions.remove(topic, listener);
         if (!entry) return;
-        if (!this._session) {
+        const session = this._session;
+        if (!session) {
             this._subscriptions.dropIfIdle(entry);
             return;
         }
-        const syncing = this._session.sync(entry);
+        if (entry.registrations.size === 0) session.released(entry.parsed.matchFilter);
+        const syncing = session.sync(entry);
         // Other listeners keep the broker's subscription, or the broker holds none: nothing to wait for.
         if (entry.registrations.size > 0 || entry.brokerQos === null) return;
-        if (!this._session.connected) {
-            // A persistent session keeps the subscription: UNSUBSCRIBE goes out after the reconnect.
-            const logger = this._logger;
+        // Down, or lost on the way: a persistent session gets the UNSUBSCRIBE after the reconnect.
+        const lost = !session.connected || await new Promise<boolean>((resolve) => {
+            const cancel = session.onNextLoss(() => resolve(true));
             void syncing.then(() => {
-                if (entry.unsubscribeError) logger.error(NO_CID, entry.unsubscribeError, 'Failed to unsubscribe from MQTT topic %s after a reconnect', topic);
+                cancel();
+                resolve(false);
             });
+        });
+        if (lost) {
+            this.reportLateUnsubscribe(topic, entry, syncing);
             return;
         }
-        await syncing;
         if (entry.unsubscribeError) throw entry.unsubscribeError;
+    }
+
+    /** Logs an UNSUBSCRIBE that is refused after a reconnect (nobody waits for it any more). */
+    private reportLateUnsubscribe(topic: string, entry: MqttFilterEntry, syncing: Promise<void>): void {
+        const logger = this._logger;
+        void syncing.then(() => {
+            const error = entry.unsubscribeError;
+            // Closed before the reconnect: the session keeps the subscription, as a closed persistent session does.
+            if (!error || (error instanceof InvalidStateException && error.code === MqttErrorCode.Closed)) return;
+            logger.error(NO_CID, error, 'Failed to unsubscribe from MQTT topic %s after a reconnect', topic);
+        });
     }
 
     /**

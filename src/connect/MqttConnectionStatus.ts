@@ -18,13 +18,17 @@ export interface MqttConnectionStatus {
     readonly since: Date;
     /** Connection attempts made since the connection was lost (0 while connected). */
     readonly reconnectAttempts: number;
-    /** The wait before the next attempt in ms while reconnecting, otherwise null. */
+    /** While reconnecting: the wait in ms that runs (or follows the attempt in progress) before the next attempt; otherwise null. */
     readonly nextAttemptDelay: number | null;
     /** Connections restored since open(). */
     readonly reconnects: number;
     /** The last connection error since the last CONNACK, without credentials, or null. */
     readonly lastError: string | null;
-    /** publish() calls waiting for the broker (written or acknowledged); bounded by `max_offline_messages` while disconnected. */
+    /**
+     * publish() calls not settled yet (waiting to be written or acknowledged). While disconnected,
+     * a publish() that finds `max_offline_messages` of them is refused (those in flight when the
+     * connection dropped count too, so this can be above the limit).
+     */
     readonly pendingPublishes: number;
 }
 

@@ -9,6 +9,8 @@ import type { MqttFilterEntry, MqttRegistration, MqttSubscriptions } from './Mqt
 
 /** The broker operations MqttFilterSync needs; MqttSession provides them. */
 export interface MqttBrokerOperations {
+    /** True while the client can send (whenConnected() would resolve at once). */
+    isConnected(): boolean;
     /** Resolves when connected; rejects `MQTT_CLOSED` at close, `MQTT_NOT_CONNECTED` when down for good. */
     whenConnected(): Promise<void>;
     /** Sends SUBSCRIBE; resolves with the SUBACK code (0x80 and up: refused). */
@@ -64,14 +66,18 @@ export class MqttFilterSync {
         for (;;) {
             entry.dirty = false;
             const want = entry.wantedQos();
-            const satisfied = want === null ? entry.brokerQos === null : entry.brokerQos !== null && want <= entry.brokerQos;
+            const satisfied = want === null ? entry.brokerQos === null : entry.brokerQos !== null && want <= entry.brokerQos && !entry.verify;
             if (satisfied) {
                 entry.settleCovered();
                 if (entry.dirty) continue;
                 return;
             }
             try {
-                await this._broker.whenConnected();
+                if (!this._broker.isConnected()) {
+                    await this._broker.whenConnected();
+                    // Listeners came or went while we waited for the connection: decide again.
+                    if (entry.dirty) continue;
+                }
                 if (want === null) {
                     entry.unsubscribeError = null;
                     try {
@@ -88,6 +94,7 @@ export class MqttFilterSync {
                 const asked = new Set(entry.registrations.values());
                 const code = await this._broker.subscribe(topic, entry.brokerOptions(want));
                 // A broker may grant less than asked; the messages then come at the lower QoS.
+                entry.verify = false;
                 if ((code & 0x80) === 0) entry.brokerQos = want;
                 else this.refused(entry, want, code, asked);
             } catch (err) {

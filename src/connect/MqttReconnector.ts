@@ -41,9 +41,11 @@ const PROGRESS_EVENTS = ['connect', 'reconnect', 'close', 'error', 'offline', 'p
  *
  * MQTT.js waits a fixed `reconnectPeriod` before each attempt, reading it whenever it arms its
  * timer after a lost connection or a failed attempt. The reconnector sets that period to the
- * next backoff wait at each attempt ('reconnect') and back to the first wait at each CONNACK.
- * This keeps MQTT.js's own reconnect logic (its stores of unacknowledged QoS 1/2 messages, its
- * failover across servers) and changes only the timing.
+ * next backoff wait at each attempt ('reconnect'), and back to the first wait once a connection
+ * has stayed up for `stableAfter` ms: a broker that accepts and then drops the client at once
+ * (another client with the same id, say) keeps it backing off instead of retrying at the first
+ * wait forever. This keeps MQTT.js's own reconnect logic (its stores of unacknowledged QoS 1/2
+ * messages, its failover across servers) and changes only the timing.
  *
  * The watchdog checks every `interval` ms: when the client has been disconnected with no sign of
  * progress (no attempt, close, error or packet) for longer than an attempt and the current wait
@@ -54,38 +56,47 @@ export class MqttReconnector {
     private _attempt = 0;
     private _lastProgress = Date.now();
     private _enabled = true;
-    private _watchdog: NodeJS.Timeout | null;
+    private _watchdog: NodeJS.Timeout | null = null;
+    private _stable: NodeJS.Timeout | null = null;
     private readonly _progress = (): void => { this._lastProgress = Date.now(); };
     private readonly _onReconnect = (): void => {
         this._attempt++;
         this.setPeriod(this._attempt);
     };
     private readonly _onConnect = (): void => {
-        this._attempt = 0;
-        this.setPeriod(0);
+        this.clearStable();
+        this._stable = setTimeout(() => {
+            this._stable = null;
+            this._attempt = 0;
+            this.setPeriod(0);
+        }, this._stableAfter);
+        this._stable.unref();
     };
+    private readonly _onClose = (): void => this.clearStable();
 
     public constructor(
         private readonly _client: MqttClient,
         private readonly _base: number,
         private readonly _max: number,
         private readonly _events: MqttReconnectorEvents,
+        private readonly _stableAfter: number = Math.min(_max, 10000),
         private readonly _interval: number = Math.min(5000, Math.max(500, _base)),
     ) {
+        // No reconnects asked for (retry_connect off, one server): nothing to drive or watch.
+        if (this.internals.options.reconnectPeriod === 0) {
+            this._enabled = false;
+            return;
+        }
         this.setPeriod(0);
         _client.on('reconnect', this._onReconnect);
         _client.on('connect', this._onConnect);
+        _client.on('close', this._onClose);
         for (const event of PROGRESS_EVENTS) _client.on(event, this._progress);
         this._watchdog = setInterval(() => this.check(), this._interval);
         this._watchdog.unref();
     }
 
-    /** Failed attempts since the connection was lost (0 while connected). */
-    public get attempts(): number {
-        return this._attempt;
-    }
-
-    /** The wait before the next attempt, in milliseconds. */
+    /** The wait MQTT.js arms (or has armed) before its next attempt, in milliseconds. */
     public get nextDelay(): number {
         return this.internals.options.reconnectPeriod ?? 0;
     }
@@ -95,20 +106,28 @@ export class MqttReconnector {
         this._enabled = false;
         this.internals.options.reconnectPeriod = 0;
         this.stopWatchdog();
+        this.clearStable();
     }
 
     /** Detaches from the client and stops the watchdog; call before ending the client. */
     public stop(): void {
         this._enabled = false;
         this.stopWatchdog();
+        this.clearStable();
         this._client.off('reconnect', this._onReconnect);
         this._client.off('connect', this._onConnect);
+        this._client.off('close', this._onClose);
         for (const event of PROGRESS_EVENTS) this._client.off(event, this._progress);
     }
 
     private stopWatchdog(): void {
         if (this._watchdog) clearInterval(this._watchdog);
         this._watchdog = null;
+    }
+
+    private clearStable(): void {
+        if (this._stable) clearTimeout(this._stable);
+        this._stable = null;
     }
 
     private get internals(): ClientInternals {

@@ -50,6 +50,7 @@ export class MqttSession {
     /** With a persistent session: messages for filters no listener has yet; null with a clean session. */
     private readonly _unrouted: MqttUnroutedHold | null;
     private _droppingUnrouted = false;
+    private readonly _lossWatchers = new Set<() => void>();
     private _reconnects = 0;
     private readonly _handlers: { event: string; handler: (...args: never[]) => void }[] = [];
     private readonly _filters: MqttFilterSync;
@@ -114,9 +115,12 @@ export class MqttSession {
         for (const reject of waiting) reject(err);
     }
 
-    /** True while the broker is reachable. */
+    /**
+     * True from the reconnect (once MQTT.js has resent the QoS 1/2 messages it kept) to the loss.
+     * Until then MQTT.js queues new subscribes and publishes, so the session is not ready yet.
+     */
     public get connected(): boolean {
-        return this.client.connected;
+        return this._connected;
     }
 
     /** The last connection error since the last CONNACK, or null. */
@@ -151,7 +155,7 @@ export class MqttSession {
      */
     public async publish(topic: string, data: Buffer | string, options: IClientPublishOptions): Promise<void> {
         this.checkUsable();
-        if (!this.client.connected && this._pendingPublishes >= this._settings.maxOfflineMessages) {
+        if (!this._connected && this._pendingPublishes >= this._settings.maxOfflineMessages) {
             throw new ConnectionException(NO_CID, MqttErrorCode.OfflineLimit,
                 `MQTT connection to ${this._displayUri} is down and already holds ${this._pendingPublishes} messages ` +
                 `for the broker, the limit of options.max_offline_messages (${this._settings.maxOfflineMessages})`)
@@ -188,6 +192,7 @@ export class MqttSession {
     private brokerOperations(): MqttBrokerOperations {
         const host = this._host;
         return {
+            isConnected: () => this.client.connected && !this._ended,
             whenConnected: () => this.whenConnected(),
             subscribe: async (topic, options) => {
                 try {
@@ -223,7 +228,9 @@ export class MqttSession {
         this._ended = closedError(cid(correlationId));
         this.failWaiting(this._ended);
         this._connected = false;
+        this.notifyLoss();
         this._reconnector.stop();
+        this.dropHeld();
         await endClient(this.client, true);
         for (const { event, handler } of this._handlers) {
             (this.client as unknown as { off(e: string, h: (...args: never[]) => void): void }).off(event, handler);
@@ -255,19 +262,42 @@ export class MqttSession {
         const waiting = this._nextConnect;
         this._nextConnect = null;
         waiting?.resolve();
-        // The broker has no session (a clean one, or it lost ours): subscribe every filter again.
-        if (!connack.sessionPresent) {
-            for (const entry of this._host.subscriptions.entries()) {
-                entry.brokerQos = null;
-                void this.sync(entry);
-            }
+        // Subscribe every filter again: the broker has no session (a clean one, or it lost ours),
+        // or says it kept it but may have lost subscriptions made since its last save. An identical
+        // SUBSCRIBE replaces a subscription without interrupting it (MQTT 3.1.1, 3.8.4); the broker
+        // does send its retained messages again.
+        for (const entry of this._host.subscriptions.entries()) {
+            if (connack.sessionPresent) entry.verify = true;
+            else entry.brokerQos = null;
+            void this.sync(entry);
         }
         this._host.connectedChanged(true);
+    }
+
+    /**
+     * Calls `callback` once at the next loss of the connection or at end(). Returns a function
+     * that cancels it (a set of callbacks, not a shared promise, so nothing piles up).
+     */
+    public onNextLoss(callback: () => void): () => void {
+        this._lossWatchers.add(callback);
+        return () => this._lossWatchers.delete(callback);
+    }
+
+    private notifyLoss(): void {
+        const watchers = [...this._lossWatchers];
+        this._lossWatchers.clear();
+        for (const watcher of watchers) watcher();
+    }
+
+    /** Remembers that this process let go of a filter, so messages still coming for it are not held. */
+    public released(matchFilter: string): void {
+        this._unrouted?.released(matchFilter);
     }
 
     private onClose(): void {
         if (!this._connected) return;
         this._connected = false;
+        this.notifyLoss();
         this._lostAt = Date.now();
         this._host.counters.incrementOne('mqtt.connection_losses');
         // A clean session: the broker forgets the subscriptions with the connection.
@@ -310,8 +340,20 @@ export class MqttSession {
         for (const { topic, payload, packet } of held) this.deliver(listener, topic, payload, packet);
     }
 
+    /** At end(): what is still held was acknowledged to the broker and goes now; say so. */
+    private dropHeld(): void {
+        const held = this._unrouted?.size ?? 0;
+        if (held === 0) return;
+        this._unrouted!.clear();
+        this._host.counters.increment('mqtt.dropped_messages', held);
+        this._host.logger.warn(NO_CID, 'Closed the MQTT connection to %s with %d messages of its persistent session that no listener ' +
+            'subscribed to; they are dropped', this._displayUri, held);
+    }
+
     private holdUnrouted(topic: string, payload: Buffer, packet: IPublishPacket): void {
         const hold = this._unrouted!;
+        // For a filter this process unsubscribed: nobody wants it any more.
+        if (hold.wasReleased(topic)) return;
         if (hold.hold({ topic, payload, packet })) return;
         this._host.counters.incrementOne('mqtt.dropped_messages');
         if (this._droppingUnrouted) return;

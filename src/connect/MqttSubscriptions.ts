@@ -28,6 +28,11 @@ export class MqttFilterEntry {
     public readonly registrations = new Map<IMqttMessageListener, MqttRegistration>();
     /** The QoS of the broker's subscription to this filter, or null when it holds none. */
     public brokerQos: 0 | 1 | 2 | null = null;
+    /**
+     * Set after a reconnect to a broker that says it kept the session: it may still have lost the
+     * subscription (a crash between two saves), so it is sent again while listeners want it.
+     */
+    public verify = false;
     /** The reconciliation with the broker in progress, if any (see MqttFilterSync). */
     public syncing: Promise<void> | null = null;
     /** Set when listeners change during a reconciliation, so that it looks again. */

@@ -193,7 +193,7 @@ for (const { kind, skip, start } of brokers) {
 }
 
 describe('MqttConnection reconnect backoff', { timeout: 60000 }, () => {
-    it('spaces attempts from reconnect_timeout, doubling up to max_reconnect_timeout, and starts over after a reconnect', async () => {
+    it('spaces attempts from reconnect_timeout, doubling up to max_reconnect_timeout, and starts over once a connection is stable', async () => {
         const aedes = await startAedes();
         const proxy = await FaultProxy.start(aedes.host, aedes.port);
         const base = 200;
@@ -206,27 +206,34 @@ describe('MqttConnection reconnect backoff', { timeout: 60000 }, () => {
                 assert.ok(waits[i] >= nominal[i] * 0.75 - 20 && waits[i] <= nominal[i] + 1000, `wait ${i}: ${report}`);
             }
         };
-        try {
-            await connection.open(null);
-            proxy.refuse();
-            let lost = performance.now();
-            proxy.cutAll();
-            const nominal = [200, 400, 800, 1600, 1600, 1600];
-            await waitFor(() => proxy.attempts().length >= 1 + nominal.length, 20000, 'six refused attempts');
-            const times = [lost, ...proxy.attempts().slice(1)];
-            checkWaits(times.slice(1).map((time, i) => time - times[i]), nominal);
-            // The nominal waits grow: their lower bounds prove the doubling whatever the slack.
-            assert.ok(times[4] - times[3] >= 0.75 * 1600 - 20);
-
-            proxy.accept();
-            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+        /** Refuses new connections, cuts the current one, and returns the waits before the next `count` attempts. */
+        const lossWaits = async (count: number): Promise<number[]> => {
             proxy.refuse();
             const before = proxy.attempts().length;
-            lost = performance.now();
+            const lost = performance.now();
             proxy.cutAll();
-            await waitFor(() => proxy.attempts().length >= before + 2, 10000, 'two attempts after the second loss');
-            const again = [lost, ...proxy.attempts().slice(before)];
-            checkWaits(again.slice(1).map((time, i) => time - again[i]), [200, 400]);
+            await waitFor(() => proxy.attempts().length >= before + count, 20000, `${count} attempts after the loss`);
+            const times = [lost, ...proxy.attempts().slice(before, before + count)];
+            return times.slice(1).map((time, i) => time - times[i]);
+        };
+        try {
+            await connection.open(null);
+            const waits = await lossWaits(6);
+            checkWaits(waits, [200, 400, 800, 1600, 1600, 1600]);
+            // The lower bounds of the nominal waits prove the doubling, whatever the slack above.
+            assert.ok(waits[3] >= 0.75 * 1600 - 20);
+
+            // Accepted and dropped at once (another client with the same id, say): the backoff goes on.
+            proxy.accept();
+            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+            const flapping = await lossWaits(1);
+            checkWaits(flapping, [1600]);
+
+            // Up for longer than the stable time (max_reconnect_timeout here): the backoff starts over.
+            proxy.accept();
+            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+            await delay(max + 500);
+            checkWaits(await lossWaits(2), [200, 400]);
         } finally {
             proxy.accept();
             await connection.close(null);

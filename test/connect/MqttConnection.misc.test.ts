@@ -75,7 +75,8 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
                 assert.equal(connection.getConnection()!.options.port, broker.port);
                 assert.equal(connection.getConnection()!.options.servers?.length, 2);
                 const period = connection.getConnection()!.options.reconnectPeriod ?? -1;
-                assert.ok(retry ? period >= 75 && period <= 100 : period === 0, `reconnect wait ${period}`);
+                // Reaching the second server took one reconnect: the wait stays at that backoff step until the connection is stable.
+                assert.ok(retry ? period >= 75 && period <= 200 : period === 0, `reconnect wait ${period}`);
             } finally {
                 await connection.close(null);
             }
