@@ -1,6 +1,6 @@
 // Soak run: a numbered QoS 1 stream through network faults and broker crashes, for minutes.
 //
-//   npm run soak -- --minutes 10 [--broker mosquitto|aedes] [--rate 500] [--fault-every 20] [--report-every 10]
+//   npm run soak -- --minutes 10 [--broker mosquitto|aedes] [--rate 500] [--fault-every 20] [--report-every 10] [--no-faults]
 //
 // Prints a line per report period (acknowledged, received, missing, duplicates, reconnects,
 // faults, RSS, heap) and a summary. Exits 1 when an acknowledged message was lost or memory grew
@@ -21,6 +21,8 @@ interface Options {
     rate: number;
     faultEvery: number;
     reportEvery: number;
+    /** False with --no-faults: the same stream without faults, to compare memory. */
+    faults: boolean;
 }
 
 interface Broker {
@@ -35,6 +37,9 @@ interface Sample {
     readonly minute: number;
     readonly rssMb: number;
     readonly heapMb: number;
+    readonly heapTotalMb: number;
+    /** Buffers and other memory outside the V8 heap. */
+    readonly externalMb: number;
 }
 
 const WINDOW = 10;
@@ -50,6 +55,7 @@ function readOptions(): Options {
             broker: { type: 'string', default: mosquittoAvailable() ? 'mosquitto' : 'aedes' },
             rate: { type: 'string', default: '500' },
             'fault-every': { type: 'string', default: '20' },
+            'no-faults': { type: 'boolean', default: false },
             'report-every': { type: 'string', default: '10' },
         },
     });
@@ -65,6 +71,7 @@ function readOptions(): Options {
         rate: number('rate', values.rate),
         faultEvery: number('fault-every', values['fault-every']),
         reportEvery: number('report-every', values['report-every']),
+        faults: !values['no-faults'],
     };
 }
 
@@ -111,7 +118,10 @@ async function injectFault(proxy: FaultProxy, broker: Broker, online: () => bool
 function memory(minute: number): Sample {
     (globalThis as { gc?: () => void }).gc?.();
     const usage = process.memoryUsage();
-    return { minute, rssMb: usage.rss / 2 ** 20, heapMb: usage.heapUsed / 2 ** 20 };
+    return {
+        minute, rssMb: usage.rss / 2 ** 20, heapMb: usage.heapUsed / 2 ** 20,
+        heapTotalMb: usage.heapTotal / 2 ** 20, externalMb: usage.external / 2 ** 20,
+    };
 }
 
 async function main(): Promise<void> {
@@ -127,7 +137,7 @@ async function main(): Promise<void> {
     const stream = new NumberedStream(pub, `soak/${randomBytes(4).toString('hex')}`, WINDOW, Math.max(1, Math.round(WINDOW * 1000 / options.rate)));
     await sub.subscribe(stream.topic, { qos: 1 }, stream);
     console.log(`soak: ${options.minutes} min on ${options.broker} through a fault proxy, about ${options.rate} msg/s, ` +
-        `a fault every ~${options.faultEvery} s; node ${process.version}`);
+        `${options.faults ? `a fault every ~${options.faultEvery} s` : 'no faults'}; node ${process.version}`);
 
     const started = Date.now();
     const end = started + options.minutes * 60000;
@@ -142,11 +152,12 @@ async function main(): Promise<void> {
         const faultText = [...faults].map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
         console.log(`${(sample.minute * 60).toFixed(0).padStart(5)} s  acked ${c.acknowledged}  received ${c.received}  ` +
             `missing ${c.missing}  dups ${c.duplicates}  reconnects pub ${pub.getStatus().reconnects} sub ${sub.getStatus().reconnects}  ` +
-            `faults ${faultText}  rss ${sample.rssMb.toFixed(1)} MiB  heap ${sample.heapMb.toFixed(1)} MiB`);
+            `faults ${faultText}  rss ${sample.rssMb.toFixed(1)} MiB  heap ${sample.heapMb.toFixed(1)}/${sample.heapTotalMb.toFixed(1)} MiB  ` +
+            `external ${sample.externalMb.toFixed(1)} MiB`);
     };
     const reporter = setInterval(report, options.reportEvery * 1000);
     const faulting = (async () => {
-        while (running) {
+        while (running && options.faults) {
             await delay(options.faultEvery * 1000 * (0.5 + Math.random()));
             if (!running || Date.now() > end - 5000) break;
             const fault = await injectFault(proxy, broker, () => sub.isConnected() && pub.isConnected());

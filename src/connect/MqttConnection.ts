@@ -58,14 +58,16 @@ import { waitForConnack } from './waitForConnack';
  *   - __connect_timeout__:       (optional) milliseconds open() waits for a connection before it fails (default: 30000);
  *                                with N failover servers each attempt gets a 1/N share
  *   - __reconnect_timeout__:     (optional) milliseconds before the first attempt after a loss; the wait doubles after each
- *                                failed attempt, and each wait is shortened at random by up to 25% (default: 1000)
+ *                                failed attempt, and each wait is shortened at random by up to 25%; it starts over once a
+ *                                connection stayed up for max_reconnect_timeout, at most 10 s (default: 1000)
  *   - __max_reconnect_timeout__: (optional) the longest wait between attempts, at least reconnect_timeout (default: 30000)
  *   - __keepalive_timeout__:     (optional) milliseconds of MQTT keepalive, sent rounded up to whole seconds; 0 turns it off
  *                                and with it the detection of a silently dead connection (default: 60000)
  *   - __clean_session__:         (optional) false: the broker keeps the subscriptions and queues QoS 1/2 messages while
  *                                disconnected; set a fixed client_id with it (default: true)
  *   - __max_offline_messages__:  (optional) how many publishes may wait for the broker while disconnected; beyond it
- *                                publish() rejects with `MQTT_OFFLINE_LIMIT` (default: 10000)
+ *                                publish() rejects with `MQTT_OFFLINE_LIMIT`; with a persistent session it also bounds the
+ *                                messages held for listeners not subscribed yet (default: 10000)
  *   - __protocol_version__:      (optional) 4 (MQTT 3.1.1) or 5 (MQTT 5) (default: 4)
  *   - __session_expiry__:        (optional, MQTT 5 only) seconds the broker keeps the session after a disconnect;
  *                                default: 0 with clean_session true, never (4294967295) with clean_session false.
@@ -473,9 +475,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     /**
      * Removes a listener from a topic filter. It receives nothing more once this returns. When
      * it was the filter's last listener, the broker subscription is dropped: UNSUBSCRIBE,
-     * awaited. While the connection is down this returns at once: a clean session went with the
-     * connection, and a persistent one gets its UNSUBSCRIBE after the reconnect (a refusal is then
-     * logged). Unknown pairs are ignored. A subscribe() still waiting
+     * awaited. While the connection is down, or when it drops before the UNSUBACK, this returns
+     * at once: a clean session went with the connection, and a persistent one gets its UNSUBSCRIBE
+     * after the reconnect (a refusal is then logged). Unknown pairs are ignored. A subscribe() still waiting
      * for the same listener resolves.
      *
      * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses, or

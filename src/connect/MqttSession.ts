@@ -27,9 +27,9 @@ export interface MqttSessionHost {
  * dispatch, resubscription after a reconnect, and the signals that end pending operations.
  * Created by [[MqttConnection]] once the first CONNACK arrived; ended by its close().
  *
- * With a clean session the broker forgets the subscriptions whenever the connection drops, and
- * the session subscribes every filter again after each reconnect. With `clean_session` false it
- * does so only when the broker answers CONNACK without a session (it lost it, or it expired).
+ * With a clean session the broker forgets the subscriptions whenever the connection drops. With
+ * a persistent one it should keep them, but may not (a crash between two saves). Either way the
+ * session subscribes every filter again after each reconnect.
  */
 export class MqttSession {
     /**

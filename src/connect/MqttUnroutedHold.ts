@@ -13,7 +13,8 @@ export interface MqttHeldMessage {
 }
 
 /**
- * Messages that a persistent session delivered for filters no listener has yet. A broker that
+ * Messages that a persistent session delivered for filters no listener has yet (and that this
+ * process never unsubscribed). A broker that
  * kept the session sends its queued messages right after CONNACK, before the new process had a
  * chance to subscribe its listeners again; MQTT.js has acknowledged them by then, so dropping
  * them would lose exactly what the persistent session kept. They wait here, in arrival order,
