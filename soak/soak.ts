@@ -1,6 +1,6 @@
 // Soak run: a numbered QoS 1 stream through network faults and broker crashes, for minutes.
 //
-//   npm run soak -- --minutes 10 [--broker mosquitto|aedes] [--rate 500] [--fault-every 20] [--report-every 10] [--no-faults]
+//   npm run soak -- --minutes 10 [--broker mosquitto|aedes] [--rate 500] [--fault-every 20] [--report-every 10] [--no-faults] [--fault-kinds cut,stall,refuse,crash]
 //
 // Prints a line per report period (acknowledged, received, missing, duplicates, reconnects,
 // faults, RSS, heap) and a summary. Exits 1 when an acknowledged message was lost or memory grew
@@ -23,7 +23,12 @@ interface Options {
     reportEvery: number;
     /** False with --no-faults: the same stream without faults, to compare memory. */
     faults: boolean;
+    /** The kinds of fault to pick from (--fault-kinds cut,stall,refuse,crash). */
+    faultKinds: FaultKind[];
 }
+
+const FAULT_KINDS = ['cut', 'stall', 'refuse', 'crash'] as const;
+type FaultKind = typeof FAULT_KINDS[number];
 
 interface Broker {
     readonly host: string;
@@ -56,6 +61,7 @@ function readOptions(): Options {
             rate: { type: 'string', default: '500' },
             'fault-every': { type: 'string', default: '20' },
             'no-faults': { type: 'boolean', default: false },
+            'fault-kinds': { type: 'string', default: FAULT_KINDS.join(',') },
             'report-every': { type: 'string', default: '10' },
         },
     });
@@ -65,6 +71,9 @@ function readOptions(): Options {
         return value;
     };
     if (values.broker !== 'mosquitto' && values.broker !== 'aedes') throw new Error(`--broker must be mosquitto or aedes, not '${values.broker}'`);
+    const kinds = (values['fault-kinds'] ?? '').split(',').map((k) => k.trim());
+    const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
+    if (kinds.length === 0 || unknown.length > 0) throw new Error(`--fault-kinds takes ${FAULT_KINDS.join(', ')}, not '${unknown.join(',')}'`);
     return {
         minutes: number('minutes', values.minutes),
         broker: values.broker,
@@ -72,6 +81,7 @@ function readOptions(): Options {
         faultEvery: number('fault-every', values['fault-every']),
         reportEvery: number('report-every', values['report-every']),
         faults: !values['no-faults'],
+        faultKinds: kinds as FaultKind[],
     };
 }
 
@@ -95,9 +105,8 @@ function connection(url: string, ...tuples: unknown[]): MqttConnection {
 }
 
 /** One fault, picked at random, and the recovery from it. */
-async function injectFault(proxy: FaultProxy, broker: Broker, online: () => boolean): Promise<string> {
-    const faults = ['cut', 'stall', 'refuse', 'crash'] as const;
-    const fault = faults[Math.floor(Math.random() * faults.length)];
+async function injectFault(kinds: FaultKind[], proxy: FaultProxy, broker: Broker, online: () => boolean): Promise<string> {
+    const fault = kinds[Math.floor(Math.random() * kinds.length)];
     if (fault === 'cut') {
         proxy.cutAll();
     } else if (fault === 'stall') {
@@ -160,7 +169,7 @@ async function main(): Promise<void> {
         while (running && options.faults) {
             await delay(options.faultEvery * 1000 * (0.5 + Math.random()));
             if (!running || Date.now() > end - 5000) break;
-            const fault = await injectFault(proxy, broker, () => sub.isConnected() && pub.isConnected());
+            const fault = await injectFault(options.faultKinds, proxy, broker, () => sub.isConnected() && pub.isConnected());
             faults.set(fault, (faults.get(fault) ?? 0) + 1);
         }
     })();

@@ -1,29 +1,26 @@
-import { connect, type IClientPublishOptions, type IClientSubscribeOptions, type MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IClientSubscribeOptions, MqttClient } from 'mqtt';
 import {
-    BadRequestException, ConfigParams, ConnectionException, InvalidStateException,
+    BadRequestException, ConfigParams, InvalidStateException,
     type IConfigurable, type IOpenable, type IReferenceable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
 import { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 import type { IMessageQueueConnection } from 'pip-services3-messaging-nodex';
 
 import { NO_CID, cid } from './correlation';
-import { endClient } from './endClient';
 import type { IMqttMessageListener } from './IMqttMessageListener';
 import { MqttConnectionResolver } from './MqttConnectionResolver';
-import type { MqttConnectionState, MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
-import {
-    MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, sessionOutlivesConnection, toClientOptions, type MqttConnectionSettings,
-} from './MqttConnectionSettings';
+import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
+import { MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { checkListener, checkPayload, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
-import { MqttReconnector } from './MqttReconnector';
 import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions, type MqttFilterEntry } from './MqttSubscriptions';
 import { checkTopicName, parseFilter } from './MqttTopics';
+import { MqttStateTracker } from './MqttStateTracker';
 import { SharedRun } from './SharedRun';
+import { startClient, type MqttStartedClient } from './startClient';
 import { nonEmpty } from './text';
-import { waitForConnack } from './waitForConnack';
 
 /**
  * One MQTT broker connection shared by many subscribers and queues, on MQTT.js.
@@ -142,9 +139,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     private _displayUri = '';
     /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
     private _closeCalls = 0;
-    private _state: MqttConnectionState = 'closed';
-    private _stateSince = new Date();
-    private readonly _stateListeners = new Set<MqttStateListener>();
+    private readonly _state = new MqttStateTracker(() => this.getStatus(),
+        (err) => this._logger.error(NO_CID, err, 'MQTT connection state listener failed'));
 
     public constructor() {
         this._clientId = this._generatedClientId;
@@ -208,9 +204,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     public getStatus(): MqttConnectionStatus {
         const session = this._session;
         return {
-            state: this._state,
+            state: this._state.state,
             connected: session?.connected === true,
-            since: this._stateSince,
+            since: this._state.since,
             reconnectAttempts: session?.attempts ?? 0,
             nextAttemptDelay: session?.nextAttemptDelay ?? null,
             reconnects: session?.reconnects ?? 0,
@@ -224,26 +220,12 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * reconnecting, disconnected, closing, closed). A listener that throws is logged and kept.
      */
     public addStateListener(listener: MqttStateListener): void {
-        this._stateListeners.add(listener);
+        this._state.add(listener);
     }
 
     /** Removes a listener added with addStateListener(). */
     public removeStateListener(listener: MqttStateListener): void {
-        this._stateListeners.delete(listener);
-    }
-
-    private setState(state: MqttConnectionState): void {
-        if (state === this._state) return;
-        this._state = state;
-        this._stateSince = new Date();
-        const status = this.getStatus();
-        for (const listener of [...this._stateListeners]) {
-            try {
-                listener(status);
-            } catch (err) {
-                this._logger.error(NO_CID, err as Error, 'MQTT connection state listener failed');
-            }
-        }
+        this._state.remove(listener);
     }
 
     /** The MQTT.js client while open, otherwise null. Its `connected` tells whether the broker is reachable now. */
@@ -279,14 +261,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     private async doOpen(correlationId: string | null): Promise<void> {
         this._pendingAbort = null;
-        this.setState('opening');
+        this._state.set('opening');
         try {
             await this.connect(correlationId);
         } catch (err) {
-            this.setState('closed');
+            this._state.set('closed');
             throw err;
         }
-        this.setState('connected');
+        this._state.set('connected');
     }
 
     private async connect(correlationId: string | null): Promise<void> {
@@ -297,50 +279,30 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this.applySettings(settings);
         this._displayUri = resolved.displayUri;
 
-        let client: MqttClient;
+        let started: MqttStartedClient;
         try {
-            client = connect(toClientOptions(settings, resolved));
-        } catch (err) {
-            throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
-                `Cannot connect to MQTT broker at ${this._displayUri}: ${(err as Error).message}`).withCause(err as Error);
-        }
-        // A broker that kept our session sends its queued messages right behind the CONNACK, in
-        // the same read, before the session below exists: keep them for it.
-        const early: Parameters<MqttSession['dispatch']>[] = [];
-        const keepEarly = (...message: Parameters<MqttSession['dispatch']>): void => { early.push(message); };
-        client.on('message', keepEarly);
-        const reconnector = new MqttReconnector(client, settings.reconnectTimeout, settings.maxReconnectTimeout, {
-            onStalled: (idleMs) => {
-                this._counters.incrementOne('mqtt.watchdog_restarts');
-                this._logger.warn(NO_CID, 'MQTT client for %s made no connection attempt for %d ms; the watchdog restarted it',
-                    this._displayUri, idleMs);
-            },
-        });
-        try {
-            await waitForConnack(client, {
+            started = await startClient({
                 correlationId,
-                displayUri: this._displayUri,
-                connectTimeout: settings.connectTimeout,
-                retry: settings.retryConnect,
-                attempts: resolved.servers.length,
+                settings,
+                resolved,
                 onAbort: (abort) => { this._abortOpen = abort; },
+                reconnectorEvents: {
+                    onStalled: (idleMs) => {
+                        this._counters.incrementOne('mqtt.watchdog_restarts');
+                        this._logger.warn(NO_CID, 'MQTT client for %s made no connection attempt for %d ms; the watchdog restarted it',
+                            this._displayUri, idleMs);
+                    },
+                },
             });
         } catch (err) {
-            this._abortOpen = null;
-            client.off('message', keepEarly);
-            reconnector.stop();
-            await endClient(client, false);
             this._logger.error(cid(correlationId), err as Error, 'Failed to connect to MQTT broker at %s', this._displayUri);
             throw err;
+        } finally {
+            this._abortOpen = null;
         }
-        this._abortOpen = null;
-        // Failover servers are tried through MQTT.js reconnects; without retry_connect, no more of them.
-        if (!settings.retryConnect) reconnector.disable();
-        // MQTT 5 with a session expiry: a clean start at open(), and reconnects resume the session.
-        if (sessionOutlivesConnection(settings)) client.options.clean = false;
-        this._session = new MqttSession(client, this.sessionHost(), settings, this._displayUri, reconnector);
-        client.off('message', keepEarly);
-        for (const message of early) this._session.dispatch(...message);
+        const session = new MqttSession(started.client, this.sessionHost(), settings, this._displayUri, started.reconnector);
+        this._session = session;
+        for (const message of started.takeEarly()) session.dispatch(...message);
         this._logger.info(cid(correlationId), 'Connected to MQTT broker at %s as %s', this._displayUri, settings.clientId);
         if (!settings.cleanSession && settings.clientId === this._generatedClientId) {
             this._logger.warn(cid(correlationId), 'options.clean_session is false but no client_id is configured: ' +
@@ -359,7 +321,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             get subscriptions() { return subscriptions(); },
             connectedChanged: (connected) => {
                 if (this._closing.current) return;
-                this.setState(connected ? 'connected' : this._retryConnect ? 'reconnecting' : 'disconnected');
+                this._state.set(connected ? 'connected' : this._retryConnect ? 'reconnecting' : 'disconnected');
             },
         };
     }
@@ -392,12 +354,12 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         const session = this._session;
         if (!session) return;
-        this.setState('closing');
+        this._state.set('closing');
         this._session = null;
         this._subscriptions.clear();
         await session.end(correlationId);
         this._logger.info(cid(correlationId), 'Closed MQTT connection to %s', this._displayUri);
-        this.setState('closed');
+        this._state.set('closed');
     }
 
     /** MQTT has no queues to list: always an empty list. */

