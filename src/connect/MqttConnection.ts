@@ -12,6 +12,7 @@ import { MqttConnectionResolver } from './MqttConnectionResolver';
 import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
 import { MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
+import { closedError } from './MqttErrors';
 import { checkListener, checkPayload, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
 import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
@@ -465,6 +466,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
                 resolve(false);
             });
         });
+        if (session.ended) throw closedError(NO_CID);
         if (lost) {
             this.reportLateUnsubscribe(topic, entry, syncing);
             return;

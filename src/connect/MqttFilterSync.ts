@@ -33,8 +33,9 @@ export interface MqttBrokerOperations {
  * A subscribe() call waits for the SUBACK that covers its QoS. When the broker refuses, the
  * listeners at the refused QoS that the SUBSCRIBE was sent for are removed: first those still waiting (their calls reject with
  * `MQTT_SUBSCRIBE_REJECTED`), then, when only confirmed ones are left (a refused resubscription
- * after a reconnect), those, with an error in the log. Each refusal removes at least one
- * listener, so a reconciliation always ends.
+ * after a reconnect), those, with an error in the log. A refusal removes the listeners it was
+ * sent for (none when they all left meanwhile); later rounds are only for listeners added
+ * since, so a reconciliation always ends.
  */
 export class MqttFilterSync {
     public constructor(private readonly _broker: MqttBrokerOperations, private readonly _registry: MqttSubscriptions) {}
@@ -92,11 +93,16 @@ export class MqttFilterSync {
                     continue;
                 }
                 const asked = new Set(entry.registrations.values());
+                const verifying = entry.verify;
                 const code = await this._broker.subscribe(topic, entry.brokerOptions(want));
                 // A broker may grant less than asked; the messages then come at the lower QoS.
                 entry.verify = false;
                 if ((code & 0x80) === 0) entry.brokerQos = want;
-                else this.refused(entry, want, code, asked);
+                else {
+                    // A refused verification: the broker may hold nothing for this filter.
+                    if (verifying) entry.brokerQos = null;
+                    this.refused(entry, want, code, asked);
+                }
             } catch (err) {
                 // Dropped before the answer: whenConnected() waits for the reconnect, then again.
                 if (this._broker.isLost(err)) continue;

@@ -123,6 +123,11 @@ export class MqttSession {
         return this._connected;
     }
 
+    /** True once end() has begun. */
+    public get ended(): boolean {
+        return this._ended !== null;
+    }
+
     /** The last connection error since the last CONNACK, or null. */
     public get lastError(): string | null {
         return this._lastError;
@@ -352,8 +357,12 @@ export class MqttSession {
 
     private holdUnrouted(topic: string, payload: Buffer, packet: IPublishPacket): void {
         const hold = this._unrouted!;
-        // For a filter this process unsubscribed: nobody wants it any more.
-        if (hold.wasReleased(topic)) return;
+        // A topic of a filter this process unsubscribed: nobody here wants it any more (it may also
+        // match an older filter of the session, but a PUBLISH does not say which: counted as dropped).
+        if (hold.wasReleased(topic)) {
+            this._host.counters.incrementOne('mqtt.dropped_messages');
+            return;
+        }
         if (hold.hold({ topic, payload, packet })) return;
         this._host.counters.incrementOne('mqtt.dropped_messages');
         if (this._droppingUnrouted) return;

@@ -26,6 +26,13 @@ function sent(connection: MqttConnection): string[] {
     return log;
 }
 
+interface AsyncPersistence { removeSubscriptions(client: { id: string }, subs: string[]): Promise<void> }
+
+/** The embedded broker's Aedes persistence, to make it lose a subscription as a crashed broker may. */
+function persistenceOf(broker: { broker: unknown }): AsyncPersistence {
+    return (broker.broker as { _aedes: { persistence: AsyncPersistence } })._aedes.persistence;
+}
+
 // Edge cases of persistent sessions and reconnects found in review; each failed before its fix.
 describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
     it('subscribes again after a reconnect even when the broker says it kept the session but lost a subscription (mosquitto)', { skip: mosquittoSkip() }, async () => {
@@ -277,6 +284,124 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
             await conn.close(null);
             await delay(100);
             assert.equal(logger.messages(LogLevel.Error).length, 0);
+        } finally {
+            await conn.close(null);
+            await broker.stop();
+        }
+    });
+
+    // The broker says it kept the session but lost the filter, and now refuses QoS 1 for it.
+    it('subscribes the remaining listeners again when the broker refuses a resubscription after a reconnect', async () => {
+        let refuse = false;
+        const topic = uniqueTopic('r1');
+        const { references, logger } = testReferences();
+        const broker = await startAedes({ keepSessions: true, authorizeSubscribe: (_id, t, qos) => !(refuse && t === topic && qos >= 1) });
+        const id = clientId();
+        const sub = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
+        const pub = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        sub.setReferences(references);
+        try {
+            await sub.open(null);
+            const keep = new RecordingListener();
+            await sub.subscribe(`${topic}/keep`, { qos: 1 }, keep); // keeps the session "present"
+            const q1 = new RecordingListener();
+            const q0 = new RecordingListener();
+            await sub.subscribe(topic, { qos: 1 }, q1);
+            await sub.subscribe(topic, { qos: 0 }, q0);
+            const log = sent(sub);
+            const persistence = persistenceOf(broker);
+            await broker.broker.kill();
+            await waitFor(() => !sub.isConnected(), 5000, 'loss');
+            // The crash lost the subscription (as Mosquitto does between two saves), and the ACL now refuses QoS 1.
+            await persistence.removeSubscriptions({ id }, [topic]);
+            refuse = true;
+            await broker.broker.restart();
+            await waitFor(() => sub.isConnected(), 10000, 'reconnect');
+            await pub.open(null);
+            await waitFor(() => sub.getSubscriptions().every((s) => s.listener !== q1), 5000, 'q1 removed after the refusal');
+            await delay(300);
+            await pub.publish(topic, 'x', { qos: 0 });
+            await delay(500);
+            assert.deepEqual(sub.getSubscriptions().filter((s) => s.listener === q0).length, 1, 'q0 is still listed as subscribed');
+            assert.ok(logger.messages().some((m) => /the broker kept the session/.test(m)), 'verify path');
+            assert.equal(q0.received.length, 1, `q0 gets messages (SUBSCRIBEs after the reconnect: ${JSON.stringify(log)})`);
+        } finally {
+            await sub.close(null);
+            await pub.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('rejects an unsubscribe() still waiting for its UNSUBACK with MQTT_CLOSED when closed', async () => {
+        const broker = await startAedes();
+        const proxy = await FaultProxy.start(broker.host, broker.port);
+        const conn = newConnection(proxy.url, 'options.reconnect_timeout', 100);
+        try {
+            await conn.open(null);
+            const topic = uniqueTopic('r2');
+            const l = new RecordingListener();
+            await conn.subscribe(topic, { qos: 1 }, l);
+            proxy.stall();
+            const unsub = assert.rejects(conn.unsubscribe(topic, l), { code: 'MQTT_CLOSED' });
+            await delay(100);
+            await conn.close(null);
+            await unsub;
+        } finally {
+            proxy.unstall();
+            await conn.close(null);
+            await proxy.stop();
+            await broker.stop();
+        }
+    });
+
+    // A PUBLISH does not say which subscription it is for: a message of the older session's
+    // narrower filter that matches a wildcard this process let go of is dropped, and counted.
+    it('counts as dropped a message of an older session filter that also matches a filter this process unsubscribed', async () => {
+        const broker = await startAedes();
+        const id = clientId();
+        const base = uniqueTopic('r3');
+        const old = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
+        await old.open(null);
+        await old.subscribe(`${base}/x/temp`, { qos: 1 }, new RecordingListener());
+        await old.close(null); // the broker keeps the session with its subscription
+        const { references, counters } = testReferences();
+        const conn = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
+        conn.setReferences(references);
+        const pub = newConnection(broker.url);
+        try {
+            await conn.open(null);
+            await pub.open(null);
+            const wide = new RecordingListener();
+            await conn.subscribe(`${base}/+/temp`, { qos: 1 }, wide);
+            await conn.unsubscribe(`${base}/+/temp`, wide);
+            await pub.publish(`${base}/x/temp`, 'for the old session filter', { qos: 1 });
+            await delay(300);
+            const late = new RecordingListener();
+            await conn.subscribe(`${base}/x/temp`, { qos: 1 }, late);
+            await delay(200);
+            const dropped = counters.increments.get('mqtt.dropped_messages') ?? 0;
+            const received = counters.increments.get('mqtt.received_messages') ?? 0;
+            assert.equal(received, 1);
+            assert.equal(dropped, 1, 'the message is counted as dropped');
+            assert.equal(late.received.length, 0);
+        } finally {
+            await conn.close(null);
+            await pub.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('gives every state listener the states in order when one of them calls close()', async () => {
+        const broker = await startAedes();
+        const conn = newConnection(broker.url, 'options.retry_connect', false);
+        const seen: string[] = [];
+        try {
+            await conn.open(null);
+            conn.addStateListener((s) => { if (s.state === 'disconnected') void conn.close(null); });
+            conn.addStateListener((s) => { seen.push(s.state); });
+            conn.getConnection()!.stream.destroy();
+            await waitFor(() => seen.includes('closed'), 5000, 'closed');
+            assert.deepEqual(seen, ['disconnected', 'closing', 'closed']);
         } finally {
             await conn.close(null);
             await broker.stop();
