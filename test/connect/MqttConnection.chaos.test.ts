@@ -21,11 +21,14 @@ interface CrashableBroker {
     stop(): Promise<void>;
 }
 
-const brokers: { kind: string; skip: string | false; lossOnCrash: number; start: () => Promise<CrashableBroker> }[] = [
+const brokers: { kind: string; skip: string | false; lossOnCrash: number; lossOnFaults: number; start: () => Promise<CrashableBroker> }[] = [
     {
         kind: 'aedes',
         skip: false,
         lossOnCrash: 0,
+        // Aedes 1.2 rarely loses an acknowledged QoS 1 message of a persistent session under
+        // connection faults (never sent to the client; see the README).
+        lossOnFaults: 5,
         start: async () => {
             const aedes = await startAedes({ keepSessions: true });
             return {
@@ -42,6 +45,7 @@ const brokers: { kind: string; skip: string | false; lossOnCrash: number; start:
         // PUBACK goes out before the next save: a SIGKILL in between loses what the publisher had
         // in flight (10 at most per crash here), as the README says under Reliability.
         lossOnCrash: 10,
+        lossOnFaults: 0,
         start: async () => {
             // Saved after every change, so a SIGKILL loses as little as mosquitto allows.
             const mosquitto = await startMosquitto({ persistence: true, extraConfig: ['autosave_interval 1', 'autosave_on_changes true'] });
@@ -91,9 +95,10 @@ function tapWire(client: MqttClient, topic: string): Set<number> {
 
 /**
  * Stops the stream and checks that every acknowledged number arrived. With `brokerMayLose`
- * (Mosquitto killed with SIGKILL: it acknowledges a message before its next save), numbers that
- * never reached the subscribing client at all are the broker's loss and are reported, up to
- * `brokerMayLose` of them; a number that reached the client but not its listener always fails.
+ * (Mosquitto killed with SIGKILL: it acknowledges a message before its next save; Aedes under
+ * faults), numbers that never reached the subscribing client at all are the broker's loss and are
+ * reported, up to `brokerMayLose` of them; a number that reached the client but not its listener
+ * always fails.
  */
 async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttConnection, pub: MqttConnection,
     wire: Set<number>, brokerMayLose = 0): Promise<void> {
@@ -113,7 +118,7 @@ async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttCo
     t.diagnostic(`the broker lost ${missing.length} acknowledged numbers in its crashes, never sent to the client: ${missing.join(', ')}`);
 }
 
-for (const { kind, skip, lossOnCrash, start } of brokers) {
+for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
     describe(`MqttConnection under broker crashes and network faults (${kind})`, { skip, timeout: 180000 }, () => {
         it('loses no acknowledged QoS 1 message of a numbered stream while the broker is killed and restarted three times', async (t) => {
             const broker = await start();
@@ -203,7 +208,7 @@ for (const { kind, skip, lossOnCrash, start } of brokers) {
                     await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, `both to reconnect after ${fault}`);
                 }
                 await progress(stream, 100);
-                await checkComplete(t, stream, sub, pub, wire);
+                await checkComplete(t, stream, sub, pub, wire, lossOnFaults);
                 assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
                 assert.equal(sub.getSubscriptions().length, 1);
             } finally {
