@@ -3,13 +3,13 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { describe, it, type TestContext } from 'node:test';
 
-import type { MqttClient, Packet } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 
 import type { MqttConnection } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
 import { newConnection } from '../helpers/components';
 import { FaultProxy } from '../helpers/faultProxy';
-import { NumberedStream } from '../helpers/numberedStream';
+import { NumberedStream, WireTap } from '../helpers/numberedStream';
 
 /** A broker that can crash (SIGKILL, or sockets destroyed) and come back with its sessions. */
 interface CrashableBroker {
@@ -84,15 +84,6 @@ async function progress(stream: NumberedStream, count: number): Promise<void> {
     await waitFor(() => stream.counts().acknowledged >= target, 30000, `${count} more acknowledged messages`);
 }
 
-/** Records the numbers of every PUBLISH on `topic` that reaches the client, before any listener sees it. */
-function tapWire(client: MqttClient, topic: string): Set<number> {
-    const seen = new Set<number>();
-    client.on('packetreceive', (packet: Packet) => {
-        if (packet.cmd === 'publish' && packet.topic === topic) seen.add(Number(packet.payload.toString()));
-    });
-    return seen;
-}
-
 /**
  * Stops the stream and checks that every acknowledged number arrived. With `brokerMayLose`
  * (Mosquitto killed with SIGKILL: it acknowledges a message before its next save; Aedes under
@@ -101,7 +92,7 @@ function tapWire(client: MqttClient, topic: string): Set<number> {
  * always fails.
  */
 async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttConnection, pub: MqttConnection,
-    wire: Set<number>, brokerMayLose = 0): Promise<void> {
+    wire: WireTap, brokerMayLose = 0): Promise<void> {
     await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both connections back');
     await stream.stop();
     const complete = await waitFor(() => stream.counts().missing === 0, 30000, 'every acknowledged number').then(() => true, () => false);
@@ -124,7 +115,7 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
             const broker = await start();
             const { pub, sub, stream } = await streamPair(broker.url);
             try {
-                const wire = tapWire(sub.getConnection()!, stream.topic);
+                const wire = new WireTap(sub.getConnection()!, stream.topic);
                 const handlers = handlerCounts(sub.getConnection()!);
                 const subscriptions = sub.getSubscriptions().length;
                 stream.start();
@@ -162,7 +153,7 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
                 await pub.open(null);
                 await sub.open(null);
                 await sub.subscribe(stream.topic, { qos: 2 }, stream);
-                const wire = tapWire(sub.getConnection()!, stream.topic);
+                const wire = new WireTap(sub.getConnection()!, stream.topic);
                 stream.start();
                 for (let round = 0; round < 5; round++) {
                     await progress(stream, 100);
@@ -188,7 +179,7 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
             // Keepalive 1 s: a stalled connection is noticed within about 2 s.
             const { pub, sub, stream } = await streamPair(proxy.url, 'options.keepalive_timeout', 1000, 'options.connect_timeout', 2000);
             try {
-                const wire = tapWire(sub.getConnection()!, stream.topic);
+                const wire = new WireTap(sub.getConnection()!, stream.topic);
                 const handlers = handlerCounts(sub.getConnection()!);
                 stream.start();
                 const faults = ['cut', 'refuse', 'stall', 'cut', 'stall', 'refuse', 'cut'] as const;

@@ -1,5 +1,5 @@
 // A numbered QoS 1 (or 2) stream from one MqttConnection to another, counted for loss and duplicates.
-import type { IPublishPacket } from 'mqtt';
+import type { IPublishPacket, MqttClient, Packet } from 'mqtt';
 
 import type { IMqttMessageListener, MqttConnection } from '../../src';
 import { delay } from './net';
@@ -126,5 +126,27 @@ export class NumberedStream implements IMqttMessageListener {
 
     private static has(ring: Uint32Array, n: number): boolean {
         return ring[n % RING] === n;
+    }
+}
+
+/**
+ * Records the numbers of every PUBLISH on a topic that reaches an MQTT.js client, before any
+ * listener sees it (a ring like NumberedStream's). A number the listener missed but the client
+ * got was lost by us; one the client never got was lost by the broker.
+ */
+export class WireTap {
+    private readonly _seen = new Uint32Array(RING);
+
+    public constructor(client: MqttClient, topic: string) {
+        client.on('packetreceive', (packet: Packet) => {
+            if (packet.cmd !== 'publish' || packet.topic !== topic) return;
+            const n = Number(packet.payload.toString());
+            if (Number.isSafeInteger(n) && n > 0) this._seen[n % RING] = n;
+        });
+    }
+
+    /** True when a PUBLISH of number n reached the client. */
+    public has(n: number): boolean {
+        return this._seen[n % RING] === n;
     }
 }
