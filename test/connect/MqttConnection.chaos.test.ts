@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { describe, it, type TestContext } from 'node:test';
 
@@ -7,7 +6,7 @@ import type { MqttClient } from 'mqtt';
 
 import type { MqttConnection } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection } from '../helpers/components';
+import { newConnection, uniqueClientId } from '../helpers/components';
 import { FaultProxy } from '../helpers/faultProxy';
 import { NumberedStream, WireTap } from '../helpers/numberedStream';
 
@@ -70,7 +69,7 @@ function handlerCounts(client: MqttClient): Record<string, number> {
 async function streamPair(url: string, ...options: unknown[]) {
     const tuples = ['options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 500, ...options];
     const pub = newConnection(url, ...tuples);
-    const sub = newConnection(url, 'client_id', `chaos${randomBytes(6).toString('hex')}`, 'options.clean_session', false, ...tuples);
+    const sub = newConnection(url, 'client_id', uniqueClientId('chaos'), 'options.clean_session', false, ...tuples);
     await pub.open(null);
     await sub.open(null);
     const stream = new NumberedStream(pub, uniqueTopic('chaos'), 10);
@@ -146,8 +145,8 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
             const broker = await start();
             const proxy = await FaultProxy.start(broker.host, broker.port);
             const tuples = ['options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 500, 'options.clean_session', false];
-            const pub = newConnection(proxy.url, 'client_id', `chaospub${randomBytes(6).toString('hex')}`, ...tuples);
-            const sub = newConnection(proxy.url, 'client_id', `chaossub${randomBytes(6).toString('hex')}`, ...tuples);
+            const pub = newConnection(proxy.url, 'client_id', uniqueClientId('chaospub'), ...tuples);
+            const sub = newConnection(proxy.url, 'client_id', uniqueClientId('chaossub'), ...tuples);
             const stream = new NumberedStream(pub, uniqueTopic('chaos-qos2'), 10, 0, 2);
             try {
                 await pub.open(null);

@@ -1,23 +1,13 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 
 import { ConfigException, ConnectionException } from 'pip-services3-commons-nodex';
 
-import { MqttErrorCode, type MqttConnection } from '../../src';
+import { MqttErrorCode } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection, RecordingListener } from '../helpers/components';
+import { dropConnection, newConnection, RecordingListener, uniqueClientId } from '../helpers/components';
 
-function clientId(): string {
-    return `v5${randomBytes(8).toString('hex')}`;
-}
 
-/** Drops the connection under the client, as a network fault would. */
-async function dropConnection(connection: MqttConnection): Promise<void> {
-    connection.getConnection()!.stream.destroy();
-    await waitFor(() => !connection.isConnected(), 5000, 'the client to notice the loss');
-    await delay(200);
-}
 
 describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), timeout: 60000 }, () => {
     const cases: { name: string; tuples: unknown[]; kept: boolean; expiry: number | undefined }[] = [
@@ -31,7 +21,7 @@ describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), 
     for (const { name, tuples, kept, expiry } of cases) {
         it(name, async () => {
             const broker = await startMosquitto();
-            const sub = newConnection(broker.url, 'client_id', clientId(), 'options.protocol_version', 5,
+            const sub = newConnection(broker.url, 'client_id', uniqueClientId('v5'), 'options.protocol_version', 5,
                 'options.reconnect_timeout', 1000, ...tuples);
             const pub = newConnection(broker.url, 'options.protocol_version', 5);
             try {
@@ -63,7 +53,7 @@ describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), 
 
     it('starts a clean session at open() with clean_session true and a session_expiry', async () => {
         const broker = await startMosquitto();
-        const id = clientId();
+        const id = uniqueClientId('v5');
         const tuples = ['client_id', id, 'options.protocol_version', 5, 'options.session_expiry', 60];
         const first = newConnection(broker.url, ...tuples);
         const second = newConnection(broker.url, ...tuples);

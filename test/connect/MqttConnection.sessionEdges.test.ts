@@ -1,22 +1,13 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 
 import { LogLevel } from 'pip-services3-components-nodex';
 
 import type { MqttConnection } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection, RecordingListener, testReferences } from '../helpers/components';
+import { dropConnection, newConnection, RecordingListener, testReferences, uniqueClientId } from '../helpers/components';
 import { FaultProxy } from '../helpers/faultProxy';
 
-function clientId(): string {
-    return `edge${randomBytes(6).toString('hex')}`;
-}
-async function dropConnection(connection: MqttConnection): Promise<void> {
-    connection.getConnection()!.stream.destroy();
-    await waitFor(() => !connection.isConnected(), 5000, 'the loss');
-    await delay(200);
-}
 function sent(connection: MqttConnection): string[] {
     const log: string[] = [];
     connection.getConnection()!.on('packetsend', (p: { cmd: string; subscriptions?: { topic: string }[]; unsubscriptions?: string[] }) => {
@@ -37,7 +28,7 @@ function persistenceOf(broker: { broker: unknown }): AsyncPersistence {
 describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
     it('subscribes again after a reconnect even when the broker says it kept the session but lost a subscription (mosquitto)', { skip: mosquittoSkip() }, async () => {
         const broker = await startMosquitto({ persistence: true });
-        const sub = newConnection(broker.url, 'client_id', clientId(), 'options.clean_session', false,
+        const sub = newConnection(broker.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false,
             'options.reconnect_timeout', 100, 'options.max_reconnect_timeout', 200);
         const pub = newConnection(broker.url, 'options.reconnect_timeout', 100, 'options.max_reconnect_timeout', 200);
         const { references, logger } = testReferences();
@@ -73,7 +64,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
 
     it('does not hold messages for a filter unsubscribed while offline for a later listener', async () => {
         const broker = await startAedes();
-        const sub = newConnection(broker.url, 'client_id', clientId(), 'options.clean_session', false, 'options.reconnect_timeout', 300);
+        const sub = newConnection(broker.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 300);
         const pub = newConnection(broker.url);
         try {
             await sub.open(null);
@@ -99,7 +90,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
 
     it('does not hold messages still arriving after an unsubscribe for a later listener', async (t) => {
         const broker = await startAedes();
-        const sub = newConnection(broker.url, 'client_id', clientId(), 'options.clean_session', false);
+        const sub = newConnection(broker.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false);
         const pub = newConnection(broker.url);
         const { references, counters } = testReferences();
         sub.setReferences(references);
@@ -129,7 +120,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
     it('returns from unsubscribe() when the connection drops under it', async () => {
         const broker = await startAedes();
         const proxy = await FaultProxy.start(broker.host, broker.port);
-        const sub = newConnection(proxy.url, 'client_id', clientId(), 'options.clean_session', false, 'options.reconnect_timeout', 200,
+        const sub = newConnection(proxy.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 200,
             'options.connect_timeout', 1000);
         try {
             await sub.open(null);
@@ -157,7 +148,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
 
     it('sends no UNSUBSCRIBE after a reconnect for a filter unsubscribed and subscribed again while offline', async () => {
         const broker = await startAedes();
-        const sub = newConnection(broker.url, 'client_id', clientId(), 'options.clean_session', false, 'options.reconnect_timeout', 300);
+        const sub = newConnection(broker.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 300);
         const pub = newConnection(broker.url);
         try {
             await sub.open(null);
@@ -186,7 +177,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
 
     it('keeps backing off when two connections with one client id take turns kicking each other out', async () => {
         const broker = await startAedes();
-        const id = clientId();
+        const id = uniqueClientId('edge');
         const { references, counters } = testReferences();
         const a = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
         const b = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
@@ -207,7 +198,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
 
     it('counts and logs the held messages that close() drops', async () => {
         const broker = await startAedes();
-        const id = clientId();
+        const id = uniqueClientId('edge');
         const first = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
         const second = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
         const pub = newConnection(broker.url);
@@ -269,7 +260,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
 
     it('logs no error when closed during an outage after an offline unsubscribe', async () => {
         const broker = await startAedes({ keepSessions: true });
-        const id = clientId();
+        const id = uniqueClientId('edge');
         const { references, logger } = testReferences();
         const conn = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 200);
         conn.setReferences(references);
@@ -296,7 +287,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
         const topic = uniqueTopic('r1');
         const { references, logger } = testReferences();
         const broker = await startAedes({ keepSessions: true, authorizeSubscribe: (_id, t, qos) => !(refuse && t === topic && qos >= 1) });
-        const id = clientId();
+        const id = uniqueClientId('edge');
         const sub = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
         const pub = newConnection(broker.url, 'options.reconnect_timeout', 100);
         sub.setReferences(references);
@@ -358,7 +349,7 @@ describe('MqttConnection session edge cases', { timeout: 120000 }, () => {
     // narrower filter that matches a wildcard this process let go of is dropped, and counted.
     it('counts as dropped a message of an older session filter that also matches a filter this process unsubscribed', async () => {
         const broker = await startAedes();
-        const id = clientId();
+        const id = uniqueClientId('edge');
         const base = uniqueTopic('r3');
         const old = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
         await old.open(null);

@@ -1,27 +1,15 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 
-import type { MqttConnection } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, type TestBroker, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection, RecordingListener, testReferences } from '../helpers/components';
+import { dropConnection, newConnection, RecordingListener, testReferences, uniqueClientId } from '../helpers/components';
 
 const brokers: { kind: string; skip: string | false; start: () => Promise<TestBroker> }[] = [
     { kind: 'aedes', skip: false, start: () => startAedes() },
     { kind: 'mosquitto', skip: mosquittoSkip(), start: () => startMosquitto() },
 ];
 
-/** Drops the connection under the client, as a network fault would; MQTT.js then reconnects. */
-async function dropConnection(connection: MqttConnection): Promise<void> {
-    connection.getConnection()!.stream.destroy();
-    await waitFor(() => !connection.isConnected(), 5000, 'the client to notice the loss');
-    // Let the broker notice too, so what is published next finds the subscriber gone.
-    await delay(200);
-}
 
-function clientId(): string {
-    return `persist${randomBytes(6).toString('hex')}`;
-}
 
 function numbers(listener: RecordingListener): number[] {
     return listener.received.map((m) => Number(m.data.toString()));
@@ -32,7 +20,7 @@ for (const { kind, skip, start } of brokers) {
         for (const clean of [false, true]) {
             it(`${clean ? 'loses' : 'keeps'} QoS 1 messages published while disconnected with clean_session ${clean}`, async () => {
                 const broker = await start();
-                const sub = newConnection(broker.url, 'client_id', clientId(), 'options.clean_session', clean,
+                const sub = newConnection(broker.url, 'client_id', uniqueClientId('persist'), 'options.clean_session', clean,
                     'options.reconnect_timeout', 1000);
                 const pub = newConnection(broker.url);
                 try {
@@ -64,7 +52,7 @@ for (const { kind, skip, start } of brokers) {
 
         it('hands a new process the messages its persistent session kept, when it subscribes again', async () => {
             const broker = await start();
-            const id = clientId();
+            const id = uniqueClientId('persist');
             const first = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
             const pub = newConnection(broker.url);
             const { references, counters } = testReferences();
@@ -101,7 +89,7 @@ for (const { kind, skip, start } of brokers) {
 
         it('holds at most max_offline_messages messages for listeners not subscribed yet, and says so once', async () => {
             const broker = await start();
-            const id = clientId();
+            const id = uniqueClientId('persist');
             const first = newConnection(broker.url, 'client_id', id, 'options.clean_session', false);
             const pub = newConnection(broker.url);
             const { references, counters, logger } = testReferences();
@@ -132,7 +120,7 @@ for (const { kind, skip, start } of brokers) {
         it('unsubscribes after the reconnect what was unsubscribed while a persistent session was disconnected', async () => {
             const broker = await start();
             const { references, counters } = testReferences();
-            const sub = newConnection(broker.url, 'client_id', clientId(), 'options.clean_session', false,
+            const sub = newConnection(broker.url, 'client_id', uniqueClientId('persist'), 'options.clean_session', false,
                 'options.reconnect_timeout', 1000);
             sub.setReferences(references);
             const pub = newConnection(broker.url);

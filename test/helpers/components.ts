@@ -2,7 +2,10 @@ import { ConfigParams, Descriptor, References } from 'pip-services3-commons-node
 import { type CounterTiming, type ICounters, Logger, LogLevel } from 'pip-services3-components-nodex';
 import { CounterTiming as Timing } from 'pip-services3-components-nodex';
 
+import { randomBytes } from 'node:crypto';
+
 import { MqttConnection, type IMqttMessageListener } from '../../src';
+import { delay, waitFor } from './net';
 
 /** One log line as the component wrote it. */
 export interface LogEntry {
@@ -87,4 +90,20 @@ export class RecordingListener implements IMqttMessageListener {
     public topics(): string[] {
         return this.received.map((r) => r.topic);
     }
+}
+
+/** A client id no other test uses: the prefix and 12 random hex digits (at most 23 characters with a short prefix). */
+export function uniqueClientId(prefix: string): string {
+    return `${prefix}${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * Drops an open connection under its client, as a network fault would (MQTT.js then reconnects),
+ * and waits until the client noticed and the broker had time to notice too, so what is published
+ * next finds the subscriber gone.
+ */
+export async function dropConnection(connection: MqttConnection): Promise<void> {
+    connection.getConnection()!.stream.destroy();
+    await waitFor(() => !connection.isConnected(), 5000, 'the client to notice the loss');
+    await delay(200);
 }
