@@ -185,16 +185,9 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
                 for (const fault of faults) {
                     await progress(stream, 50);
                     await delay(Math.floor(Math.random() * 300));
-                    if (fault === 'cut') {
-                        proxy.cutAll();
-                    } else if (fault === 'refuse') {
-                        proxy.refuse(800);
-                        proxy.cutAll();
-                    } else {
-                        proxy.stall();
-                        await waitFor(() => !sub.isConnected() || !pub.isConnected(), 10000, 'a keepalive to notice the stall');
-                        proxy.unstall();
-                    }
+                    const noticed = await proxy.inject(fault,
+                        { refuseMs: 800, noticed: () => !sub.isConnected() || !pub.isConnected(), timeoutMs: 10000 });
+                    assert.ok(noticed, 'a keepalive noticed the stall within 10 s');
                     await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, `both to reconnect after ${fault}`);
                 }
                 await progress(stream, 100);

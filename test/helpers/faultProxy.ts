@@ -4,6 +4,9 @@ import { performance } from 'node:perf_hooks';
 
 const HOST = '127.0.0.1';
 
+/** The network faults [[FaultProxy.inject]] makes. */
+export type NetworkFault = 'cut' | 'refuse' | 'stall';
+
 /** What one side of a connection sends to the other: bytes, its end (FIN) or a reset (RST). */
 type Item = Buffer | 'end' | 'reset';
 
@@ -234,6 +237,33 @@ export class FaultProxy {
         clearTimeout(this._refuseTimer);
         this._refuseTimer = undefined;
         this._refusing = false;
+    }
+
+    /**
+     * Injects one network fault: `cut` resets every connection; `refuse` refuses new connections
+     * for `refuseMs` and resets the current ones; `stall` holds all traffic until `noticed()` is
+     * true (a keepalive saw the dead link) or `timeoutMs` has passed, then lets it through.
+     *
+     * @returns false when a stall was not noticed in time, otherwise true.
+     */
+    public async inject(fault: NetworkFault, options: { refuseMs: number; noticed: () => boolean; timeoutMs: number }): Promise<boolean> {
+        if (fault === 'cut') {
+            this.cutAll();
+            return true;
+        }
+        if (fault === 'refuse') {
+            this.refuse(options.refuseMs);
+            this.cutAll();
+            return true;
+        }
+        this.stall();
+        const deadline = performance.now() + options.timeoutMs;
+        while (!options.noticed() && performance.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        const noticed = options.noticed();
+        this.unstall();
+        return noticed;
     }
 
     /** `performance.now()` of every incoming client connection (refused or not), oldest first. */
