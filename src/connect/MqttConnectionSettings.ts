@@ -81,7 +81,8 @@ export function makeClientId(): string {
 export function readSettings(
     correlationId: string | null, config: ConfigParams, uriOptions: ConfigParams, defaultClientId: string,
 ): MqttConnectionSettings {
-    const raw = (key: string): string | undefined => {
+    /** The value set in the configuration or the uri query, or undefined. */
+    const given = (key: string): string | undefined => {
         const fromConfig = nonEmpty(config.getAsNullableString(key));
         const fromUri = nonEmpty(uriOptions.getAsNullableString(key));
         if (fromConfig != null && fromUri != null && fromConfig !== fromUri) {
@@ -89,8 +90,9 @@ export function readSettings(
                 `MQTT configuration conflict at ${key}: '${fromConfig}' differs from the uri query value '${fromUri}'`)
                 .withDetails('key', key);
         }
-        return fromConfig ?? fromUri ?? nonEmpty(MQTT_CONNECTION_DEFAULTS.getAsNullableString(key));
+        return fromConfig ?? fromUri;
     };
+    const raw = (key: string): string | undefined => given(key) ?? nonEmpty(MQTT_CONNECTION_DEFAULTS.getAsNullableString(key));
     const integer = (key: string, min: number, max: number, unit = 'milliseconds'): number => {
         const text = raw(key) ?? '';
         const value = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
@@ -115,7 +117,7 @@ export function readSettings(
     const retryConnect = boolean('options.retry_connect');
     const reconnectTimeout = integer('options.reconnect_timeout', 1, MAX_TIMEOUT_MS);
     // Unset, the maximum follows a reconnect_timeout raised above the default maximum.
-    const maxReconnectTimeout = hasOwnValue(config, uriOptions, 'options.max_reconnect_timeout')
+    const maxReconnectTimeout = given('options.max_reconnect_timeout') !== undefined
         ? integer('options.max_reconnect_timeout', reconnectTimeout, MAX_TIMEOUT_MS)
         : Math.max(reconnectTimeout, integer('options.max_reconnect_timeout', 1, MAX_TIMEOUT_MS));
     const versionText = raw('options.protocol_version');
@@ -124,7 +126,7 @@ export function readSettings(
         throw badOption(correlationId, 'options.protocol_version', `must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not '${versionText}'`);
     }
     let sessionExpiry: number | undefined;
-    if (hasOwnValue(config, uriOptions, 'options.session_expiry')) {
+    if (given('options.session_expiry') !== undefined) {
         if (protocolVersion !== 5) {
             throw badOption(correlationId, 'options.session_expiry', 'needs options.protocol_version 5: MQTT 3.1.1 has no session expiry');
         }
@@ -183,10 +185,6 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
     if (resolved.username !== undefined) options.username = resolved.username;
     if (resolved.password !== undefined) options.password = resolved.password;
     return options;
-}
-
-function hasOwnValue(config: ConfigParams, uriOptions: ConfigParams, key: string): boolean {
-    return nonEmpty(config.getAsNullableString(key)) != null || nonEmpty(uriOptions.getAsNullableString(key)) != null;
 }
 
 function badOption(correlationId: string | null, key: string, message: string): ConfigException {
