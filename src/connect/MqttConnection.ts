@@ -1,3 +1,5 @@
+import { inspect } from 'node:util';
+
 import type { IClientPublishOptions, IClientSubscribeOptions, MqttClient } from 'mqtt';
 import {
     BadRequestException, ConfigParams, InvalidStateException,
@@ -19,6 +21,8 @@ import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions, type MqttFilterEntry } from './MqttSubscriptions';
 import { checkTopicName, parseFilter } from './MqttTopics';
 import { MqttStateTracker } from './MqttStateTracker';
+import { loadTls } from './MqttTls';
+import { redactConfig } from './redact';
 import { SharedRun } from './SharedRun';
 import { startClient, type MqttStartedClient } from './startClient';
 import { nonEmpty } from './text';
@@ -51,6 +55,17 @@ import { nonEmpty } from './text';
  *   - __store_key__:             (optional) key to look the credential up in an ICredentialStore
  *   - __username__:              (optional) user name
  *   - __password__:              (optional) password
+ *   - __ssl_ca_file__:           (optional) PEM file of the certificate authorities that sign the broker's certificate
+ *                                (mqtts, wss); default: Node's built-in root certificates
+ *   - __ssl_crt_file__:          (optional) PEM file of the client certificate, for brokers that require one
+ *                                (alias: ssl_cert_file)
+ *   - __ssl_key_file__:          (optional) PEM file of the client certificate's private key
+ *   - __ssl_passphrase__:        (optional) passphrase of an encrypted private key
+ *
+ *   Every credential key may come from an ICredentialStore (`store_key`) or from the configuration;
+ *   a key set in both must agree. TLS files are read and checked at open(): an unreadable file,
+ *   a wrong passphrase or a key that does not match its certificate is a ConfigException
+ *   `MQTT_BAD_TLS` naming the key.
  * - __options__:
  *   - __retry_connect__:         (optional) reconnect when the connection is lost, and retry while opening (default: true)
  *   - __connect_timeout__:       (optional) milliseconds open() waits for a connection before it fails (default: 30000);
@@ -71,6 +86,10 @@ import { nonEmpty } from './text';
  *                                default: 0 with clean_session true, never (4294967295) with clean_session false.
  *                                With clean_session true and a session_expiry, open() starts a clean session and
  *                                reconnects resume it
+ *   - __ssl_reject_unauthorized__: (optional) refuse a broker whose certificate is not trusted or does not name its host
+ *                                (default: true)
+ *   - __ssl_server_name__:       (optional) the host name the broker's certificate must name, also sent as TLS SNI
+ *                                (default: the host of each connection)
  *
  * The Go port's docs say 3000 for keepalive_timeout in one place and 60000 in another; this
  * port uses 60000.
@@ -229,6 +248,27 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this._state.remove(listener);
     }
 
+    /** For logs: the broker, client id and state; never credentials. */
+    public toString(): string {
+        return `MqttConnection(${this._displayUri || 'not opened'}, client_id ${this._clientId}, ${this._state.state})`;
+    }
+
+    /** For JSON.stringify: the broker, client id, state and configuration, with secrets replaced by `***`. */
+    public toJSON(): Record<string, unknown> {
+        return {
+            component: 'MqttConnection',
+            uri: this._displayUri || null,
+            clientId: this._clientId,
+            state: this._state.state,
+            config: redactConfig(this._config),
+        };
+    }
+
+    /** For console.log and util.inspect: what toJSON() shows, so no secret is printed. */
+    public [inspect.custom](): Record<string, unknown> {
+        return this.toJSON();
+    }
+
     /** The MQTT.js client while open, otherwise null. Its `connected` tells whether the broker is reachable now. */
     public getConnection(): MqttClient | null {
         return this._session?.client ?? null;
@@ -244,7 +284,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * leaves no client, timer or reconnect loop behind. Idempotent; concurrent calls share one attempt.
      *
      * @throws ConfigException for bad configuration; ConnectionException `MQTT_CONNECT_FAILED`,
-     *   `MQTT_CONNECT_TIMEOUT` or `MQTT_CONNECT_REFUSED`; InvalidStateException `MQTT_CLOSED`
+     *   `MQTT_CONNECT_TIMEOUT`, `MQTT_CONNECT_REFUSED` or `MQTT_TLS_FAILED`; InvalidStateException `MQTT_CLOSED`
      *   when close() is called meanwhile.
      */
     public async open(correlationId: string | null): Promise<void> {
@@ -275,10 +315,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     private async connect(correlationId: string | null): Promise<void> {
         const resolved = await this._connectionResolver.resolve(correlationId);
         // close() may have run while resolve() was awaited.
-        if (this._pendingAbort) throw this._pendingAbort;
+        this.throwIfAborted();
         const settings = readSettings(correlationId, this._config, resolved.uriOptions, this._generatedClientId);
         this.applySettings(settings);
         this._displayUri = resolved.displayUri;
+        const tls = resolved.servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss')
+            ? await loadTls(correlationId, resolved.tls, settings.sslServerName, settings.sslRejectUnauthorized)
+            : undefined;
+        this.throwIfAborted();
 
         let started: MqttStartedClient;
         try {
@@ -286,6 +330,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
                 correlationId,
                 settings,
                 resolved,
+                tls,
                 onAbort: (abort) => { this._abortOpen = abort; },
                 reconnectorEvents: {
                     onStalled: (idleMs) => {
@@ -309,6 +354,11 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             this._logger.warn(cid(correlationId), 'options.clean_session is false but no client_id is configured: ' +
                 'the broker keeps the session across reconnects, but a new process gets a new client id and a new session');
         }
+    }
+
+    /** Throws the error a close() left for the open() still resolving its configuration. */
+    private throwIfAborted(): void {
+        if (this._pendingAbort) throw this._pendingAbort;
     }
 
     private sessionHost(): MqttSessionHost {

@@ -1,8 +1,12 @@
+import { inspect } from 'node:util';
+
 import { ConfigException, ConfigParams, Descriptor, type IReferenceable, type IReferences, type IConfigurable } from 'pip-services3-commons-nodex';
 import { ConnectionParams, CredentialResolver, type CredentialParams, type IDiscovery } from 'pip-services3-components-nodex';
 
 import { MqttErrorCode } from './MqttErrorCode';
+import { hasTlsSources, type MqttTlsSources } from './MqttTls';
 import { cid } from './correlation';
+import { redactConfig } from './redact';
 import { nonEmpty } from './text';
 
 /** The MQTT transports, with their default ports. */
@@ -50,6 +54,8 @@ export interface MqttResolvedConnection {
     readonly servers: readonly MqttServer[];
     readonly username?: string;
     readonly password?: string;
+    /** The TLS files and passphrase from the credential (empty when none is set). */
+    readonly tls: MqttTlsSources;
     /**
      * Settings carried by the uri query (`?client_id=...&connect_timeout=...`), by their
      * configuration key (`client_id`, `options.connect_timeout`, ...).
@@ -89,9 +95,16 @@ export function defaultPort(protocol: MqttProtocol): number {
  *   - __store_key__:      (optional) key to look the credential up in an ICredentialStore
  *   - __username__:       (optional) user name
  *   - __password__:       (optional) password
+ *   - __ssl_ca_file__:    (optional) PEM file of the certificate authorities to trust (mqtts, wss);
+ *                         default: Node's built-in root certificates
+ *   - __ssl_crt_file__:   (optional) PEM file of the client certificate (alias: ssl_cert_file)
+ *   - __ssl_key_file__:   (optional) PEM file of the client certificate's private key
+ *   - __ssl_passphrase__: (optional) passphrase of an encrypted private key
  *
  * A value may be given in the uri or as its own key; when both are given they must agree,
- * otherwise resolve() fails with `MQTT_CONFLICTING_CONFIG`.
+ * otherwise resolve() fails with `MQTT_CONFLICTING_CONFIG`. A credential found in a store by
+ * `store_key` is completed by the keys configured beside `store_key` that it lacks; a key set in
+ * both must agree.
  *
  * ### References ###
  *
@@ -119,6 +132,16 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
     public setReferences(references: IReferences): void {
         this._references = references;
         this._credentialResolver.setReferences(references);
+    }
+
+    /** For JSON.stringify: the configuration with secrets replaced by `***`. */
+    public toJSON(): Record<string, unknown> {
+        return { component: 'MqttConnectionResolver', config: redactConfig(this._config) };
+    }
+
+    /** For console.log and util.inspect: what toJSON() shows, so no secret is printed. */
+    public [inspect.custom](): Record<string, unknown> {
+        return this.toJSON();
     }
 
     /**
@@ -153,12 +176,22 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         }
         checkFailover(correlationId, connections.map((c) => c.key), servers);
 
-        const username = pick(correlationId, 'credential.username', uriUser?.username, nonEmpty(credential?.getUsername()));
-        const password = pick(correlationId, 'credential.password', uriUser?.password, nonEmpty(credential?.getPassword()));
+        const value = (name: string): string | undefined => nonEmpty(credential?.getAsNullableString(name));
+        const username = pick(correlationId, 'credential.username', uriUser?.username, value('username'));
+        const password = pick(correlationId, 'credential.password', uriUser?.password, value('password'));
+        const tls = tlsSources(correlationId, value);
+        if (hasTlsSources(tls) && !servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss')) {
+            const key = tls.caFile !== undefined ? 'credential.ssl_ca_file' : tls.certFile !== undefined ? tls.certKey as string
+                : tls.keyFile !== undefined ? 'credential.ssl_key_file' : 'credential.ssl_passphrase';
+            // MQTT.js would quietly switch such a connection to TLS, or ignore the files.
+            throw new ConfigException(cid(correlationId), MqttErrorCode.BadTls,
+                `MQTT TLS setting ${key} is set, but no connection uses mqtts or wss`).withDetails('key', key);
+        }
         return {
             servers,
             username,
             password,
+            tls,
             uriOptions,
             displayUri: servers.map(displayServer).join(','),
         };
@@ -223,7 +256,30 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         return found;
     }
 
-    private async resolveCredential(correlationId: string | null): Promise<CredentialParams | null> {
+    /**
+     * The credential: looked up in a credential store when `store_key` is set, completed by the
+     * keys configured beside it; or the configured one.
+     */
+    private async resolveCredential(correlationId: string | null): Promise<ConfigParams | null> {
+        const found = await this.lookupCredential(correlationId);
+        if (found == null) return null;
+        const merged = new ConfigParams(found);
+        const beside = this._config.getSection('credential');
+        for (const name of beside.getKeys()) {
+            if (name === 'store_key') continue;
+            const configured = nonEmpty(beside.getAsNullableString(name));
+            const stored = nonEmpty(found.getAsNullableString(name));
+            if (configured === undefined) continue;
+            if (stored !== undefined && stored !== configured) {
+                // The message names the key, never the values: they may be secrets.
+                throw conflict(correlationId, `credential.${name}`, 'the configured value differs from the one in the credential store');
+            }
+            merged.setAsObject(name, configured);
+        }
+        return merged;
+    }
+
+    private async lookupCredential(correlationId: string | null): Promise<CredentialParams | null> {
         const configured = this._credentialResolver.getAll();
         if (configured.length === 0) return null;
         let credential: CredentialParams | null;
@@ -242,6 +298,27 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         }
         return credential;
     }
+}
+
+/** The TLS files and passphrase of the credential; `ssl_cert_file` is an alias of `ssl_crt_file`. */
+function tlsSources(correlationId: string | null, value: (name: string) => string | undefined): MqttTlsSources {
+    const crt = value('ssl_crt_file');
+    const cert = value('ssl_cert_file');
+    if (crt !== undefined && cert !== undefined && crt !== cert) {
+        throw conflict(correlationId, 'credential.ssl_cert_file', 'it names another file than its alias credential.ssl_crt_file');
+    }
+    const sources: { -readonly [K in keyof MqttTlsSources]: MqttTlsSources[K] } = {};
+    const caFile = value('ssl_ca_file');
+    if (caFile !== undefined) sources.caFile = caFile;
+    if (crt !== undefined || cert !== undefined) {
+        sources.certFile = crt ?? cert;
+        sources.certKey = crt !== undefined ? 'credential.ssl_crt_file' : 'credential.ssl_cert_file';
+    }
+    const keyFile = value('ssl_key_file');
+    if (keyFile !== undefined) sources.keyFile = keyFile;
+    const passphrase = value('ssl_passphrase');
+    if (passphrase !== undefined) sources.passphrase = passphrase;
+    return sources;
 }
 
 interface ParsedConnection {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 
 import type { IClientOptions } from 'mqtt';
@@ -6,6 +7,7 @@ import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-c
 
 import type { MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from './MqttErrorCode';
+import type { MqttTlsOptions } from './MqttTls';
 import { nonEmpty } from './text';
 import { cid } from './correlation';
 
@@ -22,6 +24,7 @@ export const MQTT_CONNECTION_DEFAULTS: ConfigParams = ConfigParams.fromTuples(
     'options.clean_session', true,
     'options.max_offline_messages', 10000,
     'options.protocol_version', 4,
+    'options.ssl_reject_unauthorized', true,
 );
 
 /** MQTT keepalive is sent in whole seconds as a 16-bit value. */
@@ -49,6 +52,10 @@ export interface MqttConnectionSettings {
     readonly protocolVersion: 4 | 5;
     /** MQTT 5: seconds the broker keeps the session after a disconnect; undefined: by clean_session. */
     readonly sessionExpiry?: number;
+    /** TLS: refuse a broker whose certificate is not trusted or does not name its host. */
+    readonly sslRejectUnauthorized: boolean;
+    /** TLS: the host name the broker's certificate must name (and SNI); undefined: the connection's host. */
+    readonly sslServerName?: string;
 }
 
 /**
@@ -132,6 +139,7 @@ export function readSettings(
         }
         sessionExpiry = integer('options.session_expiry', 0, SESSION_NEVER_EXPIRES, 'seconds');
     }
+    const sslServerName = given('options.ssl_server_name');
     return {
         clientId,
         retryConnect,
@@ -143,11 +151,16 @@ export function readSettings(
         maxOfflineMessages: integer('options.max_offline_messages', 0, MAX_OFFLINE_MESSAGES, 'messages'),
         protocolVersion,
         ...(sessionExpiry !== undefined ? { sessionExpiry } : {}),
+        sslRejectUnauthorized: boolean('options.ssl_reject_unauthorized'),
+        ...(sslServerName !== undefined ? { sslServerName: sslServerName.trim() } : {}),
     };
 }
 
-/** Builds the MQTT.js client options. A new object each time: MQTT.js writes into it. */
-export function toClientOptions(settings: MqttConnectionSettings, resolved: MqttResolvedConnection): IClientOptions {
+/**
+ * Builds the MQTT.js client options. A new object each time: MQTT.js writes into it.
+ * @param tls the loaded TLS options when a server uses mqtts or wss.
+ */
+export function toClientOptions(settings: MqttConnectionSettings, resolved: MqttResolvedConnection, tls?: MqttTlsOptions): IClientOptions {
     const first = resolved.servers[0];
     const options: IClientOptions = {
         clientId: settings.clientId,
@@ -182,9 +195,29 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
     if (resolved.servers.length > 1) {
         options.servers = resolved.servers.map((s) => ({ protocol: s.protocol, host: s.host, port: s.port }));
     }
+    if (tls !== undefined) {
+        Object.assign(options, tls);
+        followHostForServerName(options, tls.servername);
+        // For wss, the WebSocket gets its TLS options from here (MQTT.js passes wsOptions to ws).
+        if (resolved.servers.some((s) => s.protocol === 'wss')) options.wsOptions = { ...tls };
+    }
     if (resolved.username !== undefined) options.username = resolved.username;
     if (resolved.password !== undefined) options.password = resolved.password;
     return options;
+}
+
+/**
+ * MQTT.js sets `servername` to the host of the first TLS attempt and keeps it, so a failover
+ * server would be checked against the first server's name. A getter gives each attempt the
+ * configured name, or its own host (none for an IP address, which Node then checks itself).
+ */
+function followHostForServerName(options: IClientOptions, configured: string | undefined): void {
+    Object.defineProperty(options, 'servername', {
+        enumerable: true,
+        configurable: true,
+        get: () => configured ?? (options.host !== undefined && isIP(options.host) === 0 ? options.host : undefined),
+        set: () => { /* MQTT.js's own choice is ignored: see above. */ },
+    });
 }
 
 function badOption(correlationId: string | null, key: string, message: string): ConfigException {

@@ -35,14 +35,29 @@ export const MqttErrorCode = {
     NoTopic: 'MQTT_NO_TOPIC',
     /** A referenced component found as the queue's connection is not an MqttConnection. */
     BadReference: 'MQTT_BAD_REFERENCE',
+    /**
+     * A TLS setting cannot be used (details.key names it): a file cannot be read or holds no valid
+     * PEM, a client certificate comes without its key, the key does not match the certificate, the
+     * passphrase is missing or does not decrypt the key, or TLS files are set for a connection that
+     * uses neither mqtts nor wss.
+     */
+    BadTls: 'MQTT_BAD_TLS',
 
     // ConnectionException: the broker could not be reached or refused us.
     /** The broker could not be reached (refused, unreachable, DNS failure, socket error). */
     ConnectFailed: 'MQTT_CONNECT_FAILED',
     /** No CONNACK arrived within `options.connect_timeout`. */
     ConnectTimeout: 'MQTT_CONNECT_TIMEOUT',
-    /** The broker answered CONNACK with a failure (details.reason_code), e.g. bad credentials. */
+    /**
+     * The broker answered CONNACK with a failure (details.reason_code, and with MQTT 5
+     * details.reason_string when the broker gave one), e.g. bad credentials.
+     */
     ConnectRefused: 'MQTT_CONNECT_REFUSED',
+    /**
+     * The TLS handshake failed (details.tls_code): the broker's certificate is not trusted, has
+     * expired or does not name the host, or the broker refused our client certificate or its absence.
+     */
+    TlsFailed: 'MQTT_TLS_FAILED',
     /** The connection is down, or was lost under a pending call, and `retry_connect` is false. */
     NotConnected: 'MQTT_NOT_CONNECTED',
     /** The broker rejected a SUBSCRIBE (details.reason_code). */

@@ -7,6 +7,7 @@ import type { MqttResolvedConnection } from './MqttConnectionResolver';
 import { sessionOutlivesConnection, toClientOptions, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { MqttReconnector, type MqttReconnectorEvents } from './MqttReconnector';
+import type { MqttTlsOptions } from './MqttTls';
 import { waitForConnack } from './waitForConnack';
 
 /** A message as MQTT.js emits it. */
@@ -17,6 +18,8 @@ export interface MqttClientStart {
     readonly correlationId: string | null;
     readonly settings: MqttConnectionSettings;
     readonly resolved: MqttResolvedConnection;
+    /** The loaded TLS options when a server uses mqtts or wss. */
+    readonly tls?: MqttTlsOptions;
     /** Receives a function that aborts the wait for the first CONNACK with the given error. */
     readonly onAbort: (abort: (err: Error) => void) => void;
     readonly reconnectorEvents: MqttReconnectorEvents;
@@ -38,14 +41,14 @@ export interface MqttStartedClient {
  * Creates an MQTT.js client with its reconnector and waits for its first CONNACK (see
  * [[waitForConnack]]). When that fails, it leaves no client, timer or reconnect loop behind.
  *
- * @throws ConnectionException `MQTT_CONNECT_FAILED`, `MQTT_CONNECT_TIMEOUT` or `MQTT_CONNECT_REFUSED`,
+ * @throws ConnectionException `MQTT_CONNECT_FAILED`, `MQTT_CONNECT_TIMEOUT`, `MQTT_CONNECT_REFUSED` or `MQTT_TLS_FAILED`,
  *   or what the abort function was given.
  */
 export async function startClient(start: MqttClientStart): Promise<MqttStartedClient> {
     const { correlationId, settings, resolved } = start;
     let client: MqttClient;
     try {
-        client = connect(toClientOptions(settings, resolved));
+        client = connect(toClientOptions(settings, resolved, start.tls));
     } catch (err) {
         throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
             `Cannot connect to MQTT broker at ${resolved.displayUri}: ${(err as Error).message}`).withCause(err as Error);

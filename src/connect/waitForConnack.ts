@@ -2,6 +2,7 @@ import type { MqttClient } from 'mqtt';
 import { ConnectionException } from 'pip-services3-commons-nodex';
 
 import { MqttErrorCode } from './MqttErrorCode';
+import { tlsFailureOf } from './MqttTls';
 import { cid } from './correlation';
 
 /** What [[waitForConnack]] needs to know. */
@@ -22,6 +23,8 @@ export interface ConnackWait {
 /**
  * Waits for a new client's first CONNACK. Resolves on success; rejects once:
  * - at once with `MQTT_CONNECT_REFUSED` when the broker refuses (bad credentials, ...);
+ * - with `MQTT_TLS_FAILED` when the TLS handshake fails: at once with one server, otherwise as
+ *   the last error of the attempts (another failover server may still accept us);
  * - with `MQTT_CONNECT_FAILED` when `retry` is off and every server (one attempt each) failed;
  * - at the deadline with `MQTT_CONNECT_FAILED` (the broker could not be reached) or
  *   `MQTT_CONNECT_TIMEOUT` (it did not answer).
@@ -40,10 +43,16 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
                     `MQTT broker at ${displayUri} did not accept the connection within ${connectTimeout} ms`)
                     .withDetails('timeout', connectTimeout);
             }
+            const tlsCode = tlsFailureOf(lastError);
+            if (tlsCode !== undefined) return tlsFailed(lastError, tlsCode);
             return new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
                 `Cannot connect to MQTT broker at ${displayUri}: ${lastError.message}`)
                 .withCause(lastError);
         };
+        const tlsFailed = (err: Error, tlsCode: string): ConnectionException =>
+            new ConnectionException(cid(correlationId), MqttErrorCode.TlsFailed,
+                `TLS handshake with MQTT broker at ${displayUri} failed: ${err.message} (${tlsCode})`)
+                .withCause(err).withDetails('tls_code', tlsCode);
         const settle = (err: Error | null): void => {
             clearTimeout(timer);
             client.off('connect', onConnect);
@@ -63,6 +72,9 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
             }
             lastError = err;
             attemptFailed = true;
+            // Retrying cannot make an untrusted certificate trusted: one server fails at once.
+            const tlsCode = tlsFailureOf(err);
+            if (tlsCode !== undefined && wait.attempts === 1) settle(tlsFailed(err, tlsCode));
         };
         const onClose = (): void => {
             // A socket closed without an error: the peer hung up before CONNACK.

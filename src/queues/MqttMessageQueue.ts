@@ -1,3 +1,5 @@
+import { inspect } from 'node:util';
+
 import type { IPublishPacket, MqttClient } from 'mqtt';
 import {
     BadRequestException, ConfigParams, InvalidStateException,
@@ -9,6 +11,7 @@ import { cid } from '../connect/correlation';
 import type { IMqttMessageListener } from '../connect/IMqttMessageListener';
 import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/MqttErrorCode';
+import { redactConfig } from '../connect/redact';
 import { SharedRun } from '../connect/SharedRun';
 import { encodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttQueueConnections } from './MqttQueueConnections';
@@ -134,6 +137,23 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     /** Forgets the references; a shared connection in use stays in use until close(). */
     public unsetReferences(): void {
         this._connections.unsetReferences();
+    }
+
+    /** For JSON.stringify: name, state, connection and configuration, with secrets replaced by `***`. */
+    public toJSON(): Record<string, unknown> {
+        return {
+            component: 'MqttMessageQueue',
+            name: this.getName(),
+            topic: this._settings?.topic ?? null,
+            open: this.isOpen(),
+            connection: this._connection?.toJSON() ?? null,
+            config: redactConfig(this._config),
+        };
+    }
+
+    /** For console.log and util.inspect: what toJSON() shows, so no secret is printed. */
+    public [inspect.custom](): Record<string, unknown> {
+        return this.toJSON();
     }
 
     /**
