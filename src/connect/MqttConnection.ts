@@ -15,7 +15,7 @@ import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionSt
 import { MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { closedError } from './MqttErrors';
-import { checkListener, checkPayload, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
+import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
 import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions, type MqttFilterEntry } from './MqttSubscriptions';
@@ -248,6 +248,11 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this._state.remove(listener);
     }
 
+    /** The MQTT protocol version in use while open (3, 4 or 5), otherwise null. */
+    public getProtocolVersion(): 3 | 4 | 5 | null {
+        return this._session?.protocolVersion ?? null;
+    }
+
     /** For logs: the broker, client id and state; never credentials. */
     public toString(): string {
         return `MqttConnection(${this._displayUri || 'not opened'}, client_id ${this._clientId}, ${this._state.state})`;
@@ -447,6 +452,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         checkPayload(topic, data);
         const publishOptions = checkPublishOptions(topic, options);
         const session = this.checkOpen();
+        checkProtocolOptions(topic, publishOptions, session.protocolVersion);
         const timing = this._counters.beginTiming('mqtt.publish_time');
         try {
             await session.publish(topic, data, publishOptions);
@@ -475,6 +481,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         const subscribeOptions = checkSubscribeOptions(topic, options);
         checkListener(topic, listener);
         const session = this.checkOpen();
+        checkProtocolOptions(topic, subscribeOptions, session.protocolVersion);
         session.checkUsable();
 
         const { entry, registration, added } = this._subscriptions.add(parsed, subscribeOptions, listener);

@@ -48,8 +48,12 @@ export interface MqttConnectionSettings {
     readonly cleanSession: boolean;
     /** How many publishes may wait for the broker while disconnected. */
     readonly maxOfflineMessages: number;
-    /** 4 (MQTT 3.1.1) or 5 (MQTT 5). */
-    readonly protocolVersion: 4 | 5;
+    /** 3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5). */
+    readonly protocolVersion: 3 | 4 | 5;
+    /** MQTT 5: send an empty client id and use the one the broker assigns. */
+    readonly brokerAssignsClientId: boolean;
+    /** MQTT 5: topic aliases we accept from the broker; above 0 our publishes use aliases too. */
+    readonly topicAliasMaximum: number;
     /** MQTT 5: seconds the broker keeps the session after a disconnect; undefined: by clean_session. */
     readonly sessionExpiry?: number;
     /** TLS: refuse a broker whose certificate is not trusted or does not name its host. */
@@ -127,18 +131,26 @@ export function readSettings(
     const maxReconnectTimeout = given('options.max_reconnect_timeout') !== undefined
         ? integer('options.max_reconnect_timeout', reconnectTimeout, MAX_TIMEOUT_MS)
         : Math.max(reconnectTimeout, integer('options.max_reconnect_timeout', 1, MAX_TIMEOUT_MS));
-    const versionText = raw('options.protocol_version');
-    const protocolVersion = versionText?.trim() === '5' ? 5 : versionText?.trim() === '4' ? 4 : null;
+    const versionText = raw('options.protocol_version')?.trim();
+    const protocolVersion = versionText === '5' ? 5 : versionText === '4' ? 4 : versionText === '3' ? 3 : null;
     if (protocolVersion === null) {
-        throw badOption(correlationId, 'options.protocol_version', `must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not '${versionText}'`);
+        throw badOption(correlationId, 'options.protocol_version', `must be 3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5), not '${versionText}'`);
     }
-    let sessionExpiry: number | undefined;
-    if (given('options.session_expiry') !== undefined) {
-        if (protocolVersion !== 5) {
-            throw badOption(correlationId, 'options.session_expiry', 'needs options.protocol_version 5: MQTT 3.1.1 has no session expiry');
-        }
-        sessionExpiry = integer('options.session_expiry', 0, SESSION_NEVER_EXPIRES, 'seconds');
+    /** Reads an MQTT 5 option: set with an older protocol version, it is a mistake, not something to ignore. */
+    const mqtt5 = <T>(key: string, read: () => T, unset: T): T => {
+        if (given(key) === undefined) return unset;
+        if (protocolVersion !== 5) throw badOption(correlationId, key, 'needs options.protocol_version 5: it is an MQTT 5 feature');
+        return read();
+    };
+    const sessionExpiry = mqtt5<number | undefined>('options.session_expiry',
+        () => integer('options.session_expiry', 0, SESSION_NEVER_EXPIRES, 'seconds'), undefined);
+    const brokerAssignsClientId = mqtt5('options.broker_assigns_client_id', () => boolean('options.broker_assigns_client_id'), false);
+    if (brokerAssignsClientId && given('client_id') !== undefined) {
+        throw new ConfigException(cid(correlationId), MqttErrorCode.ConflictingConfig,
+            'MQTT configuration conflict at options.broker_assigns_client_id: client_id is set too; set one of them')
+            .withDetails('key', 'options.broker_assigns_client_id');
     }
+    const topicAliasMaximum = mqtt5('options.topic_alias_maximum', () => integer('options.topic_alias_maximum', 0, 65535, 'aliases'), 0);
     const sslServerName = given('options.ssl_server_name');
     return {
         clientId,
@@ -150,6 +162,8 @@ export function readSettings(
         cleanSession: boolean('options.clean_session'),
         maxOfflineMessages: integer('options.max_offline_messages', 0, MAX_OFFLINE_MESSAGES, 'messages'),
         protocolVersion,
+        brokerAssignsClientId,
+        topicAliasMaximum,
         ...(sessionExpiry !== undefined ? { sessionExpiry } : {}),
         sslRejectUnauthorized: boolean('options.ssl_reject_unauthorized'),
         ...(sslServerName !== undefined ? { sslServerName: sslServerName.trim() } : {}),
@@ -163,8 +177,11 @@ export function readSettings(
 export function toClientOptions(settings: MqttConnectionSettings, resolved: MqttResolvedConnection, tls?: MqttTlsOptions): IClientOptions {
     const first = resolved.servers[0];
     const options: IClientOptions = {
-        clientId: settings.clientId,
+        // Empty: an MQTT 5 broker assigns one in CONNACK, and MQTT.js uses it for the reconnects.
+        clientId: settings.brokerAssignsClientId ? '' : settings.clientId,
         protocolVersion: settings.protocolVersion,
+        // MQTT 3.1 names its protocol differently.
+        protocolId: settings.protocolVersion === 3 ? 'MQIsdp' : 'MQTT',
         // False: the broker keeps our subscriptions and queues QoS 1/2 messages while we are away.
         clean: settings.cleanSession,
         // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
@@ -189,7 +206,14 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
         // MQTT 5 ends a session at disconnect unless told otherwise; clean_session false means
         // what it means in 3.1.1 (kept until the broker's own limit) unless session_expiry says.
         const expiry = settings.sessionExpiry ?? (settings.cleanSession ? undefined : SESSION_NEVER_EXPIRES);
-        if (expiry !== undefined) options.properties = { sessionExpiryInterval: expiry };
+        options.properties = {};
+        if (expiry !== undefined) options.properties.sessionExpiryInterval = expiry;
+        if (settings.topicAliasMaximum > 0) {
+            // What the broker may use towards us; towards the broker, MQTT.js keeps within its CONNACK maximum.
+            options.properties.topicAliasMaximum = settings.topicAliasMaximum;
+            options.autoAssignTopicAlias = true;
+            options.autoUseTopicAlias = true;
+        }
     }
     if (first.path !== undefined) options.path = first.path;
     if (resolved.servers.length > 1) {

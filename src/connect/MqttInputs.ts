@@ -75,6 +75,25 @@ export function checkSubscribeOptions(topic: string, options: unknown): IClientS
     return copy;
 }
 
+/** The publish and subscribe options that only MQTT 5 carries. */
+const MQTT5_ONLY = ['properties', 'nl', 'rap', 'rh'] as const;
+
+/**
+ * Checks that options an older protocol would drop in silence (MQTT 5 properties, and the
+ * subscribe flags nl, rap and rh) come only with MQTT 5.
+ */
+export function checkProtocolOptions(topic: string, options: IClientPublishOptions | IClientSubscribeOptions, protocolVersion: number): void {
+    if (protocolVersion === 5) return;
+    const record = options as Record<string, unknown>;
+    // An empty properties object carries nothing, so nothing would be lost.
+    const found = MQTT5_ONLY.find((name) => record[name] !== undefined
+        && !(name === 'properties' && Object.keys(record[name] as object).length === 0));
+    if (found !== undefined) {
+        throw bad(MqttErrorCode.InvalidOptions,
+            `Invalid MQTT option ${found}: it needs MQTT 5 (options.protocol_version 5); this connection uses ${protocolVersion}`, topic);
+    }
+}
+
 /** Checks that a listener has an onMessage function. */
 export function checkListener(topic: string, listener: unknown): asserts listener is IMqttMessageListener {
     const onMessage = (listener as { onMessage?: unknown } | null | undefined)?.onMessage;

@@ -128,6 +128,11 @@ export class MqttSession {
         return this._ended !== null;
     }
 
+    /** The MQTT protocol version: 3, 4 or 5. */
+    public get protocolVersion(): 3 | 4 | 5 {
+        return this._settings.protocolVersion;
+    }
+
     /** The last connection error since the last CONNACK, or null. */
     public get lastError(): string | null {
         return this._lastError;

@@ -1,3 +1,4 @@
+import type { IPublishPacket } from 'mqtt';
 import { BadRequestException, DateTimeConverter, IdGenerator } from 'pip-services3-commons-nodex';
 import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
@@ -9,6 +10,9 @@ import { MqttErrorCode } from '../connect/MqttErrorCode';
  *
  * - Raw mode: the payload is the envelope's message bytes, exactly. Incoming raw payloads get
  *   a new message_id, the topic as message_type and the receive time as sent_time.
+ * - Raw mode over MQTT 5: the envelope's message_id, correlation_id, message_type and sent_time
+ *   travel as user properties of the same names (see [[envelopeUserProperties]]), and incoming
+ *   ones are read back; a field without its property gets the default above.
  * - Envelope mode: the payload is the JSON form the other Pip.Services ports use:
  *   `{"message_id", "correlation_id", "message_type", "sent_time" (ISO 8601), "message" (base64)}`.
  */
@@ -60,6 +64,34 @@ export function encodeEnvelope(
     return Buffer.from(JSON.stringify(json), 'utf8');
 }
 
+/** The user property names that carry a raw message's envelope fields (MQTT 5). */
+export const ENVELOPE_PROPERTIES = ['message_id', 'correlation_id', 'message_type', 'sent_time'] as const;
+
+/**
+ * The MQTT 5 user properties for a raw message: message_id (generated when the envelope has
+ * none), correlation_id (the envelope's, or `correlationId`), message_type and sent_time (ISO 8601,
+ * now when the envelope has none). Unset fields are left out. Call after [[encodeEnvelope]].
+ */
+export function envelopeUserProperties(correlationId: string | null, envelope: MessageEnvelope): Record<string, string> {
+    const properties: Record<string, string> = {
+        message_id: nonEmptyString(envelope.message_id) ?? IdGenerator.nextLong(),
+    };
+    const correlation = nonEmptyString(envelope.correlation_id) ?? nonEmptyString(correlationId);
+    if (correlation !== undefined) properties.correlation_id = correlation;
+    const type = nonEmptyString(envelope.message_type);
+    if (type !== undefined) properties.message_type = type;
+    const sentTime = envelope.sent_time instanceof Date && !isNaN(envelope.sent_time.getTime()) ? envelope.sent_time : new Date();
+    properties.sent_time = sentTime.toISOString();
+    return properties;
+}
+
+/** The first value of a user property (MQTT 5 allows a name more than once), or undefined. */
+function userProperty(properties: IPublishPacket['properties'], name: string): string | undefined {
+    const value = properties?.userProperties?.[name];
+    const first: unknown = Array.isArray(value) ? value[0] : value;
+    return nonEmptyString(first);
+}
+
 function nonEmptyString(value: unknown): string | undefined {
     return typeof value === 'string' && value !== '' ? value : undefined;
 }
@@ -71,12 +103,21 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A
  * The envelope for an incoming payload, or a reason (without payload content) when an
  * envelope-mode payload is malformed. A raw payload is kept as the same Buffer.
  */
-export function decodeEnvelope(topic: string, payload: Buffer, serialize: boolean): MessageEnvelope | string {
+export function decodeEnvelope(
+    topic: string, payload: Buffer, serialize: boolean, properties?: IPublishPacket['properties'],
+): MessageEnvelope | string {
     if (!serialize) {
-        const envelope = new MessageEnvelope(null as unknown as string, topic, null);
+        const envelope = new MessageEnvelope(
+            userProperty(properties, 'correlation_id') ?? (null as unknown as string),
+            userProperty(properties, 'message_type') ?? topic,
+            null,
+        );
+        envelope.message_id = userProperty(properties, 'message_id') ?? envelope.message_id;
         // Set the bytes directly: the constructor would JSON-encode a Buffer.
         envelope.message = payload;
-        envelope.sent_time = new Date();
+        const sent = userProperty(properties, 'sent_time');
+        const sentTime = sent !== undefined ? DateTimeConverter.toNullableDateTime(sent) : null;
+        envelope.sent_time = sentTime != null && !isNaN(sentTime.getTime()) ? sentTime : new Date();
         return envelope;
     }
 

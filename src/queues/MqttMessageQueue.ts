@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 
-import type { IPublishPacket, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
 import {
     BadRequestException, ConfigParams, InvalidStateException,
     type ICleanable, type IOpenable, type IReferences, type IUnreferenceable,
@@ -13,7 +13,7 @@ import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/MqttErrorCode';
 import { redactConfig } from '../connect/redact';
 import { SharedRun } from '../connect/SharedRun';
-import { encodeEnvelope } from './MqttEnvelopeCodec';
+import { encodeEnvelope, envelopeUserProperties } from './MqttEnvelopeCodec';
 import { MqttQueueConnections } from './MqttQueueConnections';
 import { MqttQueueInbox, queueCounter, type MqttQueueInboxHost } from './MqttQueueInbox';
 import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from './MqttQueueSettings';
@@ -354,7 +354,12 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         const connection = this.openConnection(correlationId);
         const settings = this._settings!;
         const payload = encodeEnvelope(correlationId, envelope, settings.serializeEnvelope);
-        await connection.publish(settings.topic, payload, { qos: settings.qos, retain: settings.retain });
+        const options: IClientPublishOptions = { qos: settings.qos, retain: settings.retain };
+        // Raw over MQTT 5: the envelope's fields travel as user properties, beside the bytes.
+        if (!settings.serializeEnvelope && connection.getProtocolVersion() === 5) {
+            options.properties = { userProperties: envelopeUserProperties(correlationId, envelope) };
+        }
+        await connection.publish(settings.topic, payload, options);
         this._counters.incrementOne(queueCounter(this.getName(), 'sent_messages'));
         this._logger.trace(cid(correlationId), 'MQTT queue %s sent message %s', this.getName(), envelope.message_id);
     }

@@ -55,7 +55,7 @@ export class MqttQueueInbox {
     /** Takes an incoming message: decoded, then to a waiting receive(), the receiver or the buffer. */
     public accept(topic: string, data: Buffer, packet: IPublishPacket, serializeEnvelope: boolean): void {
         const { logger, counters, name } = this._host;
-        const envelope = decodeEnvelope(topic, data, serializeEnvelope);
+        const envelope = decodeEnvelope(topic, data, serializeEnvelope, packet.properties);
         if (typeof envelope === 'string') {
             counters.incrementOne(this.counter('malformed_messages'));
             logger.error(NO_CID, null as unknown as Error, 'MQTT queue %s dropped a malformed message from %s: %s', name, topic, envelope);

@@ -82,13 +82,18 @@ describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), 
 });
 
 describe('MqttConnection MQTT 5 settings', { timeout: 30000 }, () => {
-    it('rejects protocol versions other than 4 and 5, and session_expiry without MQTT 5', async () => {
+    it('rejects protocol versions other than 3, 4 and 5, and MQTT 5 options without MQTT 5', async () => {
         const broker = await startAedes();
         try {
             for (const [tuples, key] of [
-                [['options.protocol_version', 3], 'options.protocol_version'],
+                [['options.protocol_version', 2], 'options.protocol_version'],
                 [['options.protocol_version', 'five'], 'options.protocol_version'],
                 [['options.session_expiry', 60], 'options.session_expiry'],
+                [['options.protocol_version', 3, 'options.session_expiry', 60], 'options.session_expiry'],
+                [['options.topic_alias_maximum', 10], 'options.topic_alias_maximum'],
+                [['options.broker_assigns_client_id', true], 'options.broker_assigns_client_id'],
+                [['options.protocol_version', 5, 'options.topic_alias_maximum', 65536], 'options.topic_alias_maximum'],
+                [['options.protocol_version', 5, 'options.broker_assigns_client_id', 'maybe'], 'options.broker_assigns_client_id'],
                 [['options.protocol_version', 5, 'options.session_expiry', -1], 'options.session_expiry'],
                 [['options.protocol_version', 5, 'options.session_expiry', 2 ** 32], 'options.session_expiry'],
             ] as [unknown[], string][]) {

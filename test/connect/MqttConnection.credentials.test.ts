@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
+import { describe, it } from 'node:test';
+
+import { ConfigException, ConfigParams, ConnectionException, Descriptor, References } from 'pip-services3-commons-nodex';
+import { CredentialParams, MemoryCredentialStore } from 'pip-services3-components-nodex';
+
+import { MqttConnection, MqttConnectionResolver, MqttErrorCode, MqttMessageQueue } from '../../src';
+import { startAedes } from '../helpers/brokers';
+import { type CapturingLogger, testReferences } from '../helpers/components';
+
+const STORE = new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0');
+
+/** An Aedes broker that accepts the given users (name, password, ...) and counts every CONNECT it sees. */
+async function brokerWithUser(...users: string[]): Promise<{ url: string; attempts: () => number; stop(): Promise<void> }> {
+    let attempts = 0;
+    const broker = await startAedes({
+        authenticate: (_clientId, user, pass) => {
+            attempts++;
+            const i = users.findIndex((name, j) => j % 2 === 0 && name === user);
+            return i >= 0 && pass?.toString() === users[i + 1];
+        },
+    });
+    return { url: broker.url, attempts: () => attempts, stop: () => broker.stop() };
+}
+
+async function storeWith(key: string, ...tuples: unknown[]): Promise<MemoryCredentialStore> {
+    const store = new MemoryCredentialStore();
+    await store.store(null as unknown as string, key, CredentialParams.fromTuples(...tuples));
+    return store;
+}
+
+/** Everything a user could see of the components and errors: logs, messages, JSON, toString, inspect. */
+function everythingShown(logger: CapturingLogger, errors: unknown[], components: (MqttConnection | MqttMessageQueue)[]): string {
+    const parts = [logger.text(), logger.entries.map((e) => e.error?.stack ?? '').join('\n')];
+    for (const err of errors) parts.push(String(err), JSON.stringify(err), inspect(err, { depth: 10 }));
+    for (const component of components) parts.push(component.toString(), JSON.stringify(component), inspect(component, { depth: 10 }));
+    return parts.join('\n');
+}
+
+describe('MqttConnection credentials', { timeout: 60000 }, () => {
+    it('takes the password from a credential store and the user name configured beside store_key', async () => {
+        const broker = await brokerWithUser('svc', 'st0red-pw');
+        const store = await storeWith('mqtt', 'password', 'st0red-pw');
+        const connection = new MqttConnection();
+        connection.configure(ConfigParams.fromTuples('connection.uri', broker.url,
+            'credential.store_key', 'mqtt', 'credential.username', 'svc'));
+        connection.setReferences(References.fromTuples(STORE, store));
+        try {
+            await connection.open(null);
+            assert.equal(connection.isConnected(), true);
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('refuses a configured value that differs from the credential store, naming the key and not the values', async () => {
+        const store = await storeWith('mqtt', 'username', 'svc', 'password', 'st0red-pw');
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://localhost:1883',
+            'credential.store_key', 'mqtt', 'credential.password', 'c0nfig-pw'));
+        resolver.setReferences(References.fromTuples(STORE, store));
+        await assert.rejects(resolver.resolve(null), (err: ConfigException) => {
+            assert.ok(err instanceof ConfigException);
+            assert.equal(err.code, MqttErrorCode.ConflictingConfig);
+            assert.equal(err.details.getAsString('key'), 'credential.password');
+            assert.ok(!err.message.includes('st0red-pw') && !err.message.includes('c0nfig-pw'), err.message);
+            return true;
+        });
+        // The same value in both places is no conflict.
+        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://localhost:1883',
+            'credential.store_key', 'mqtt', 'credential.password', 'st0red-pw'));
+        resolver.setReferences(References.fromTuples(STORE, store));
+        const resolved = await resolver.resolve(null);
+        assert.equal(resolved.username, 'svc');
+        assert.equal(resolved.password, 'st0red-pw');
+    });
+
+    it('fails open() once on bad credentials: one CONNECT, one ConnectionException with the reason code, no retries', async () => {
+        const broker = await brokerWithUser('svc', 'g00d-pw');
+        const connection = new MqttConnection();
+        connection.configure(ConfigParams.fromTuples('connection.uri', broker.url,
+            'credential.username', 'svc', 'credential.password', 'wr0ng-pw',
+            'options.retry_connect', true, 'options.reconnect_timeout', 20, 'options.connect_timeout', 20000));
+        const { references, logger } = testReferences();
+        connection.setReferences(references);
+        try {
+            const started = Date.now();
+            await assert.rejects(connection.open(null), (err: ConnectionException) => {
+                assert.ok(err instanceof ConnectionException);
+                assert.equal(err.code, MqttErrorCode.ConnectRefused);
+                // MQTT 3.1.1: 4 = bad user name or password.
+                assert.equal(err.details.getAsNullableInteger('reason_code'), 4);
+                return true;
+            });
+            assert.ok(Date.now() - started < 10000, 'failed at the refusal, not at connect_timeout');
+            // Several reconnect periods later, still only the one attempt.
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            assert.equal(broker.attempts(), 1);
+            assert.equal(connection.isOpen(), false);
+            assert.equal(logger.entries.filter((e) => e.error != null).length, 1, 'one error logged');
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('never shows a password: not in logs of a failing and a succeeding open, errors, toString, JSON or inspect', async () => {
+        const broker = await brokerWithUser('svc', 'g00d-S3cret', 'stored', 'st0re-S3cret');
+        const secrets = ['g00d-S3cret', 'b4d-S3cret', 'ur1-S3cret', 'st0re-S3cret'];
+        const store = await storeWith('mqtt', 'username', 'stored', 'password', 'st0re-S3cret');
+        const { references, logger } = testReferences();
+        const withStore = References.fromTuples(STORE, store, new Descriptor('pip-services', 'logger', 'capture', 'store', '1.0'), logger);
+        const errors: unknown[] = [];
+        const components: (MqttConnection | MqttMessageQueue)[] = [];
+        const attempt = async (component: MqttConnection | MqttMessageQueue, refs: References): Promise<void> => {
+            components.push(component);
+            component.setReferences(refs);
+            try {
+                await component.open(null);
+                assert.ok(JSON.stringify(component).length > 0);
+            } catch (err) {
+                errors.push(err);
+            } finally {
+                await component.close(null);
+            }
+        };
+        try {
+            for (const [password, uri] of [
+                ['g00d-S3cret', broker.url],
+                ['b4d-S3cret', broker.url],
+                [undefined, broker.url.replace('mqtt://', 'mqtt://svc:ur1-S3cret@')],
+            ] as const) {
+                const connection = new MqttConnection();
+                connection.configure(ConfigParams.fromTuples('connection.uri', uri,
+                    ...(password !== undefined ? ['credential.username', 'svc', 'credential.password', password] : []),
+                    'options.connect_timeout', 3000));
+                await attempt(connection, references);
+                const queue = new MqttMessageQueue('jobs');
+                queue.configure(ConfigParams.fromTuples('connection.uri', uri,
+                    ...(password !== undefined ? ['credential.username', 'svc', 'credential.password', password] : []),
+                    'options.connect_timeout', 3000));
+                await attempt(queue, references);
+            }
+            const fromStore = new MqttConnection();
+            fromStore.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'credential.store_key', 'mqtt'));
+            await attempt(fromStore, withStore);
+
+            assert.equal(errors.length, 4, 'the bad password and the uri password (wrong) fail, for a connection and a queue');
+            const shown = everythingShown(logger, errors, components);
+            assert.ok(logger.entries.length > 0, 'something was logged');
+            for (const secret of secrets) assert.ok(!shown.includes(secret), `${secret} was shown`);
+            assert.match(JSON.stringify(components[0]), /"credential\.password":"\*\*\*"/);
+            assert.match(inspect(components[4]), /mqtt:\/\/svc:\*\*\*@127\.0\.0\.1/);
+        } finally {
+            await broker.stop();
+        }
+    });
+});
