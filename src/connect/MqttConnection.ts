@@ -232,6 +232,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             reconnects: session?.reconnects ?? 0,
             lastError: session?.lastError ?? null,
             pendingPublishes: session?.pendingPublishes ?? 0,
+            clientId: this._clientId,
+            keepAlive: session ? session.client.keepalive : null,
         };
     }
 
@@ -353,8 +355,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         const session = new MqttSession(started.client, this.sessionHost(), settings, this._displayUri, started.reconnector);
         this._session = session;
+        this._clientId = started.client.options.clientId ?? settings.clientId;
         for (const message of started.takeEarly()) session.dispatch(...message);
-        this._logger.info(cid(correlationId), 'Connected to MQTT broker at %s as %s', this._displayUri, settings.clientId);
+        this._logger.info(cid(correlationId), 'Connected to MQTT broker at %s as %s', this._displayUri, this._clientId);
         if (!settings.cleanSession && settings.clientId === this._generatedClientId) {
             this._logger.warn(cid(correlationId), 'options.clean_session is false but no client_id is configured: ' +
                 'the broker keeps the session across reconnects, but a new process gets a new client id and a new session');

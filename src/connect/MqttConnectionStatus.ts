@@ -30,6 +30,13 @@ export interface MqttConnectionStatus {
      * connection dropped count too, so this can be above the limit).
      */
     readonly pendingPublishes: number;
+    /** The client id in use: configured, generated, or (MQTT 5, `broker_assigns_client_id`) assigned by the broker. */
+    readonly clientId: string;
+    /**
+     * While open: the keepalive in seconds in effect. With MQTT 5 a broker may impose its own
+     * (server keepalive) instead of `keepalive_timeout`. 0: off. Null while closed.
+     */
+    readonly keepAlive: number | null;
 }
 
 /** Called with the new status whenever the connection changes state. */

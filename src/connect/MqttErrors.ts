@@ -17,22 +17,41 @@ export function reasonCodeOf(err: unknown): number | undefined {
 }
 
 /**
- * Turns an MQTT.js error into a ConnectionException with the given code, the topic and the
- * reason code in its details. Our own exceptions pass through unchanged.
+ * The MQTT 5 reason string of an acknowledgement: of the packet given, or of the one MQTT.js
+ * attached to the error. Undefined when the broker sent none.
  */
-export function wrapMqttError(err: unknown, code: string, message: string, topic: string): ApplicationException {
+export function reasonStringOf(err: unknown, packet?: unknown): string | undefined {
+    const ack = packet ?? (err as { packet?: unknown } | null)?.packet;
+    const reason = (ack as { properties?: { reasonString?: unknown } } | null | undefined)?.properties?.reasonString;
+    return typeof reason === 'string' && reason !== '' ? reason : undefined;
+}
+
+/**
+ * Turns an MQTT.js error into a ConnectionException with the given code, the topic, the
+ * reason code and (MQTT 5) the broker's reason string in its details. Our own exceptions pass
+ * through unchanged.
+ *
+ * @param packet the acknowledgement MQTT.js passed beside the error, when it did.
+ */
+export function wrapMqttError(err: unknown, code: string, message: string, topic: string, packet?: unknown): ApplicationException {
     if (err instanceof ApplicationException) return err;
     const cause = err instanceof Error ? err : new Error(String(err));
-    const wrapped = new ConnectionException(NO_CID, code, `${message}: ${cause.message}`).withCause(cause).withDetails('topic', topic);
+    const reasonString = reasonStringOf(cause, packet);
+    const text = `${message}: ${cause.message}${reasonString !== undefined ? ` (${reasonString})` : ''}`;
+    const wrapped = new ConnectionException(NO_CID, code, text).withCause(cause).withDetails('topic', topic);
     const reasonCode = reasonCodeOf(cause);
     if (reasonCode !== undefined) wrapped.withDetails('reason_code', reasonCode);
+    if (reasonString !== undefined) wrapped.withDetails('reason_string', reasonString);
     return wrapped;
 }
 
-/** A broker refusal: a failure reason code in an acknowledgement. */
-export function brokerRefusal(code: string, message: string, topic: string, reasonCode: number): ConnectionException {
-    return new ConnectionException(NO_CID, code, `${message} (reason code ${reasonCode})`)
+/** A broker refusal: a failure reason code in an acknowledgement, and its reason string when the broker gave one. */
+export function brokerRefusal(code: string, message: string, topic: string, reasonCode: number, reasonString?: string): ConnectionException {
+    const reason = reasonString !== undefined ? `reason code ${reasonCode}: ${reasonString}` : `reason code ${reasonCode}`;
+    const error = new ConnectionException(NO_CID, code, `${message} (${reason})`)
         .withDetails('topic', topic).withDetails('reason_code', reasonCode);
+    if (reasonString !== undefined) error.withDetails('reason_string', reasonString);
+    return error;
 }
 
 /** The error pending operations get when the connection is closed under them. */

@@ -13,8 +13,11 @@ export interface MqttBrokerOperations {
     isConnected(): boolean;
     /** Resolves when connected; rejects `MQTT_CLOSED` at close, `MQTT_NOT_CONNECTED` when down for good. */
     whenConnected(): Promise<void>;
-    /** Sends SUBSCRIBE; resolves with the SUBACK code (0x80 and up: refused). */
-    subscribe(topic: string, options: IClientSubscribeOptions): Promise<number>;
+    /**
+     * Sends SUBSCRIBE; resolves with the SUBACK code (0x80 and up: refused) and the broker's
+     * reason string. `resubscribe`: sent again for a filter the broker may still hold (after a reconnect).
+     */
+    subscribe(topic: string, options: IClientSubscribeOptions, resubscribe: boolean): Promise<{ code: number; reasonString?: string }>;
     /** Sends UNSUBSCRIBE; rejects `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses. */
     unsubscribe(topic: string): Promise<void>;
     /** True for an error caused by the connection dropping under the operation. */
@@ -94,14 +97,14 @@ export class MqttFilterSync {
                 }
                 const asked = new Set(entry.registrations.values());
                 const verifying = entry.verify;
-                const code = await this._broker.subscribe(topic, entry.brokerOptions(want));
+                const { code, reasonString } = await this._broker.subscribe(topic, entry.brokerOptions(want), verifying);
                 // A broker may grant less than asked; the messages then come at the lower QoS.
                 entry.verify = false;
                 if ((code & 0x80) === 0) entry.brokerQos = want;
                 else {
                     // A refused verification: the broker may hold nothing for this filter.
                     if (verifying) entry.brokerQos = null;
-                    this.refused(entry, want, code, asked);
+                    this.refused(entry, want, code, asked, reasonString);
                 }
             } catch (err) {
                 // Dropped before the answer: whenConnected() waits for the reconnect, then again.
@@ -116,13 +119,13 @@ export class MqttFilterSync {
      * The broker refused the filter at `qos`: remove the listeners at that QoS that the refused
      * SUBSCRIBE was sent for (`asked`). Listeners added since get a SUBSCRIBE of their own.
      */
-    private refused(entry: MqttFilterEntry, qos: 0 | 1 | 2, code: number, asked: Set<MqttRegistration>): void {
+    private refused(entry: MqttFilterEntry, qos: 0 | 1 | 2, code: number, asked: Set<MqttRegistration>, reasonString?: string): void {
         const topic = entry.parsed.brokerFilter;
         const top = [...entry.registrations.values()].filter((r) => r.subscription.qos === qos && asked.has(r));
         if (top.length === 0) return;
         const waiting = top.filter((r) => !r.confirmed);
         const victims = waiting.length > 0 ? waiting : top;
-        const error = brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code);
+        const error = brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code, reasonString);
         this.remove(entry, victims, error);
         if (waiting.length === 0) {
             this._broker.logger.error(NO_CID, error, 'MQTT broker refused the subscription to %s again after a reconnect; removed its %d listener(s) at QoS %d',

@@ -1,4 +1,4 @@
-import type { IClientPublishOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient } from 'mqtt';
 import { ApplicationException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 
@@ -6,7 +6,7 @@ import { NO_CID, cid } from './correlation';
 import { endClient } from './endClient';
 import { sessionOutlivesConnection, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
-import { brokerRefusal, closedError, reasonCodeOf, wrapMqttError } from './MqttErrors';
+import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf, wrapMqttError } from './MqttErrors';
 import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
 import type { MqttReconnector } from './MqttReconnector';
 import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
@@ -81,7 +81,11 @@ export class MqttSession {
             this._host.logger.error(NO_CID, err, 'MQTT connection error at %s', this._displayUri);
         });
         this.on('disconnect', (packet: IDisconnectPacket) => {
-            this._host.logger.warn(NO_CID, 'MQTT broker at %s sent DISCONNECT (reason code %s)', this._displayUri, packet.reasonCode ?? 0);
+            // MQTT 5: the broker says why it ends the connection (0x8E: another client took the session over, ...).
+            const reasonString = reasonStringOf(null, packet);
+            const reason = `reason code ${packet.reasonCode ?? 0}${reasonString !== undefined ? `: ${reasonString}` : ''}`;
+            this._lastError = `the broker sent DISCONNECT (${reason})`;
+            this._host.logger.warn(NO_CID, 'MQTT broker at %s sent DISCONNECT (%s)', this._displayUri, reason);
         });
     }
 
@@ -173,7 +177,13 @@ export class MqttSession {
         }
         this._pendingPublishes++;
         try {
-            await this.race(this.client.publishAsync(topic, data, options));
+            await this.race(new Promise<void>((resolve, reject) => {
+                // The callback form: MQTT.js passes the PUBACK or PUBREC beside the error, with its reason string.
+                this.client.publish(topic, data, options, (err, packet) => {
+                    if (err) reject(wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic, packet));
+                    else resolve();
+                });
+            }));
         } catch (err) {
             throw wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic);
         } finally {
@@ -204,14 +214,14 @@ export class MqttSession {
         return {
             isConnected: () => this.client.connected && !this._ended,
             whenConnected: () => this.whenConnected(),
-            subscribe: async (topic, options) => {
+            subscribe: async (topic, options, resubscribe) => {
                 try {
-                    const granted = await this.race(this.client.subscribeAsync(topic, options));
-                    return granted[0]?.qos ?? 0;
+                    const granted = await this.race(this.client.subscribeAsync(topic, this.resubscribeOptions(options, resubscribe)));
+                    return { code: granted[0]?.qos ?? 0 };
                 } catch (err) {
                     // MQTT.js rejects a SUBACK failure; the code is in the packet it attaches.
                     const code = reasonCodeOf(err);
-                    if (code !== undefined) return code;
+                    if (code !== undefined) return { code, reasonString: reasonStringOf(err) };
                     throw err;
                 }
             },
@@ -226,8 +236,19 @@ export class MqttSession {
         const packet = await this.race(this.client.unsubscribeAsync(topic));
         const code = reasonCodeOf({ packet });
         if (code !== undefined) {
-            throw brokerRefusal(MqttErrorCode.UnsubscribeFailed, `MQTT broker rejected the unsubscription from ${topic}`, topic, code);
+            throw brokerRefusal(MqttErrorCode.UnsubscribeFailed, `MQTT broker rejected the unsubscription from ${topic}`, topic, code,
+                reasonStringOf(null, packet));
         }
+    }
+
+    /**
+     * MQTT 5: a filter sent again after a reconnect asks for retained messages only when the
+     * broker did not still hold the subscription (retain handling 1), so a kept session does not
+     * get them twice. A retain handling the caller chose stays.
+     */
+    private resubscribeOptions(options: IClientSubscribeOptions, resubscribe: boolean): IClientSubscribeOptions {
+        if (!resubscribe || this._settings.protocolVersion !== 5 || options.rh !== undefined) return options;
+        return { ...options, rh: 1 };
     }
 
     /**

@@ -72,6 +72,10 @@ export async function startClient(start: MqttClientStart): Promise<MqttStartedCl
         await endClient(client, false);
         throw err;
     }
+    // MQTT 5: a broker-assigned client id. MQTT.js does not keep it, so reconnects would send an
+    // empty id again and get a new session; with it they resume this one.
+    const assigned = client.serverProperties?.assignedClientIdentifier;
+    if (settings.brokerAssignsClientId && typeof assigned === 'string' && assigned !== '') client.options.clientId = assigned;
     // Failover servers are tried through MQTT.js reconnects; without retry_connect, no more of them.
     if (!settings.retryConnect) reconnector.disable();
     // MQTT 5 with a session expiry: a clean start at open(), and reconnects resume the session.

@@ -1,7 +1,8 @@
-import type { MqttClient } from 'mqtt';
+import type { IConnackPacket, MqttClient, Packet } from 'mqtt';
 import { ConnectionException } from 'pip-services3-commons-nodex';
 
 import { MqttErrorCode } from './MqttErrorCode';
+import { reasonStringOf } from './MqttErrors';
 import { tlsFailureOf } from './MqttTls';
 import { cid } from './correlation';
 
@@ -58,16 +59,26 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
             client.off('connect', onConnect);
             client.off('error', onError);
             client.off('close', onClose);
+            client.off('packetreceive', onPacket);
             if (err) reject(err);
             else resolve();
         };
         const onConnect = (): void => settle(null);
+        // MQTT.js reports a refusal without the CONNACK; its MQTT 5 reason string is in the packet.
+        let connack: IConnackPacket | null = null;
+        const onPacket = (packet: Packet): void => {
+            if (packet.cmd === 'connack') connack = packet;
+        };
         const onError = (err: Error & { code?: unknown }): void => {
             if (typeof err.code === 'number') {
                 // A CONNACK with a failure code: MQTT.js does not retry, and neither do we.
-                settle(new ConnectionException(cid(correlationId), MqttErrorCode.ConnectRefused,
-                    `MQTT broker at ${displayUri} refused the connection: ${err.message} (reason code ${err.code})`)
-                    .withCause(err).withDetails('reason_code', err.code));
+                const reasonString = reasonStringOf(null, connack);
+                const reason = `reason code ${err.code}${reasonString !== undefined ? `: ${reasonString}` : ''}`;
+                const refused = new ConnectionException(cid(correlationId), MqttErrorCode.ConnectRefused,
+                    `MQTT broker at ${displayUri} refused the connection: ${err.message} (${reason})`)
+                    .withCause(err).withDetails('reason_code', err.code);
+                if (reasonString !== undefined) refused.withDetails('reason_string', reasonString);
+                settle(refused);
                 return;
             }
             lastError = err;
@@ -88,6 +99,7 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
         client.on('connect', onConnect);
         client.on('error', onError);
         client.on('close', onClose);
+        client.on('packetreceive', onPacket);
         wait.onAbort((err) => settle(err));
     });
 }
