@@ -1,5 +1,9 @@
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TlsOptions } from 'node:tls';
 import type { Aedes, AedesOptions, AuthenticateError, Client } from 'aedes' with { 'resolution-mode': 'import' };
+import { createWebSocketStream, WebSocketServer } from 'ws';
 
 import { SharedSubscriptions } from './SharedSubscriptions';
 
@@ -13,11 +17,50 @@ export type EmbeddedBrokerAuthenticate = (
     password: Buffer | undefined,
 ) => boolean;
 
+/** TLS settings of a broker that listens with TLS (`mqtts://`, or `wss://` with websocket). */
+export interface EmbeddedBrokerTlsOptions {
+    /** The server's private key (PEM). */
+    key: string | Buffer;
+    /** The server's certificate (PEM), followed by any intermediate certificates. */
+    cert: string | Buffer;
+    /** The passphrase of an encrypted `key`. */
+    passphrase?: string;
+    /** CA certificates (PEM) that client certificates must chain to; default Node's root CAs. */
+    ca?: string | Buffer | Array<string | Buffer>;
+    /** Ask every client for a certificate (default false). */
+    requestCert?: boolean;
+    /**
+     * With requestCert: refuse a client whose certificate is missing or does not chain to `ca`
+     * (default true, as in Node; false accepts it anyway).
+     */
+    rejectUnauthorized?: boolean;
+}
+
+/** WebSocket settings of a broker that listens for MQTT over WebSocket. */
+export interface EmbeddedBrokerWebSocketOptions {
+    /** The HTTP path of the WebSocket endpoint; default `/mqtt` (MQTT.js's default). */
+    path?: string;
+}
+
+/** How the broker is reached: plain TCP, TLS, WebSocket, WebSocket over TLS. */
+export type EmbeddedBrokerTransport = 'tcp' | 'tls' | 'ws' | 'wss';
+
 export interface EmbeddedBrokerOptions {
     /** TCP port to listen on; 0 (the default) picks a free port. */
     port?: number;
     /** Interface to listen on; default 127.0.0.1. */
     host?: string;
+    /**
+     * Listen with TLS: `mqtts://`, or `wss://` together with `websocket`. When omitted the broker
+     * speaks plain TCP (`mqtt://`, or `ws://` with `websocket`).
+     */
+    tls?: EmbeddedBrokerTlsOptions;
+    /**
+     * Listen for MQTT over WebSocket (an HTTP, or with `tls` HTTPS, server) instead of MQTT over
+     * TCP: `true` or `{ path }` (default path `/mqtt`). A WebSocket upgrade to another path is
+     * answered with HTTP 400, a plain HTTP request with 426.
+     */
+    websocket?: boolean | EmbeddedBrokerWebSocketOptions;
     /** Optional credential check; when omitted every client is accepted. */
     authenticate?: EmbeddedBrokerAuthenticate;
     /**
@@ -52,6 +95,11 @@ type AedesWithPersistence = Aedes & { readonly persistence: object };
 /**
  * An in-process MQTT broker (Aedes, in memory) for development, demos and tests.
  *
+ * It listens on one port with one transport: MQTT over TCP (`mqtt://`, the default), over TLS
+ * (`mqtts://`, option `tls`), over WebSocket (`ws://host:port/mqtt`, option `websocket`) or over
+ * WebSocket with TLS (`wss://`, both options); `url` names it, ready for MQTT.js. With
+ * `tls.requestCert` clients must present a certificate that chains to `tls.ca`.
+ *
  * Sessions and retained messages live in memory. By default `restart()` starts a fresh
  * Aedes instance on the same port with empty storage, so persistent sessions and retained
  * messages are lost, as after a restart of a broker without persistence. With
@@ -64,8 +112,9 @@ type AedesWithPersistence = Aedes & { readonly persistence: object };
  *
  * `stop()` lets Aedes close every client itself: while it does, it may still write to clients
  * not closed yet (deliveries in progress, wills). `kill()` simulates a crash instead: it destroys
- * every socket first, so nothing more reaches any client. After `stop()` or `kill()`,
- * `restart()` listens again on the same port.
+ * every socket first (the TCP connections under TLS and WebSocket too, handshakes in progress
+ * included), so nothing more reaches any client. After `stop()` or `kill()`, `restart()` listens
+ * again on the same port with the same transport.
  *
  * MQTT shared subscriptions (`$share/<group>/<filter>`), which Aedes lacks, are added
  * by {@link SharedSubscriptions}: each message matching `<filter>` goes to exactly one
@@ -90,10 +139,19 @@ type AedesWithPersistence = Aedes & { readonly persistence: object };
  *     ...
  *     await durable.kill();                                 // crash: every connection drops
  *     await durable.restart();                              // same port, sessions kept
+ *
+ *     const secure = await EmbeddedBroker.start({ tls: { key, cert }, websocket: true });
+ *     secure.url;                                           // 'wss://127.0.0.1:<port>/mqtt'
+ *     const wss = await mqtt.connectAsync(secure.url, { ca });  // trust the CA that signed cert
  */
 export class EmbeddedBroker {
     public readonly host: string;
+    /** The transport the broker listens with, from the options `tls` and `websocket`. */
+    public readonly transport: EmbeddedBrokerTransport;
     private _port: number;
+    private readonly _tls?: TlsOptions;
+    /** With websocket: the HTTP path of the endpoint. */
+    private readonly _wsPath?: string;
     private readonly _authenticate?: EmbeddedBrokerAuthenticate;
     private readonly _authorizeSubscribe?: (clientId: string, topic: string, qos: number) => boolean;
     private readonly _authorizePublish?: (clientId: string, topic: string) => boolean | 'hold';
@@ -102,6 +160,7 @@ export class EmbeddedBroker {
     private _persistence?: object;
     private _aedes?: Aedes;
     private _server?: Server;
+    /** Every open connection: TCP sockets, and with TLS also the TLS sockets on them. */
     private readonly _sockets = new Set<Socket>();
     private _connections = 0;
     private _stopping?: Promise<void>;
@@ -113,9 +172,19 @@ export class EmbeddedBroker {
         this._authorizeSubscribe = options.authorizeSubscribe;
         this._authorizePublish = options.authorizePublish;
         this._keepSessions = options.keepSessions ?? false;
+        if (options.tls) {
+            const { key, cert, passphrase, ca, requestCert, rejectUnauthorized } = options.tls;
+            this._tls = { key, cert, passphrase, ca, requestCert, rejectUnauthorized };
+        }
+        if (options.websocket) {
+            this._wsPath = (options.websocket === true ? undefined : options.websocket.path) ?? '/mqtt';
+            this.transport = this._tls ? 'wss' : 'ws';
+        } else {
+            this.transport = this._tls ? 'tls' : 'tcp';
+        }
     }
 
-    /** Starts a broker and resolves once it accepts TCP connections. */
+    /** Starts a broker and resolves once it accepts connections. */
     public static async start(options: EmbeddedBrokerOptions = {}): Promise<EmbeddedBroker> {
         const broker = new EmbeddedBroker(options);
         await broker.listen();
@@ -127,9 +196,13 @@ export class EmbeddedBroker {
         return this._port;
     }
 
-    /** `mqtt://host:port` */
+    /**
+     * Where to connect, by transport: `mqtt://host:port`, `mqtts://host:port`,
+     * `ws://host:port/mqtt` or `wss://host:port/mqtt` (with the configured path).
+     */
     public get url(): string {
-        return `mqtt://${this.host}:${this._port}`;
+        const scheme = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' }[this.transport];
+        return `${scheme}://${this.host}:${this._port}${this._wsPath ?? ''}`;
     }
 
     /** Clients currently connected (CONNECT accepted and not yet gone). */
@@ -143,7 +216,7 @@ export class EmbeddedBroker {
     }
 
     /**
-     * Disconnects every client, closes the TCP server and Aedes. Resolves once the
+     * Disconnects every client, closes the server (TCP, TLS, HTTP or HTTPS) and Aedes. Resolves once the
      * port is released. Idempotent; concurrent calls share one shutdown.
      */
     public async stop(): Promise<void> {
@@ -155,7 +228,7 @@ export class EmbeddedBroker {
 
     /**
      * Simulates a crash: destroys every client socket at once, before Aedes can write anything
-     * more to them, then closes Aedes and the TCP server. Resolves once the port is released;
+     * more to them, then closes Aedes and the server. Resolves once the port is released;
      * `restart()` then listens on it again. With keepSessions, sessions survive as they do a
      * `restart()`. Concurrent with `stop()`, it cuts the sockets and shares that shutdown.
      */
@@ -233,11 +306,7 @@ export class EmbeddedBroker {
             this._connections++;
         });
 
-        const server = createServer((socket) => {
-            this._sockets.add(socket);
-            socket.once('close', () => this._sockets.delete(socket));
-            aedes.handle(socket);
-        });
+        const server = this.createServer(aedes);
         try {
             await new Promise<void>((resolve, reject) => {
                 server.once('error', reject);
@@ -253,6 +322,40 @@ export class EmbeddedBroker {
         this._port = (server.address() as AddressInfo).port;
         this._aedes = aedes;
         this._server = server;
+    }
+
+    /**
+     * A server for the transport, not yet listening, that hands every MQTT connection to `aedes`
+     * and records every socket (so kill() and shutdown() can destroy it).
+     */
+    private createServer(aedes: Aedes): Server {
+        const track = (socket: Socket): void => {
+            this._sockets.add(socket);
+            socket.once('close', () => this._sockets.delete(socket));
+        };
+        let server: Server;
+        if (this._wsPath === undefined) {
+            const handle = (socket: Socket): void => {
+                aedes.handle(socket);
+            };
+            server = this._tls ? createTlsServer(this._tls, handle) : createTcpServer(handle);
+        } else {
+            // noServer: ws would re-emit the server's errors (a listen failure) on itself, unhandled.
+            const wss = new WebSocketServer({ noServer: true, path: this._wsPath });
+            const refuse = (_request: IncomingMessage, response: ServerResponse): void => {
+                response.writeHead(426, { Connection: 'close', Upgrade: 'websocket' }).end();
+            };
+            server = this._tls ? createHttpsServer(this._tls, refuse) : createHttpServer(refuse);
+            server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
+                wss.handleUpgrade(request, socket, head, (ws) => aedes.handle(createWebSocketStream(ws), request));
+            });
+        }
+        // 'connection': each TCP socket as accepted (under TLS: before the handshake begins).
+        server.on('connection', track);
+        if (this._tls) {
+            server.on('secureConnection', track);
+        }
+        return server;
     }
 
     private async shutdown(): Promise<void> {
