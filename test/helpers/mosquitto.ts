@@ -9,6 +9,18 @@ import { canConnect, delay, freePort, HOST, type TestBroker } from './net';
 const READY_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
 
+/** The files of Mosquitto's TLS listeners (PEM files, absolute paths, readable by the broker). */
+export interface MosquittoTlsOptions {
+    /** The server certificate (`certfile`). */
+    certfile: string;
+    /** Its private key, unencrypted (`keyfile`). */
+    keyfile: string;
+    /** CA certificates that client certificates must chain to (`cafile`); needed with requireCertificate. */
+    cafile?: string;
+    /** Refuse clients without a certificate signed by `cafile` (`require_certificate true`); default false. */
+    requireCertificate?: boolean;
+}
+
 /** How to configure a spawned Mosquitto. */
 export interface MosquittoOptions {
     /** username -> password; when given, anonymous clients are refused. */
@@ -17,13 +29,29 @@ export interface MosquittoOptions {
     persistence?: boolean;
     /** Per-client queue limit; default here 100000 (mosquitto's own default is 1000). */
     maxQueuedMessages?: number;
-    /** Extra lines appended to the generated mosquitto.conf. */
+    /** Extra lines appended to the generated mosquitto.conf (listener-scoped ones apply to the plain TCP listener). */
     extraConfig?: string[];
+    /** Adds a TLS listener (MQTT over TLS, `tlsUrl`) on another free port, with these files. */
+    tls?: MosquittoTlsOptions;
+    /** Adds a WebSocket listener (`wsUrl`) on another free port. */
+    websockets?: boolean;
+    /** Adds a WebSocket-over-TLS listener (`wssUrl`) on another free port, with the files of `tls` (required). */
+    secureWebsockets?: boolean;
 }
 
-/** A spawned Mosquitto that can be stopped, killed and started again on the same port. */
+/**
+ * A spawned Mosquitto that can be stopped, killed and started again on the same port. `url` is
+ * its plain TCP listener, always there; the others exist when asked for in MosquittoOptions, each
+ * on its own port, kept across restarts like `port`.
+ */
 export interface MosquittoBroker extends TestBroker {
     kind: 'mosquitto';
+    /** With options.tls: `mqtts://127.0.0.1:<port>` (the test server certificate names IP 127.0.0.1). */
+    readonly tlsUrl?: string;
+    /** With options.websockets: `ws://127.0.0.1:<port>/mqtt` (Mosquitto accepts any path). */
+    readonly wsUrl?: string;
+    /** With options.secureWebsockets: `wss://127.0.0.1:<port>/mqtt`. */
+    readonly wssUrl?: string;
     readonly dir: string;
     readonly configFile: string;
     readonly logFile: string;
@@ -133,6 +161,10 @@ class MosquittoProcess implements MosquittoBroker {
     public readonly configFile: string;
     private readonly _outputFile: string;
     private _port = 0;
+    /** The ports of the extra listeners asked for in the options (0 until picked). */
+    private _tlsPort = 0;
+    private _wsPort = 0;
+    private _wssPort = 0;
     private _logOffset = 0;
     private _child?: ChildProcess;
     private _exited?: Promise<void>;
@@ -160,19 +192,57 @@ class MosquittoProcess implements MosquittoBroker {
         return `mqtt://${HOST}:${this._port}`;
     }
 
-    /** First start: picks a free port, retrying when another process grabs it first. */
+    public get tlsUrl(): string | undefined {
+        return this._options.tls ? `mqtts://${HOST}:${this._tlsPort}` : undefined;
+    }
+
+    public get wsUrl(): string | undefined {
+        return this._options.websockets ? `ws://${HOST}:${this._wsPort}/mqtt` : undefined;
+    }
+
+    public get wssUrl(): string | undefined {
+        return this._options.secureWebsockets ? `wss://${HOST}:${this._wssPort}/mqtt` : undefined;
+    }
+
+    /** First start: picks free ports, retrying when another process grabs one first. */
     public async startOnFreePort(): Promise<void> {
         for (let attempt = 1; ; attempt++) {
-            this._port = await freePort();
+            const ports = new Set<number>();
+            const pick = async (wanted: unknown): Promise<number> => {
+                if (!wanted) {
+                    return 0;
+                }
+                // Two quick freePort() calls may hand out the same port: every listener needs its own.
+                for (;;) {
+                    const port = await freePort();
+                    if (!ports.has(port)) {
+                        ports.add(port);
+                        return port;
+                    }
+                }
+            };
+            this._port = await pick(true);
+            this._tlsPort = await pick(this._options.tls);
+            this._wsPort = await pick(this._options.websockets);
+            this._wssPort = await pick(this._options.secureWebsockets);
             try {
                 await this.start();
                 return;
             } catch (err) {
-                if (!this.logSinceStart().includes('Address already in use') || attempt >= 5) {
+                // A taken port: "Error: Address already in use" for TCP listeners, only
+                // "Error: Unable to create websockets listener on port N." for WebSocket ones.
+                const log = this.logSinceStart();
+                const taken = log.includes('Address already in use') || log.includes('Unable to create websockets listener');
+                if (!taken || attempt >= 5) {
                     throw err;
                 }
             }
         }
+    }
+
+    /** Every port the broker listens on: the plain TCP one first. */
+    private ports(): number[] {
+        return [this._port, this._tlsPort, this._wsPort, this._wssPort].filter((port) => port !== 0);
     }
 
     /** Idempotent: resolves at once when running; concurrent calls share one launch. */
@@ -227,8 +297,8 @@ class MosquittoProcess implements MosquittoBroker {
                 if (exited) {
                     throw this.failure(`mosquitto exited during startup (code ${String(child.exitCode)})`);
                 }
-                // The log line proves *this* process bound the port; the connect proves it accepts.
-                if (startedHere() && (await canConnect(this._port))) {
+                // The log line proves *this* process bound the ports; the connects prove it accepts.
+                if (startedHere() && (await this.acceptsOnEveryPort())) {
                     return;
                 }
                 if (Date.now() >= deadline) {
@@ -240,6 +310,15 @@ class MosquittoProcess implements MosquittoBroker {
         } finally {
             child.unref();
         }
+    }
+
+    private async acceptsOnEveryPort(): Promise<boolean> {
+        for (const port of this.ports()) {
+            if (!(await canConnect(port))) {
+                return false;
+            }
+        }
+        return true;
     }
 
     public async stop(): Promise<void> {
@@ -298,7 +377,7 @@ class MosquittoProcess implements MosquittoBroker {
 
     private failure(message: string): Error {
         return new Error(
-            `${message} (port ${this._port})\n` +
+            `${message} (port${this.ports().length > 1 ? 's' : ''} ${this.ports().join(', ')})\n` +
                 `--- ${this.configFile} ---\n${tail(this.configFile, 50)}\n` +
                 `--- ${this.logFile} (tail) ---\n${tail(this.logFile)}\n` +
                 `--- stdout/stderr ---\n${tail(this._outputFile)}`,
@@ -329,6 +408,33 @@ class MosquittoProcess implements MosquittoBroker {
             lines.push(`log_type ${type}`);
         }
         lines.push(...(o.extraConfig ?? []));
+        // Every extra listener comes last, so the listener-scoped lines above (extraConfig's too)
+        // still belong to the plain TCP one. allow_anonymous and password_file are global
+        // (per_listener_settings is false by default), so they hold on every listener. Mosquitto
+        // 2.0.11 will not start with a websockets listener alone; there is always the TCP one.
+        const tls = o.tls;
+        const tlsLines = (): string[] => {
+            if (!tls) {
+                return [];
+            }
+            const files = [`certfile ${tls.certfile}`, `keyfile ${tls.keyfile}`];
+            if (tls.cafile) {
+                files.push(`cafile ${tls.cafile}`);
+            }
+            files.push(`require_certificate ${tls.requireCertificate ? 'true' : 'false'}`);
+            return files;
+        };
+        if (tls) {
+            lines.push(`listener ${this._tlsPort} ${HOST}`, ...tlsLines());
+        }
+        // Mosquitto 2.0.11 (libwebsockets) takes the address of a websockets listener but binds
+        // every interface anyway (ss shows *:<port>).
+        if (o.websockets) {
+            lines.push(`listener ${this._wsPort} ${HOST}`, 'protocol websockets');
+        }
+        if (o.secureWebsockets) {
+            lines.push(`listener ${this._wssPort} ${HOST}`, 'protocol websockets', ...tlsLines());
+        }
         return lines.join('\n') + '\n';
     }
 }
@@ -341,6 +447,9 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     const binary = mosquittoBinary();
     if (!binary) {
         throw new Error('mosquitto binary not found; install the Debian package mosquitto');
+    }
+    if (options.secureWebsockets && !options.tls) {
+        throw new Error('secureWebsockets needs the certificate files of options.tls');
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pip-mqtt-mosquitto-'));
     const broker = new MosquittoProcess(dir, binary, options);
