@@ -4,6 +4,8 @@ import { CounterTiming as Timing } from 'pip-services3-components-nodex';
 
 import { randomBytes } from 'node:crypto';
 
+import type { IPublishPacket } from 'mqtt';
+
 import { MqttConnection, type IMqttMessageListener } from '../../src';
 import { delay, waitFor } from './net';
 
@@ -81,10 +83,10 @@ export function newConnection(url: string, ...tuples: unknown[]): MqttConnection
 
 /** A listener that records what it receives. */
 export class RecordingListener implements IMqttMessageListener {
-    public readonly received: { topic: string; data: Buffer; qos: number; retain: boolean }[] = [];
+    public readonly received: { topic: string; data: Buffer; qos: number; retain: boolean; packet: IPublishPacket }[] = [];
 
-    public onMessage(topic: string, data: Buffer, packet: { qos: number; retain: boolean }): void {
-        this.received.push({ topic, data, qos: packet.qos, retain: packet.retain });
+    public onMessage(topic: string, data: Buffer, packet: IPublishPacket): void {
+        this.received.push({ topic, data, qos: packet.qos, retain: packet.retain, packet });
     }
 
     public topics(): string[] {
