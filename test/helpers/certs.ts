@@ -47,6 +47,8 @@ export interface TestCertificates {
     readonly otherClient: CertifiedKey;
     /** A self-signed server certificate (no CA), with the same names as `server`. */
     readonly selfSigned: CertifiedKey;
+    /** A server certificate signed by `ca` that names only IP 127.0.0.1 (not localhost). */
+    readonly ipOnlyServer: CertifiedKey;
 }
 
 const SERVER_EXTENSIONS = [
@@ -113,6 +115,7 @@ function makeCertificates(): TestCertificates {
     signed('client', '/CN=test-client', 'ca', CLIENT_EXTENSIONS);
     signed('other-client', '/CN=other-client', 'other-ca', CLIENT_EXTENSIONS);
     selfSigned('self-signed', '/CN=localhost', SERVER_EXTENSIONS);
+    signed('ip-server', '/CN=127.0.0.1', 'ca', [...SERVER_EXTENSIONS.filter((e) => !e.startsWith('subjectAltName')), 'subjectAltName=IP:127.0.0.1']);
     openssl('pkcs8', '-topk8', '-v2', 'aes-256-cbc', '-in', file('client.key'), '-out', file('client-encrypted.key'),
         '-passout', `pass:${CLIENT_KEY_PASSPHRASE}`);
 
@@ -132,5 +135,6 @@ function makeCertificates(): TestCertificates {
         client: { ...pair('client'), keyEncrypted: pem('client-encrypted.key') },
         otherClient: pair('other-client'),
         selfSigned: pair('self-signed'),
+        ipOnlyServer: pair('ip-server'),
     };
 }

@@ -1,0 +1,249 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { ConfigException, ConfigParams, ConnectionException, Descriptor } from 'pip-services3-commons-nodex';
+import { CredentialParams, MemoryCredentialStore } from 'pip-services3-components-nodex';
+
+import { MqttConnection, MqttErrorCode } from '../../src';
+import { mosquittoSkip, refusedPort, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
+import { CLIENT_KEY_PASSPHRASE, testCertificates } from '../helpers/certs';
+import { newConnection, RecordingListener, testReferences } from '../helpers/components';
+import { UNTRUSTED_SERVER } from '../helpers/transports';
+
+const certs = testCertificates();
+const TRUST_CA = ['credential.ssl_ca_file', certs.ca.cert.path];
+
+/** A connection configured by the tuples alone (no connection.uri). */
+function configured(...tuples: unknown[]): MqttConnection {
+    const connection = new MqttConnection();
+    connection.configure(ConfigParams.fromTuples(...tuples));
+    return connection;
+}
+
+/** Opens, checks a QoS 1 round trip on the connection itself, and closes. */
+async function roundTrip(connection: MqttConnection): Promise<void> {
+    await connection.open(null);
+    try {
+        const topic = uniqueTopic('tls');
+        const listener = new RecordingListener();
+        await connection.subscribe(topic, { qos: 1 }, listener);
+        await connection.publish(topic, 'secret stuff', { qos: 1 });
+        await waitFor(() => listener.received.length === 1, 5000, 'the message');
+        assert.equal(listener.received[0].data.toString(), 'secret stuff');
+    } finally {
+        await connection.close(null);
+    }
+}
+
+/** Expects open() to fail with a ConfigException `MQTT_BAD_TLS` naming `key`. */
+async function rejectsBadTls(connection: MqttConnection, key: string, message?: RegExp): Promise<void> {
+    await assert.rejects(connection.open(null), (err: ConfigException) => {
+        assert.ok(err instanceof ConfigException, String(err));
+        assert.equal(err.code, MqttErrorCode.BadTls);
+        assert.equal(err.details.getAsString('key'), key);
+        if (message) assert.match(err.message, message);
+        assert.ok(!err.message.includes(CLIENT_KEY_PASSPHRASE) && !err.message.includes('wr0ng-pass'), 'no passphrase in the message');
+        return true;
+    }, key);
+    assert.equal(connection.isOpen(), false);
+}
+
+/** Expects open() to fail at once (long before connect_timeout) with `MQTT_TLS_FAILED`. */
+async function rejectsTls(connection: MqttConnection, tlsCode: RegExp): Promise<void> {
+    const started = Date.now();
+    await assert.rejects(connection.open(null), (err: ConnectionException) => {
+        assert.ok(err instanceof ConnectionException, String(err));
+        assert.equal(err.code, MqttErrorCode.TlsFailed, err.message);
+        assert.match(err.details.getAsString('tls_code'), tlsCode);
+        return true;
+    });
+    assert.ok(Date.now() - started < 15000, 'failed at the handshake, not at connect_timeout (30 s)');
+    assert.equal(connection.isOpen(), false);
+}
+
+describe('MqttConnection TLS and WebSocket on the embedded broker', { timeout: 60000 }, () => {
+    const tls = { key: certs.server.key.pem, cert: certs.server.cert.pem };
+
+    it('connects over mqtts to a server whose CA it trusts, and refuses one it does not trust', async () => {
+        const broker = await startAedes({ tls });
+        try {
+            assert.match(broker.url, /^mqtts:/);
+            await roundTrip(newConnection(broker.url, ...TRUST_CA));
+            // A host name the certificate names, and one it does not.
+            await roundTrip(newConnection(broker.url.replace('127.0.0.1', 'localhost'), ...TRUST_CA));
+            await rejectsTls(newConnection(broker.url, ...TRUST_CA, 'options.ssl_server_name', 'broker.example.com'),
+                /^ERR_TLS_CERT_ALTNAME_INVALID$/);
+            // Trusting another CA, or only Node's root certificates.
+            await rejectsTls(newConnection(broker.url, 'credential.ssl_ca_file', certs.otherCa.cert.path), UNTRUSTED_SERVER);
+            await rejectsTls(newConnection(broker.url), UNTRUSTED_SERVER);
+            // Unless told not to check.
+            await roundTrip(newConnection(broker.url, 'options.ssl_reject_unauthorized', false));
+        } finally {
+            await broker.stop();
+        }
+    });
+
+    it('connects over ws on the default path /mqtt, and on a configured one', async () => {
+        const broker = await startAedes({ websocket: true });
+        const custom = await startAedes({ websocket: { path: '/brokers/mqtt' } });
+        try {
+            const bare = broker.url.replace(/\/mqtt$/, '');
+            assert.match(bare, /^ws:\/\/127\.0\.0\.1:\d+$/);
+            await roundTrip(newConnection(bare));
+            const host = new URL(custom.url);
+            const byKeys = configured('connection.protocol', 'ws', 'connection.host', host.hostname,
+                'connection.port', host.port, 'connection.path', '/brokers/mqtt');
+            await roundTrip(byKeys);
+            // The default path is wrong for this broker: the upgrade is refused.
+            await assert.rejects(newConnection(custom.url.replace(/\/brokers\/mqtt$/, ''), 'options.connect_timeout', 2000).open(null),
+                { code: MqttErrorCode.ConnectFailed });
+        } finally {
+            await broker.stop();
+            await custom.stop();
+        }
+    });
+
+    it('connects over wss with the CA file, and refuses an untrusted server', async () => {
+        const broker = await startAedes({ tls, websocket: true });
+        try {
+            assert.match(broker.url, /^wss:/);
+            await roundTrip(newConnection(broker.url, ...TRUST_CA));
+            await rejectsTls(newConnection(broker.url, 'credential.ssl_ca_file', certs.otherCa.cert.path), UNTRUSTED_SERVER);
+        } finally {
+            await broker.stop();
+        }
+    });
+
+    it('presents a client certificate, with its key encrypted, to a broker that requires one', async () => {
+        const broker = await startAedes({ tls: { ...tls, ca: certs.ca.cert.pem, requestCert: true, rejectUnauthorized: true } });
+        try {
+            await roundTrip(newConnection(broker.url, ...TRUST_CA,
+                'credential.ssl_crt_file', certs.client.cert.path, 'credential.ssl_key_file', certs.client.key.path));
+            await roundTrip(newConnection(broker.url, ...TRUST_CA,
+                'credential.ssl_cert_file', certs.client.cert.path, 'credential.ssl_key_file', certs.client.keyEncrypted.path,
+                'credential.ssl_passphrase', CLIENT_KEY_PASSPHRASE));
+            await rejectsTls(newConnection(broker.url, ...TRUST_CA), /^ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED$/);
+        } finally {
+            await broker.stop();
+        }
+    });
+
+    it('takes the key passphrase from a credential store', async () => {
+        const broker = await startAedes({ tls: { ...tls, ca: certs.ca.cert.pem, requestCert: true, rejectUnauthorized: true } });
+        const store = new MemoryCredentialStore();
+        await store.store(null as unknown as string, 'mqtt-tls', CredentialParams.fromTuples('ssl_passphrase', CLIENT_KEY_PASSPHRASE));
+        const { references, logger } = testReferences();
+        references.put(new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0'), store);
+        try {
+            const connection = newConnection(broker.url, ...TRUST_CA, 'credential.store_key', 'mqtt-tls',
+                'credential.ssl_crt_file', certs.client.cert.path, 'credential.ssl_key_file', certs.client.keyEncrypted.path);
+            connection.setReferences(references);
+            await roundTrip(connection);
+            assert.ok(!JSON.stringify(connection).includes(CLIENT_KEY_PASSPHRASE));
+            assert.ok(!logger.text().includes(CLIENT_KEY_PASSPHRASE));
+        } finally {
+            await broker.stop();
+        }
+    });
+
+    it('checks each failover server against its own host name', async () => {
+        // The certificate names 127.0.0.1 only. MQTT.js alone would check the second server
+        // against "localhost", the host of the first attempt.
+        const broker = await startAedes({ tls: { key: certs.ipOnlyServer.key.pem, cert: certs.ipOnlyServer.cert.pem } });
+        const dead = await refusedPort();
+        try {
+            const connection = configured(
+                'connections.0.uri', `mqtts://localhost:${dead}`, 'connections.1.uri', broker.url,
+                ...TRUST_CA, 'options.reconnect_timeout', 50, 'options.connect_timeout', 20000);
+            await roundTrip(connection);
+        } finally {
+            await broker.stop();
+        }
+    });
+});
+
+describe('MqttConnection TLS and WebSocket on Mosquitto', { skip: mosquittoSkip(), timeout: 60000 }, () => {
+    it('connects over mqtts, ws and wss listeners of one broker, and messages cross them', async () => {
+        const broker = await startMosquitto({
+            tls: { certfile: certs.server.cert.path, keyfile: certs.server.key.path },
+            websockets: true,
+            secureWebsockets: true,
+        });
+        const tlsConnection = newConnection(broker.tlsUrl!, ...TRUST_CA);
+        const wsConnection = newConnection(broker.wsUrl!.replace(/\/mqtt$/, ''));
+        const wssConnection = newConnection(broker.wssUrl!, ...TRUST_CA);
+        try {
+            await Promise.all([tlsConnection.open(null), wsConnection.open(null), wssConnection.open(null)]);
+            const topic = uniqueTopic('cross');
+            const listeners = [new RecordingListener(), new RecordingListener()];
+            await wsConnection.subscribe(topic, { qos: 1 }, listeners[0]);
+            await wssConnection.subscribe(topic, { qos: 1 }, listeners[1]);
+            await tlsConnection.publish(topic, 'to all listeners', { qos: 1 });
+            await waitFor(() => listeners.every((l) => l.received.length === 1), 5000, 'the message on ws and wss');
+            await rejectsTls(newConnection(broker.tlsUrl!, 'credential.ssl_ca_file', certs.otherCa.cert.path), UNTRUSTED_SERVER);
+        } finally {
+            await Promise.all([tlsConnection.close(null), wsConnection.close(null), wssConnection.close(null)]);
+            await broker.stop();
+        }
+    });
+
+    it('authenticates with a client certificate, and is refused without one', async () => {
+        const broker = await startMosquitto({
+            tls: { certfile: certs.server.cert.path, keyfile: certs.server.key.path, cafile: certs.ca.cert.path, requireCertificate: true },
+        });
+        try {
+            await roundTrip(newConnection(broker.tlsUrl!, ...TRUST_CA,
+                'credential.ssl_crt_file', certs.client.cert.path, 'credential.ssl_key_file', certs.client.keyEncrypted.path,
+                'credential.ssl_passphrase', CLIENT_KEY_PASSPHRASE));
+            await rejectsTls(newConnection(broker.tlsUrl!, ...TRUST_CA), /^ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED$/);
+            await rejectsTls(newConnection(broker.tlsUrl!, ...TRUST_CA,
+                'credential.ssl_crt_file', certs.otherClient.cert.path, 'credential.ssl_key_file', certs.otherClient.key.path),
+            /^ERR_SSL_TLSV1_ALERT_UNKNOWN_CA$/);
+        } finally {
+            await broker.stop();
+        }
+    });
+});
+
+describe('MqttConnection TLS configuration errors', { timeout: 30000 }, () => {
+    const url = 'mqtts://127.0.0.1:8883';
+    const client = ['credential.ssl_crt_file', certs.client.cert.path];
+
+    it('names the key of a missing or unusable file', async () => {
+        await rejectsBadTls(newConnection(url, 'credential.ssl_ca_file', '/no/such/ca.pem'), 'credential.ssl_ca_file', /ENOENT/);
+        await rejectsBadTls(newConnection(url, 'credential.ssl_ca_file', certs.client.key.path), 'credential.ssl_ca_file', /no PEM certificate/);
+        await rejectsBadTls(newConnection(url, 'credential.ssl_crt_file', '/no/such/cert.pem', 'credential.ssl_key_file', certs.client.key.path),
+            'credential.ssl_crt_file');
+        await rejectsBadTls(newConnection(url, 'credential.ssl_cert_file', '/no/such/cert.pem', 'credential.ssl_key_file', certs.client.key.path),
+            'credential.ssl_cert_file');
+        await rejectsBadTls(newConnection(url, ...client, 'credential.ssl_key_file', '/no/such/key.pem'), 'credential.ssl_key_file');
+        await rejectsBadTls(newConnection(url, ...client, 'credential.ssl_key_file', certs.client.cert.path), 'credential.ssl_key_file',
+            /no usable PEM private key/);
+    });
+
+    it('names the passphrase when it is wrong or missing, and the key when it does not match the certificate', async () => {
+        const encrypted = ['credential.ssl_key_file', certs.client.keyEncrypted.path];
+        await rejectsBadTls(newConnection(url, ...client, ...encrypted, 'credential.ssl_passphrase', 'wr0ng-pass'),
+            'credential.ssl_passphrase', /does not decrypt/);
+        await rejectsBadTls(newConnection(url, ...client, ...encrypted), 'credential.ssl_passphrase', /is encrypted/);
+        await rejectsBadTls(newConnection(url, ...client, 'credential.ssl_key_file', certs.otherClient.key.path), 'credential.ssl_key_file',
+            /does not match/);
+    });
+
+    it('asks for the certificate and key together, and a passphrase only with a key', async () => {
+        await rejectsBadTls(newConnection(url, ...client), 'credential.ssl_key_file');
+        await rejectsBadTls(newConnection(url, 'credential.ssl_key_file', certs.client.key.path), 'credential.ssl_crt_file');
+        await rejectsBadTls(newConnection(url, 'credential.ssl_passphrase', 'x'), 'credential.ssl_passphrase');
+    });
+
+    it('refuses TLS files for a connection that is not mqtts or wss, and two different certificate files', async () => {
+        await rejectsBadTls(newConnection('mqtt://127.0.0.1:1883', ...TRUST_CA), 'credential.ssl_ca_file', /neither|no connection uses mqtts or wss/);
+        await rejectsBadTls(newConnection('ws://127.0.0.1:80', ...client, 'credential.ssl_key_file', certs.client.key.path),
+            'credential.ssl_crt_file');
+        await assert.rejects(newConnection(url, ...client, 'credential.ssl_cert_file', certs.otherClient.cert.path,
+            'credential.ssl_key_file', certs.client.key.path).open(null),
+        (err: ConfigException) => err.code === MqttErrorCode.ConflictingConfig && err.details.getAsString('key') === 'credential.ssl_cert_file');
+        await assert.rejects(newConnection(url, 'options.ssl_reject_unauthorized', 'perhaps').open(null),
+            (err: ConfigException) => err.code === MqttErrorCode.BadOption && err.details.getAsString('key') === 'options.ssl_reject_unauthorized');
+    });
+});
