@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import type * as mqttPacket from 'mqtt-packet';
+import { ConnectionException } from 'pip-services3-commons-nodex';
+import { LogLevel } from 'pip-services3-components-nodex';
+
+import { MqttErrorCode } from '../../src';
+import { waitFor } from '../helpers/brokers';
+import { newConnection, RecordingListener, testReferences } from '../helpers/components';
+import { startScriptedBroker } from '../helpers/scriptedBroker';
+
+/** Asserts an MQTT error with its reason code and the broker's reason string, in details and message. */
+function hasReason(code: string, reasonCode: number, reasonString: string): (err: ConnectionException) => boolean {
+    return (err) => {
+        assert.ok(err instanceof ConnectionException, String(err));
+        assert.equal(err.code, code);
+        assert.equal(err.details.getAsNullableInteger('reason_code'), reasonCode);
+        assert.equal(err.details.getAsString('reason_string'), reasonString);
+        assert.ok(err.message.includes(reasonString), err.message);
+        return true;
+    };
+}
+
+// Mosquitto 2.0 never sends reason strings and Aedes has no MQTT 5, so these answers come from a
+// scripted peer (test/helpers/scriptedBroker.ts).
+describe('MqttConnection MQTT 5 reason strings', { timeout: 30000 }, () => {
+    it('puts the reason string of a refused CONNACK in the error', async () => {
+        let connects = 0;
+        const broker = await startScriptedBroker((packet, send) => {
+            if (packet.cmd !== 'connect') return;
+            connects++;
+            send({ cmd: 'connack', sessionPresent: false, reasonCode: 0x8A, properties: { reasonString: 'account suspended' } });
+        });
+        const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.reconnect_timeout', 20);
+        try {
+            await assert.rejects(connection.open(null), hasReason(MqttErrorCode.ConnectRefused, 0x8A, 'account suspended'));
+            assert.equal(connects, 1, 'no retry after a refusal');
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('puts the reason strings of SUBACK, PUBACK and UNSUBACK failures in errors', async () => {
+        const broker = await startScriptedBroker((packet, send) => {
+            switch (packet.cmd) {
+                case 'connect':
+                    send({ cmd: 'connack', sessionPresent: false, reasonCode: 0 });
+                    break;
+                case 'subscribe': {
+                    const refused = packet.subscriptions[0].topic === 'refused';
+                    send({ cmd: 'suback', messageId: packet.messageId, granted: [refused ? 0x97 : 1],
+                        properties: refused ? { reasonString: 'subscription quota exceeded' } : {} });
+                    break;
+                }
+                case 'publish':
+                    send({ cmd: 'puback', messageId: packet.messageId, reasonCode: 0x99,
+                        properties: { reasonString: 'payload must be JSON' } });
+                    break;
+                case 'unsubscribe':
+                    send({ cmd: 'unsuback', messageId: packet.messageId, granted: [0x87],
+                        properties: { reasonString: 'not yours to drop' } } as unknown as mqttPacket.IUnsubackPacket);
+                    break;
+                case 'pingreq':
+                    send({ cmd: 'pingresp' });
+                    break;
+                default:
+                    break;
+            }
+        });
+        const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.retry_connect', false);
+        try {
+            await connection.open(null);
+            await assert.rejects(connection.subscribe('refused', { qos: 1 }, new RecordingListener()),
+                hasReason(MqttErrorCode.SubscribeRejected, 0x97, 'subscription quota exceeded'));
+            await assert.rejects(connection.publish('data', 'not json', { qos: 1 }),
+                hasReason(MqttErrorCode.PublishFailed, 0x99, 'payload must be JSON'));
+            const listener = new RecordingListener();
+            await connection.subscribe('kept', { qos: 1 }, listener);
+            await assert.rejects(connection.unsubscribe('kept', listener),
+                hasReason(MqttErrorCode.UnsubscribeFailed, 0x87, 'not yours to drop'));
+
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('keeps the reason of a DISCONNECT from the broker in the status and the log', async () => {
+        const broker = await startScriptedBroker((packet, send, socket) => {
+            if (packet.cmd === 'connect') {
+                send({ cmd: 'connack', sessionPresent: false, reasonCode: 0 });
+                setTimeout(() => {
+                    send({ cmd: 'disconnect', reasonCode: 0x8E, properties: { reasonString: 'session taken over by another client' } });
+                    socket.end();
+                }, 50);
+            }
+        });
+        const { references, logger } = testReferences();
+        const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.reconnect_timeout', 60000);
+        connection.setReferences(references);
+        try {
+            await connection.open(null);
+            await waitFor(() => !connection.isConnected(), 5000, 'the DISCONNECT');
+            assert.equal(connection.getStatus().lastError, 'the broker sent DISCONNECT (reason code 142: session taken over by another client)');
+            assert.ok(logger.messages(LogLevel.Warn).some((m) => m.includes('reason code 142: session taken over by another client')),
+                logger.messages().join('\n'));
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+});
