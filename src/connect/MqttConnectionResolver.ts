@@ -37,6 +37,10 @@ const URI_QUERY_KEYS: Readonly<Record<string, string>> = {
     max_offline_messages: 'options.max_offline_messages',
     protocol_version: 'options.protocol_version',
     session_expiry: 'options.session_expiry',
+    broker_assigns_client_id: 'options.broker_assigns_client_id',
+    topic_alias_maximum: 'options.topic_alias_maximum',
+    ssl_server_name: 'options.ssl_server_name',
+    ssl_reject_unauthorized: 'options.ssl_reject_unauthorized',
 };
 
 /** One broker address. */
@@ -86,7 +90,8 @@ export function defaultPort(protocol: MqttProtocol): number {
  *   - __uri__:            (optional) `protocol://[user[:password]@]host[:port][/path][?query]`;
  *                         query keys: client_id, retry_connect, connect_timeout, reconnect_timeout,
  *                         max_reconnect_timeout, keepalive_timeout, clean_session, max_offline_messages,
- *                         protocol_version, session_expiry
+ *                         protocol_version, session_expiry, broker_assigns_client_id, topic_alias_maximum,
+ *                         ssl_server_name, ssl_reject_unauthorized
  *   - __protocol__:       (optional) mqtt (default), mqtts, ws, wss; aliases tcp = mqtt, ssl and tls = mqtts
  *   - __host__:           host name or IP address (required unless in the uri)
  *   - __port__:           (optional) port; default by protocol: 1883, 8883, 80, 443

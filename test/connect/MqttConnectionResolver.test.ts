@@ -58,6 +58,12 @@ describe('MqttConnectionResolver', () => {
             'options.max_reconnect_timeout': '9000', 'options.clean_session': 'false', 'options.max_offline_messages': '5',
             'options.protocol_version': '5', 'options.session_expiry': '60',
         });
+        const v5 = await resolve('connection.uri',
+            'mqtts://h?broker_assigns_client_id=true&topic_alias_maximum=8&ssl_server_name=broker.example.com&ssl_reject_unauthorized=false');
+        assert.deepEqual(v5.uriOptions.getAsObject(), {
+            'options.broker_assigns_client_id': 'true', 'options.topic_alias_maximum': '8',
+            'options.ssl_server_name': 'broker.example.com', 'options.ssl_reject_unauthorized': 'false',
+        });
     });
 
     it('turns connections.N into failover servers, in order', async () => {
