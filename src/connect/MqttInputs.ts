@@ -45,6 +45,65 @@ export function checkPayload(topic: string, data: unknown): void {
     }
 }
 
+const MAX_UINT32 = 0xFFFFFFFF;
+const MAX_SUBSCRIPTION_IDENTIFIER = 268435455;
+
+/** A check of one MQTT 5 property value: a reason it is wrong, or null. */
+type PropertyCheck = (value: unknown) => string | null;
+
+const isUint = (max: number): PropertyCheck => (value) =>
+    Number.isInteger(value) && (value as number) >= 0 && (value as number) <= max ? null : `must be an integer from 0 to ${max}`;
+const isString: PropertyCheck = (value) => (typeof value === 'string' ? null : 'must be a string');
+const isBoolean: PropertyCheck = (value) => (typeof value === 'boolean' ? null : 'must be a boolean');
+const isUserProperties: PropertyCheck = (value) => {
+    if (!isRecord(value)) return 'must be an object of strings or arrays of strings';
+    for (const [name, entry] of Object.entries(value)) {
+        const ok = typeof entry === 'string' || (Array.isArray(entry) && entry.every((e) => typeof e === 'string'));
+        if (!ok) return `value of '${name}' must be a string or an array of strings`;
+    }
+    return null;
+};
+
+/**
+ * The MQTT 5 PUBLISH properties a client may send, with their checks. MQTT.js does not check
+ * them: a bad value or an unknown name makes it drop the connection and, for QoS 1 and 2, send
+ * the same packet again after every reconnect, with the publish() never settling.
+ * `topicAlias` is left out: set `options.topic_alias_maximum` and the connection assigns aliases
+ * (MQTT.js hangs on an alias the broker does not allow).
+ */
+const PUBLISH_PROPERTIES: Readonly<Record<string, PropertyCheck>> = {
+    payloadFormatIndicator: isBoolean,
+    messageExpiryInterval: isUint(MAX_UINT32),
+    contentType: isString,
+    responseTopic: (value) => (typeof value === 'string' && value !== '' && !/[+#]/.test(value) && !value.includes('\u0000')
+        ? null : 'must be a topic name (not empty, no wildcards)'),
+    correlationData: (value) => (Buffer.isBuffer(value) || typeof value === 'string' ? null : 'must be a Buffer or a string'),
+    userProperties: isUserProperties,
+};
+
+/** The MQTT 5 SUBSCRIBE properties a client may send. */
+const SUBSCRIBE_PROPERTIES: Readonly<Record<string, PropertyCheck>> = {
+    subscriptionIdentifier: (value) => (Number.isInteger(value) && (value as number) >= 1 && (value as number) <= MAX_SUBSCRIPTION_IDENTIFIER
+        ? null : `must be an integer from 1 to ${MAX_SUBSCRIPTION_IDENTIFIER}`),
+    userProperties: isUserProperties,
+};
+
+/** Checks MQTT 5 properties against the allowed names and their checks; returns a copy. */
+function checkProperties(kind: string, properties: unknown, allowed: Readonly<Record<string, PropertyCheck>>, topic: string): Record<string, unknown> {
+    if (!isRecord(properties)) throw bad(MqttErrorCode.InvalidOptions, `Invalid MQTT ${kind} option properties: must be an object`, topic);
+    for (const [name, value] of Object.entries(properties)) {
+        if (value === undefined) continue;
+        const check = allowed[name];
+        if (check === undefined) {
+            throw bad(MqttErrorCode.InvalidOptions,
+                `Invalid MQTT ${kind} property ${name}: not one a client may send (allowed: ${Object.keys(allowed).join(', ')})`, topic);
+        }
+        const problem = check(value);
+        if (problem !== null) throw bad(MqttErrorCode.InvalidOptions, `Invalid MQTT ${kind} property ${name}: ${problem}`, topic);
+    }
+    return { ...properties };
+}
+
 /** Checks publish options and returns a copy with `qos` set; the caller's object is not touched. */
 export function checkPublishOptions(topic: string, options: unknown): IClientPublishOptions {
     if (options === undefined || options === null) return { qos: 0 };
@@ -52,11 +111,10 @@ export function checkPublishOptions(topic: string, options: unknown): IClientPub
     const qos = checkQos(options.qos, topic);
     checkBoolean(options, 'retain', topic);
     checkBoolean(options, 'dup', topic);
-    if (options.properties !== undefined && !isRecord(options.properties)) {
-        throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT publish option properties: must be an object', topic);
-    }
     const copy = { ...(options as IClientPublishOptions), qos };
-    if (copy.properties) copy.properties = { ...copy.properties };
+    if (options.properties !== undefined) {
+        copy.properties = checkProperties('publish', options.properties, PUBLISH_PROPERTIES, topic);
+    }
     return copy;
 }
 
@@ -71,7 +129,9 @@ export function checkSubscribeOptions(topic: string, options: unknown): IClientS
         throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT subscribe option rh: use 0, 1 or 2', topic);
     }
     const copy: IClientSubscribeOptions = { ...(options as Partial<IClientSubscribeOptions>), qos };
-    if (copy.properties) copy.properties = { ...copy.properties };
+    if (options.properties !== undefined) {
+        copy.properties = checkProperties('subscribe', options.properties, SUBSCRIBE_PROPERTIES, topic);
+    }
     return copy;
 }
 

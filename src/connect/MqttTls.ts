@@ -153,5 +153,6 @@ const CERTIFICATE_ERRORS: ReadonlySet<string> = new Set([
 export function tlsFailureOf(err: unknown): string | undefined {
     const code = (err as { code?: unknown } | null)?.code;
     if (typeof code !== 'string') return undefined;
-    return CERTIFICATE_ERRORS.has(code) || /^ERR_(SSL|TLS)_/.test(code) ? code : undefined;
+    // EPROTO: a TLS 1.2 handshake ended by an alert (a required client certificate missing, say).
+    return CERTIFICATE_ERRORS.has(code) || /^ERR_(SSL|TLS)_/.test(code) || code === 'EPROTO' ? code : undefined;
 }

@@ -1,4 +1,4 @@
-import { connect, type IPublishPacket, type MqttClient } from 'mqtt';
+import { connect, type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
 import { ConnectionException } from 'pip-services3-commons-nodex';
 
 import { cid } from './correlation';
@@ -53,6 +53,15 @@ export async function startClient(start: MqttClientStart): Promise<MqttStartedCl
         throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
             `Cannot connect to MQTT broker at ${resolved.displayUri}: ${(err as Error).message}`).withCause(err as Error);
     }
+    // MQTT 5: a broker may impose a keepalive (server keepalive). MQTT.js honours it only while
+    // its own keepalive is on; with keepalive_timeout 0 it would never ping, and the broker would
+    // drop the connection. Seen before MQTT.js handles the CONNACK, so its keepalive timer uses it.
+    client.on('packetreceive', (packet: Packet) => {
+        const serverKeepAlive = packet.cmd === 'connack' ? packet.properties?.serverKeepAlive : undefined;
+        if (serverKeepAlive !== undefined && serverKeepAlive > 0 && client.options.keepalive === 0) {
+            client.options.keepalive = serverKeepAlive;
+        }
+    });
     const early: MqttIncoming[] = [];
     const keepEarly = (...message: MqttIncoming): void => { early.push(message); };
     client.on('message', keepEarly);

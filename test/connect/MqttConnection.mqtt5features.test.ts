@@ -111,19 +111,59 @@ describe('MqttConnection MQTT 5 features (mosquitto)', { skip: mosquittoSkip(), 
         }
     });
 
-    it('keeps the server keepalive the broker imposes, and stays connected by it', async () => {
+    it('keeps the server keepalive the broker imposes, and stays connected by it, also with keepalive_timeout 0', async () => {
         // Mosquitto's smallest max_keepalive is 10 seconds.
         const broker = await startMosquitto({ extraConfig: ['max_keepalive 10'] });
         const { references, counters } = testReferences();
-        const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.keepalive_timeout', 60000);
+        const longer = newConnection(broker.url, 'options.protocol_version', 5, 'options.keepalive_timeout', 60000);
+        // MQTT.js alone would never ping with keepalive 0, and Mosquitto imposes 10 s on it too.
+        const off = newConnection(broker.url, 'options.protocol_version', 5, 'options.keepalive_timeout', 0);
+        longer.setReferences(references);
+        off.setReferences(references);
+        try {
+            await Promise.all([longer.open(null), off.open(null)]);
+            assert.equal(longer.getStatus().keepAlive, 10);
+            assert.equal(off.getStatus().keepAlive, 10);
+            // Idle for more than 1.5 x 10 s: Mosquitto drops a client that keeps to 60 s or to none.
+            await delay(16000);
+            assert.equal(longer.isConnected(), true);
+            assert.equal(off.isConnected(), true);
+            assert.equal(counters.increments.get('mqtt.connection_losses') ?? 0, 0);
+        } finally {
+            await longer.close(null);
+            await off.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('refuses publish and subscribe properties MQTT.js would choke on, and stays connected', async () => {
+        const broker = await startMosquitto();
+        const { references, counters } = testReferences();
+        const connection = newConnection(broker.url, 'options.protocol_version', 5);
         connection.setReferences(references);
         try {
             await connection.open(null);
-            assert.equal(connection.getStatus().keepAlive, 10);
-            // Idle for more than 1.5 x 10 s: Mosquitto would drop a client that kept to its own 60 s.
-            await delay(16000);
-            assert.equal(connection.isConnected(), true);
-            assert.equal(counters.increments.get('mqtt.connection_losses') ?? 0, 0);
+            const topic = uniqueTopic('badprops');
+            const badPublish: Record<string, unknown>[] = [
+                { messageExpiryInterval: -1 }, { messageExpiryInterval: 'x' }, { messageExpiryInterval: 2 ** 33 },
+                { contentType: 5 }, { payloadFormatIndicator: 1 }, { userProperties: { a: null } }, { userProperties: { a: 5 } },
+                { correlationData: 42 }, { responseTopic: 'a/+' }, { topicAlias: 3 }, { foo: 'bar' }, { subscriptionIdentifier: 1 },
+            ];
+            for (const properties of badPublish) {
+                await assert.rejects(connection.publish(topic, 'x', { qos: 1, properties } as never),
+                    (err: BadRequestException) => err instanceof BadRequestException && err.code === MqttErrorCode.InvalidOptions,
+                    JSON.stringify(properties));
+            }
+            for (const properties of [{ subscriptionIdentifier: 0 }, { subscriptionIdentifier: 1.5 }, { userProperties: 'x' }, { bar: 1 }]) {
+                await assert.rejects(connection.subscribe(topic, { qos: 1, properties } as never, new RecordingListener()),
+                    { code: MqttErrorCode.InvalidOptions }, JSON.stringify(properties));
+            }
+            const listener = new RecordingListener();
+            await connection.subscribe(topic, { qos: 1, properties: { subscriptionIdentifier: 7 } }, listener);
+            await connection.publish(topic, 'fine', { qos: 1, properties: { userProperties: { a: '5' }, correlationData: Buffer.from('text') } });
+            await waitFor(() => listener.received.length === 1, 5000, 'the valid message');
+            assert.deepEqual(listener.received[0].packet.properties?.subscriptionIdentifier, 7);
+            assert.equal(counters.increments.get('mqtt.connection_losses') ?? 0, 0, 'no bad packet reached the client');
         } finally {
             await connection.close(null);
             await broker.stop();
