@@ -1,6 +1,9 @@
+import { inspect } from 'node:util';
+
 import type { IMessageQueue } from 'pip-services3-messaging-nodex';
 import { MessageQueueFactory } from 'pip-services3-messaging-nodex';
 
+import { redactConfig } from '../connect/redact';
 import { MqttMessageQueue } from '../queues/MqttMessageQueue';
 import { MqttDescriptors } from './MqttDescriptors';
 import { queueName } from './queueName';
@@ -30,5 +33,15 @@ export class MqttMessageQueueFactory extends MessageQueueFactory {
         if (this._config != null) queue.configure(this._config);
         if (this._references != null) queue.setReferences(this._references);
         return queue;
+    }
+
+    /** For JSON.stringify: the configuration the queues get, with secrets replaced by `***`. */
+    public toJSON(): Record<string, unknown> {
+        return { component: 'MqttMessageQueueFactory', config: this._config != null ? redactConfig(this._config) : null };
+    }
+
+    /** For console.log and util.inspect: what toJSON() shows, so no secret is printed. */
+    public [inspect.custom](): Record<string, unknown> {
+        return this.toJSON();
     }
 }

@@ -1,10 +1,12 @@
 import { inspect } from 'node:util';
 
 import { ConfigException, ConfigParams, Descriptor, type IReferenceable, type IReferences, type IConfigurable } from 'pip-services3-commons-nodex';
-import { ConnectionParams, CredentialResolver, type CredentialParams, type IDiscovery } from 'pip-services3-components-nodex';
+import { ConnectionParams, type IDiscovery } from 'pip-services3-components-nodex';
 
 import { MqttErrorCode } from './MqttErrorCode';
-import { hasTlsSources, type MqttTlsSources } from './MqttTls';
+import { resolveCredential, tlsSources } from './MqttCredentials';
+import { configConflict } from './MqttErrors';
+import { firstTlsKey, type MqttTlsSources } from './MqttTls';
 import { cid } from './correlation';
 import { redactConfig } from './redact';
 import { nonEmpty } from './text';
@@ -123,20 +125,15 @@ export function defaultPort(protocol: MqttProtocol): number {
  *     const { servers } = await resolver.resolve('123');
  */
 export class MqttConnectionResolver implements IConfigurable, IReferenceable {
-    protected _credentialResolver: CredentialResolver = new CredentialResolver();
     private _config: ConfigParams = new ConfigParams();
     private _references: IReferences | null = null;
 
     public configure(config: ConfigParams): void {
         this._config = config;
-        // A new resolver: CredentialResolver.configure() adds to the credentials it has, and the
-        // first one wins, so configuring twice would keep the old credential.
-        this._credentialResolver = new CredentialResolver(config, this._references ?? undefined);
     }
 
     public setReferences(references: IReferences): void {
         this._references = references;
-        this._credentialResolver.setReferences(references);
     }
 
     /** For JSON.stringify: the configuration with secrets replaced by `***`. */
@@ -157,7 +154,7 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
      */
     public async resolve(correlationId: string | null): Promise<MqttResolvedConnection> {
         const connections = await this.resolveConnections(correlationId);
-        const credential = await this.resolveCredential(correlationId);
+        const credential = await resolveCredential(correlationId, this._config, this._references);
 
         const uriOptions = new ConfigParams();
         let uriUser: { username?: string; password?: string } | null = null;
@@ -168,29 +165,29 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
             for (const [name, value] of Object.entries(parsed.query)) {
                 const previous = uriOptions.getAsNullableString(name);
                 if (previous != null && previous !== value) {
-                    throw conflict(correlationId, `${key}.uri`, `query parameter for '${name}' differs between connections`);
+                    throw configConflict(correlationId, `${key}.uri`, `query parameter for '${name}' differs between connections`);
                 }
                 uriOptions.setAsObject(name, value);
             }
             if (parsed.username !== undefined || parsed.password !== undefined) {
                 if (uriUser != null && (uriUser.username !== parsed.username || uriUser.password !== parsed.password)) {
-                    throw conflict(correlationId, `${key}.uri`, 'user info differs between connections');
+                    throw configConflict(correlationId, `${key}.uri`, 'user info differs between connections');
                 }
                 uriUser = { username: parsed.username, password: parsed.password };
             }
         }
         checkFailover(correlationId, connections.map((c) => c.key), servers);
 
-        const value = (name: string): string | undefined => nonEmpty(credential?.getAsNullableString(name));
-        const username = pick(correlationId, 'credential.username', uriUser?.username, value('username'));
-        const password = pick(correlationId, 'credential.password', uriUser?.password, value('password'));
-        const tls = tlsSources(correlationId, value);
-        if (hasTlsSources(tls) && !servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss')) {
-            const key = tls.caFile !== undefined ? 'credential.ssl_ca_file' : tls.certFile !== undefined ? tls.certKey as string
-                : tls.keyFile !== undefined ? 'credential.ssl_key_file' : 'credential.ssl_passphrase';
+        const value = (name: string): string | undefined => nonEmpty(credential?.values.getAsNullableString(name));
+        const prefix = credential?.key ?? 'credential';
+        const username = pick(correlationId, `${prefix}.username`, uriUser?.username, value('username'));
+        const password = pick(correlationId, `${prefix}.password`, uriUser?.password, value('password'));
+        const tls: MqttTlsSources = tlsSources(correlationId, credential);
+        const tlsKey = firstTlsKey(tls);
+        if (tlsKey !== undefined && !servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss')) {
             // MQTT.js would quietly switch such a connection to TLS, or ignore the files.
             throw new ConfigException(cid(correlationId), MqttErrorCode.BadTls,
-                `MQTT TLS setting ${key} is set, but no connection uses mqtts or wss`).withDetails('key', key);
+                `MQTT TLS setting ${tlsKey} is set, but no connection uses mqtts or wss`).withDetails('key', tlsKey);
         }
         return {
             servers,
@@ -260,70 +257,6 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         }
         return found;
     }
-
-    /**
-     * The credential: looked up in a credential store when `store_key` is set, completed by the
-     * keys configured beside it; or the configured one.
-     */
-    private async resolveCredential(correlationId: string | null): Promise<ConfigParams | null> {
-        const found = await this.lookupCredential(correlationId);
-        if (found == null) return null;
-        const merged = new ConfigParams(found);
-        const beside = this._config.getSection('credential');
-        for (const name of beside.getKeys()) {
-            if (name === 'store_key') continue;
-            const configured = nonEmpty(beside.getAsNullableString(name));
-            const stored = nonEmpty(found.getAsNullableString(name));
-            if (configured === undefined) continue;
-            if (stored !== undefined && stored !== configured) {
-                // The message names the key, never the values: they may be secrets.
-                throw conflict(correlationId, `credential.${name}`, 'the configured value differs from the one in the credential store');
-            }
-            merged.setAsObject(name, configured);
-        }
-        return merged;
-    }
-
-    private async lookupCredential(correlationId: string | null): Promise<CredentialParams | null> {
-        const configured = this._credentialResolver.getAll();
-        if (configured.length === 0) return null;
-        let credential: CredentialParams | null;
-        try {
-            credential = await this._credentialResolver.lookup(correlationId as string);
-        } catch (err) {
-            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
-                'MQTT credential could not be looked up in a credential store')
-                .withDetails('key', 'credential.store_key').withCause(err as Error);
-        }
-        if (credential == null) {
-            const keys = configured.filter((c) => c.useCredentialStore()).map((c) => c.getStoreKey()).join(', ');
-            throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
-                `MQTT credential for store key '${keys}' was not found`)
-                .withDetails('key', 'credential.store_key');
-        }
-        return credential;
-    }
-}
-
-/** The TLS files and passphrase of the credential; `ssl_cert_file` is an alias of `ssl_crt_file`. */
-function tlsSources(correlationId: string | null, value: (name: string) => string | undefined): MqttTlsSources {
-    const crt = value('ssl_crt_file');
-    const cert = value('ssl_cert_file');
-    if (crt !== undefined && cert !== undefined && crt !== cert) {
-        throw conflict(correlationId, 'credential.ssl_cert_file', 'it names another file than its alias credential.ssl_crt_file');
-    }
-    const sources: { -readonly [K in keyof MqttTlsSources]: MqttTlsSources[K] } = {};
-    const caFile = value('ssl_ca_file');
-    if (caFile !== undefined) sources.caFile = caFile;
-    if (crt !== undefined || cert !== undefined) {
-        sources.certFile = crt ?? cert;
-        sources.certKey = crt !== undefined ? 'credential.ssl_crt_file' : 'credential.ssl_cert_file';
-    }
-    const keyFile = value('ssl_key_file');
-    if (keyFile !== undefined) sources.keyFile = keyFile;
-    const passphrase = value('ssl_passphrase');
-    if (passphrase !== undefined) sources.passphrase = passphrase;
-    return sources;
 }
 
 interface ParsedConnection {
@@ -366,11 +299,19 @@ function parseConnection(correlationId: string | null, connection: ConnectionPar
         throw new ConfigException(cid(correlationId), MqttErrorCode.BadUri, `MQTT connection uri cannot be parsed: ${key}.uri`)
             .withDetails('key', `${key}.uri`).withCause(err as Error);
     }
+    if (url.username === '' && url.password === '' && uri.includes('@')) {
+        // A password holding '/', '?' or '#' ends the address early: the parser then finds no user
+        // info, takes part of the password for a host or port, and the rest would show in errors.
+        // The message repeats nothing of the uri.
+        throw new ConfigException(cid(correlationId), MqttErrorCode.BadUri,
+            `MQTT connection uri has an '@' outside its user info: ${key}.uri. Percent-encode '/', '?', '#' and '@' ` +
+            'in a user name or password (and \'@\' anywhere else)').withDetails('key', `${key}.uri`);
+    }
     const scheme = url.protocol.replace(/:$/, '');
     const uriProtocol = toMqttProtocol(scheme);
     if (uriProtocol == null) throw unknownProtocol(correlationId, `${key}.uri`, scheme);
     if (protocol != null && protocol !== uriProtocol) {
-        throw conflict(correlationId, `${key}.protocol`, `protocol '${explicitProtocol}' differs from the uri scheme '${scheme}'`);
+        throw configConflict(correlationId, `${key}.protocol`, `protocol '${explicitProtocol}' differs from the uri scheme '${scheme}'`);
     }
     const host = stripBrackets(url.hostname);
     if (host === '') {
@@ -378,15 +319,15 @@ function parseConnection(correlationId: string | null, connection: ConnectionPar
             .withDetails('key', `${key}.uri`);
     }
     if (explicitHost != null && stripBrackets(explicitHost).toLowerCase() !== host.toLowerCase()) {
-        throw conflict(correlationId, `${key}.host`, `host '${explicitHost}' differs from the uri host '${host}'`);
+        throw configConflict(correlationId, `${key}.host`, `host '${explicitHost}' differs from the uri host '${host}'`);
     }
     const port = url.port === '' ? defaultPort(uriProtocol) : checkPort(correlationId, `${key}.uri`, url.port);
     if (explicitPort != null && explicitPort !== port) {
-        throw conflict(correlationId, `${key}.port`, `port ${explicitPort} differs from the uri port ${port}`);
+        throw configConflict(correlationId, `${key}.port`, `port ${explicitPort} differs from the uri port ${port}`);
     }
     const uriPath = url.pathname !== '' && url.pathname !== '/' ? url.pathname : null;
     if (explicitPath != null && uriPath != null && explicitPath !== uriPath) {
-        throw conflict(correlationId, `${key}.path`, `path '${explicitPath}' differs from the uri path '${uriPath}'`);
+        throw configConflict(correlationId, `${key}.path`, `path '${explicitPath}' differs from the uri path '${uriPath}'`);
     }
 
     const query: Record<string, string> = {};
@@ -398,7 +339,7 @@ function parseConnection(correlationId: string | null, connection: ConnectionPar
                 .withDetails('key', `${key}.uri`).withDetails('parameter', name);
         }
         if (query[configKey] !== undefined && query[configKey] !== value) {
-            throw conflict(correlationId, `${key}.uri`, `query parameter for '${configKey}' is given twice`);
+            throw configConflict(correlationId, `${key}.uri`, `query parameter for '${configKey}' is given twice`);
         }
         query[configKey] = value;
     }
@@ -432,10 +373,10 @@ function checkFailover(correlationId: string | null, keys: string[], servers: Mq
     const isWs = (s: MqttServer): boolean => s.protocol === 'ws' || s.protocol === 'wss';
     servers.forEach((server, i) => {
         if (isWs(server) !== isWs(first)) {
-            throw conflict(correlationId, keys[i], 'failover servers must all use WebSocket (ws, wss) or all use TCP (mqtt, mqtts)');
+            throw configConflict(correlationId, keys[i], 'failover servers must all use WebSocket (ws, wss) or all use TCP (mqtt, mqtts)');
         }
         if (server.path !== first.path) {
-            throw conflict(correlationId, `${keys[i]}.path`, `failover WebSocket servers must share one path ('${first.path}')`);
+            throw configConflict(correlationId, `${keys[i]}.path`, `failover WebSocket servers must share one path ('${first.path}')`);
         }
     });
 }
@@ -460,16 +401,12 @@ function unknownProtocol(correlationId: string | null, key: string, value: strin
         .withDetails('key', key);
 }
 
-function conflict(correlationId: string | null, key: string, message: string): ConfigException {
-    return new ConfigException(cid(correlationId), MqttErrorCode.ConflictingConfig, `MQTT configuration conflict at ${key}: ${message}`)
-        .withDetails('key', key);
-}
 
 /** Chooses between a value from the uri and one from its own key; both given and different is a conflict. */
 function pick(correlationId: string | null, key: string, fromUri: string | undefined, fromKey: string | undefined): string | undefined {
     if (fromUri !== undefined && fromKey !== undefined && fromUri !== fromKey) {
         // The message names the key, never the values: they may be secrets.
-        throw conflict(correlationId, key, 'the value differs from the one in the connection uri');
+        throw configConflict(correlationId, key, 'the value differs from the one in the connection uri');
     }
     return fromKey ?? fromUri;
 }

@@ -1,6 +1,6 @@
-import { ApplicationException, ConnectionException, InvalidStateException } from 'pip-services3-commons-nodex';
+import { ApplicationException, ConfigException, ConnectionException, InvalidStateException } from 'pip-services3-commons-nodex';
 
-import { NO_CID } from './correlation';
+import { cid, NO_CID } from './correlation';
 import { MqttErrorCode } from './MqttErrorCode';
 
 /**
@@ -57,4 +57,13 @@ export function brokerRefusal(code: string, message: string, topic: string, reas
 /** The error pending operations get when the connection is closed under them. */
 export function closedError(correlationId: string): InvalidStateException {
     return new InvalidStateException(correlationId, MqttErrorCode.Closed, 'MQTT connection was closed');
+}
+
+/**
+ * A value given twice with different values (in the uri and as its own key, in a credential
+ * store and beside its store_key, ...). The message names the key, never the values: they may be secrets.
+ */
+export function configConflict(correlationId: string | null, key: string, message: string): ConfigException {
+    return new ConfigException(cid(correlationId), MqttErrorCode.ConflictingConfig, `MQTT configuration conflict at ${key}: ${message}`)
+        .withDetails('key', key);
 }

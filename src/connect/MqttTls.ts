@@ -8,14 +8,16 @@ import { cid } from './correlation';
 import { MqttErrorCode } from './MqttErrorCode';
 
 /**
- * The TLS settings as configured (in `credential.*`, from config or a credential store):
- * file paths and the key's passphrase. Each field remembers its configuration key for errors.
+ * The TLS settings as configured (in a credential, from config or a credential store): file
+ * paths and the key's passphrase, with what errors need to name their configuration keys.
  */
 export interface MqttTlsSources {
+    /** The credential's configuration key: `credential` or `credentials.N`. */
+    readonly prefix: string;
+    /** The name the certificate file was given under: `ssl_crt_file` or its alias `ssl_cert_file`. */
+    readonly certName: 'ssl_crt_file' | 'ssl_cert_file';
     readonly caFile?: string;
     readonly certFile?: string;
-    /** The key that named the certificate file: `credential.ssl_crt_file` or its alias `credential.ssl_cert_file`. */
-    readonly certKey?: string;
     readonly keyFile?: string;
     readonly passphrase?: string;
 }
@@ -30,10 +32,11 @@ export interface MqttTlsOptions {
     rejectUnauthorized: boolean;
 }
 
-/** True when any TLS file or the passphrase is configured. */
-export function hasTlsSources(sources: MqttTlsSources): boolean {
-    return sources.caFile !== undefined || sources.certFile !== undefined || sources.keyFile !== undefined
-        || sources.passphrase !== undefined;
+/** The configuration key of the first TLS file or passphrase configured, or undefined when none is. */
+export function firstTlsKey(sources: MqttTlsSources): string | undefined {
+    const name = sources.caFile !== undefined ? 'ssl_ca_file' : sources.certFile !== undefined ? sources.certName
+        : sources.keyFile !== undefined ? 'ssl_key_file' : sources.passphrase !== undefined ? 'ssl_passphrase' : undefined;
+    return name === undefined ? undefined : `${sources.prefix}.${name}`;
 }
 
 /**
@@ -46,34 +49,36 @@ export function hasTlsSources(sources: MqttTlsSources): boolean {
 export async function loadTls(
     correlationId: string | null, sources: MqttTlsSources, serverName: string | undefined, rejectUnauthorized: boolean,
 ): Promise<MqttTlsOptions> {
-    const certKey = sources.certKey ?? 'credential.ssl_crt_file';
+    const caKey = `${sources.prefix}.ssl_ca_file`;
+    const certKey = `${sources.prefix}.${sources.certName}`;
+    const keyKey = `${sources.prefix}.ssl_key_file`;
+    const passphraseKey = `${sources.prefix}.ssl_passphrase`;
     if (sources.certFile !== undefined && sources.keyFile === undefined) {
-        throw badTls(correlationId, 'credential.ssl_key_file', `is needed with ${certKey}: a client certificate needs its private key`);
+        throw badTls(correlationId, keyKey, `is needed with ${certKey}: a client certificate needs its private key`);
     }
     if (sources.keyFile !== undefined && sources.certFile === undefined) {
-        throw badTls(correlationId, certKey, 'is needed with credential.ssl_key_file: a private key needs its client certificate');
+        throw badTls(correlationId, certKey, `is needed with ${keyKey}: a private key needs its client certificate`);
     }
     if (sources.passphrase !== undefined && sources.keyFile === undefined) {
-        throw badTls(correlationId, 'credential.ssl_passphrase', 'is set but credential.ssl_key_file is not: it decrypts that key');
+        throw badTls(correlationId, passphraseKey, `is set but ${keyKey} is not: it decrypts that key`);
     }
 
     const options: MqttTlsOptions = { rejectUnauthorized };
     if (serverName !== undefined) options.servername = serverName;
     if (sources.caFile !== undefined) {
-        options.ca = await read(correlationId, 'credential.ssl_ca_file', sources.caFile);
-        checkCertificates(correlationId, 'credential.ssl_ca_file', sources.caFile, options.ca);
+        options.ca = await read(correlationId, caKey, sources.caFile);
+        checkCertificates(correlationId, caKey, sources.caFile, options.ca);
     }
     if (sources.certFile !== undefined && sources.keyFile !== undefined) {
         options.cert = await read(correlationId, certKey, sources.certFile);
         checkCertificates(correlationId, certKey, sources.certFile, options.cert);
-        options.key = await read(correlationId, 'credential.ssl_key_file', sources.keyFile);
-        checkKey(correlationId, sources, options.key);
+        options.key = await read(correlationId, keyKey, sources.keyFile);
+        checkKey(correlationId, sources, options.key, keyKey, passphraseKey);
         if (sources.passphrase !== undefined) options.passphrase = sources.passphrase;
         try {
             createSecureContext({ cert: options.cert, key: options.key, passphrase: sources.passphrase });
         } catch (err) {
-            throw badTls(correlationId, 'credential.ssl_key_file',
-                `(${sources.keyFile}) does not match the certificate in ${certKey} (${sources.certFile})`, err);
+            throw badTls(correlationId, keyKey, `(${sources.keyFile}) does not match the certificate in ${certKey} (${sources.certFile})`, err);
         }
     }
     return options;
@@ -105,23 +110,27 @@ function checkCertificates(correlationId: string | null, key: string, file: stri
     });
 }
 
-/** Checks that the key file holds a private key that the passphrase (if any) decrypts. */
-function checkKey(correlationId: string | null, sources: MqttTlsSources, content: Buffer): void {
+/**
+ * Checks that the key file holds a private key that the passphrase decrypts, and that a
+ * passphrase comes with an encrypted key only (otherwise the wrong key file is likely configured).
+ */
+function checkKey(correlationId: string | null, sources: MqttTlsSources, content: Buffer, keyKey: string, passphraseKey: string): void {
+    const encrypted = /ENCRYPTED/.test(content.toString('latin1'));
     try {
         createPrivateKey({ key: content, format: 'pem', passphrase: sources.passphrase });
     } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? '';
-        const encrypted = /ENCRYPTED/.test(content.toString('latin1'));
         if (encrypted && sources.passphrase === undefined) {
-            throw badTls(correlationId, 'credential.ssl_passphrase',
-                `is needed: the private key in credential.ssl_key_file (${sources.keyFile}) is encrypted`, err);
+            throw badTls(correlationId, passphraseKey, `is needed: the private key in ${keyKey} (${sources.keyFile}) is encrypted`, err);
         }
         if (encrypted || code === 'ERR_OSSL_BAD_DECRYPT') {
             // Never the passphrase itself, only that it is wrong.
-            throw badTls(correlationId, 'credential.ssl_passphrase',
-                `does not decrypt the private key in credential.ssl_key_file (${sources.keyFile})`, err);
+            throw badTls(correlationId, passphraseKey, `does not decrypt the private key in ${keyKey} (${sources.keyFile})`, err);
         }
-        throw badTls(correlationId, 'credential.ssl_key_file', `file ${sources.keyFile} holds no usable PEM private key`, err);
+        throw badTls(correlationId, keyKey, `file ${sources.keyFile} holds no usable PEM private key`, err);
+    }
+    if (!encrypted && sources.passphrase !== undefined) {
+        throw badTls(correlationId, passphraseKey, `is set, but the private key in ${keyKey} (${sources.keyFile}) is not encrypted`);
     }
 }
 
@@ -130,29 +139,4 @@ function badTls(correlationId: string | null, key: string, message: string, caus
         .withDetails('key', key);
     if (cause instanceof Error) error.withCause(cause);
     return error;
-}
-
-/**
- * OpenSSL's certificate verification results, as Node reports them in `err.code`
- * (see X509_verify_cert_error_string), plus the host name check.
- */
-const CERTIFICATE_ERRORS: ReadonlySet<string> = new Set([
-    'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_CRL', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE', 'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
-    'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE', 'CRL_SIGNATURE_FAILURE', 'CERT_NOT_YET_VALID',
-    'CERT_HAS_EXPIRED', 'CRL_NOT_YET_VALID', 'CRL_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD',
-    'ERROR_IN_CRL_LAST_UPDATE_FIELD', 'ERROR_IN_CRL_NEXT_UPDATE_FIELD', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN',
-    'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_CHAIN_TOO_LONG', 'CERT_REVOKED', 'INVALID_CA',
-    'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
-/**
- * The TLS failure an error reports, as its code (`SELF_SIGNED_CERT_IN_CHAIN`,
- * `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`, ...), or undefined when it is not a TLS failure:
- * the broker's certificate was not trusted, or either side refused the handshake.
- */
-export function tlsFailureOf(err: unknown): string | undefined {
-    const code = (err as { code?: unknown } | null)?.code;
-    if (typeof code !== 'string') return undefined;
-    // EPROTO: a TLS 1.2 handshake ended by an alert (a required client certificate missing, say).
-    return CERTIFICATE_ERRORS.has(code) || /^ERR_(SSL|TLS)_/.test(code) || code === 'EPROTO' ? code : undefined;
 }

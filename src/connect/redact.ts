@@ -8,20 +8,27 @@ export const REDACTED = '***';
 
 /**
  * A uri with the password in its user info replaced by `***` (the user name stays). A uri that
- * does not parse but has an `@` loses all of its user info.
+ * does not parse, or whose `@` the parser did not take as the end of user info, loses everything
+ * between its scheme and its last `@`.
  */
 export function redactUri(uri: string): string {
+    const at = uri.lastIndexOf('@');
+    if (at < 0) return uri;
+    let url: URL | null = null;
     try {
-        const url = new URL(uri);
-        if (url.password === '') return uri;
+        url = new URL(uri);
+    } catch {
+        // Redacted below.
+    }
+    if (url !== null && url.password !== '') {
         url.password = REDACTED;
         return url.toString();
-    } catch {
-        const at = uri.lastIndexOf('@');
-        if (at < 0) return uri;
-        const start = uri.indexOf('://');
-        return `${start >= 0 && start < at ? uri.substring(0, start + 3) : ''}${REDACTED}${uri.substring(at)}`;
     }
+    if (url !== null && url.username !== '') return uri;
+    // Unparsable, or an '@' the parser did not take as the end of user info: a password holding
+    // '/', '?' or '#' would otherwise show. Everything between the scheme and the last '@' goes.
+    const start = uri.indexOf('://');
+    return `${start >= 0 && start < at ? uri.substring(0, start + 3) : ''}${REDACTED}${uri.substring(at)}`;
 }
 
 /**

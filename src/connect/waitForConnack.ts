@@ -3,7 +3,7 @@ import { ConnectionException } from 'pip-services3-commons-nodex';
 
 import { MqttErrorCode } from './MqttErrorCode';
 import { reasonStringOf } from './MqttErrors';
-import { tlsFailureOf } from './MqttTls';
+import { tlsFailureOf } from './tlsFailure';
 import { cid } from './correlation';
 
 /** What [[waitForConnack]] needs to know. */
