@@ -496,6 +496,11 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         checkListener(topic, listener);
         const session = this.checkOpen();
         checkProtocolOptions(topic, subscribeOptions, session.protocolVersion);
+        if (this._subscriptions.optionsConflict(parsed, subscribeOptions, listener)) {
+            throw new BadRequestException(NO_CID, MqttErrorCode.InvalidOptions,
+                'Invalid MQTT subscribe options: the other listeners of this filter subscribed with other nl, rap, rh or properties, ' +
+                'and the broker holds one subscription per filter').withDetails('topic', topic);
+        }
         session.checkUsable();
 
         const { entry, registration, added } = this._subscriptions.add(parsed, subscribeOptions, listener);

@@ -8,6 +8,7 @@ import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-c
 import type { MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from './MqttErrorCode';
 import type { MqttTlsOptions } from './MqttTls';
+import { ReplayCopyStore } from './ReplayCopyStore';
 import { nonEmpty } from './text';
 import { cid } from './correlation';
 
@@ -183,7 +184,9 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
         // MQTT 3.1 names its protocol differently.
         protocolId: settings.protocolVersion === 3 ? 'MQIsdp' : 'MQTT',
         // False: the broker keeps our subscriptions and queues QoS 1/2 messages while we are away.
-        clean: settings.cleanSession,
+        // A broker-assigned id has no session to resume yet: a clean start (MQTT.js refuses clean
+        // false with an empty id); startClient turns clean off for the reconnects once the id is known.
+        clean: settings.cleanSession || settings.brokerAssignsClientId,
         // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
         keepalive: Math.ceil(settings.keepAliveTimeout / 1000),
         // Per attempt. With failover servers each gets its share of connect_timeout, so a silent
@@ -213,6 +216,8 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
             options.properties.topicAliasMaximum = settings.topicAliasMaximum;
             options.autoAssignTopicAlias = true;
             options.autoUseTopicAlias = true;
+            // Replays after a reconnect must not carry an alias of an earlier connection.
+            options.outgoingStore = new ReplayCopyStore();
         }
     }
     if (first.path !== undefined) options.path = first.path;

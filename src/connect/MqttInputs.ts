@@ -46,6 +46,8 @@ export function checkPayload(topic: string, data: unknown): void {
 }
 
 const MAX_UINT32 = 0xFFFFFFFF;
+/** The longest MQTT string or binary data, in bytes (a 16-bit length prefix). */
+const MAX_UTF8_BYTES = 65535;
 const MAX_SUBSCRIPTION_IDENTIFIER = 268435455;
 
 /** A check of one MQTT 5 property value: a reason it is wrong, or null. */
@@ -53,13 +55,24 @@ type PropertyCheck = (value: unknown) => string | null;
 
 const isUint = (max: number): PropertyCheck => (value) =>
     Number.isInteger(value) && (value as number) >= 0 && (value as number) <= max ? null : `must be an integer from 0 to ${max}`;
-const isString: PropertyCheck = (value) => (typeof value === 'string' ? null : 'must be a string');
+/** An MQTT UTF-8 string (MQTT 5 section 1.5.4): no U+0000, at most 65535 bytes. */
+function utf8StringProblem(value: unknown): string | null {
+    if (typeof value !== 'string') return 'must be a string';
+    if (value.includes('\u0000')) return 'must not contain NUL characters';
+    return Buffer.byteLength(value, 'utf8') > MAX_UTF8_BYTES ? `must be at most ${MAX_UTF8_BYTES} bytes of UTF-8` : null;
+}
+const isString: PropertyCheck = utf8StringProblem;
 const isBoolean: PropertyCheck = (value) => (typeof value === 'boolean' ? null : 'must be a boolean');
 const isUserProperties: PropertyCheck = (value) => {
     if (!isRecord(value)) return 'must be an object of strings or arrays of strings';
     for (const [name, entry] of Object.entries(value)) {
-        const ok = typeof entry === 'string' || (Array.isArray(entry) && entry.every((e) => typeof e === 'string'));
-        if (!ok) return `value of '${name}' must be a string or an array of strings`;
+        const nameProblem = utf8StringProblem(name);
+        if (nameProblem !== null) return `name ${nameProblem}`;
+        if (typeof entry !== 'string' && !Array.isArray(entry)) return `value of '${name}' must be a string or an array of strings`;
+        for (const item of typeof entry === 'string' ? [entry] : entry) {
+            const problem = utf8StringProblem(item);
+            if (problem !== null) return `value of '${name}' ${problem}`;
+        }
     }
     return null;
 };
@@ -75,9 +88,10 @@ const PUBLISH_PROPERTIES: Readonly<Record<string, PropertyCheck>> = {
     payloadFormatIndicator: isBoolean,
     messageExpiryInterval: isUint(MAX_UINT32),
     contentType: isString,
-    responseTopic: (value) => (typeof value === 'string' && value !== '' && !/[+#]/.test(value) && !value.includes('\u0000')
-        ? null : 'must be a topic name (not empty, no wildcards)'),
-    correlationData: (value) => (Buffer.isBuffer(value) || typeof value === 'string' ? null : 'must be a Buffer or a string'),
+    responseTopic: (value) => (typeof value === 'string' && value !== '' && !/[+#]/.test(value) && utf8StringProblem(value) === null
+        ? null : `must be a topic name (not empty, no wildcards or NUL, at most ${MAX_UTF8_BYTES} bytes)`),
+    correlationData: (value) => (Buffer.isBuffer(value) || typeof value === 'string'
+        ? (Buffer.byteLength(value) > MAX_UTF8_BYTES ? `must be at most ${MAX_UTF8_BYTES} bytes` : null) : 'must be a Buffer or a string'),
     userProperties: isUserProperties,
 };
 

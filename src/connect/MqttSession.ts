@@ -1,11 +1,13 @@
 import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient } from 'mqtt';
-import { ApplicationException, ConnectionException } from 'pip-services3-commons-nodex';
+import { ApplicationException, BadRequestException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 
 import { NO_CID, cid } from './correlation';
 import { endClient } from './endClient';
 import { sessionOutlivesConnection, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
+import { MqttSendQuota } from './MqttSendQuota';
+import { publishFits } from './publishPacketSize';
 import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf, wrapMqttError } from './MqttErrors';
 import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
 import type { MqttReconnector } from './MqttReconnector';
@@ -42,6 +44,9 @@ export class MqttSession {
     private _nextConnect: { promise: Promise<void>; resolve: () => void } | null = null;
     private _connected = true;
     private _lastError: string | null = null;
+    /** MQTT 5: the QoS 1/2 publishes the broker accepts unacknowledged (its receive maximum). */
+    private readonly _quota: MqttSendQuota;
+    private _receiveMaximum = 65535;
     /** publish() calls not settled yet. */
     private _pendingPublishes = 0;
     private _lostAt = 0;
@@ -65,6 +70,11 @@ export class MqttSession {
         private readonly _reconnector: MqttReconnector,
     ) {
         this._filters = new MqttFilterSync(this.brokerOperations(), _host.subscriptions);
+        // MQTT 5 only: the last receive maximum a broker gave (65535 when none did).
+        this._quota = new MqttSendQuota(() => {
+            this._receiveMaximum = this.client.serverProperties?.receiveMaximum ?? this._receiveMaximum;
+            return this._receiveMaximum;
+        });
         this._unrouted = _settings.cleanSession ? null : new MqttUnroutedHold(_settings.maxOfflineMessages);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
@@ -175,8 +185,22 @@ export class MqttSession {
                 `for the broker, the limit of options.max_offline_messages (${this._settings.maxOfflineMessages})`)
                 .withDetails('topic', topic).withDetails('limit', this._settings.maxOfflineMessages);
         }
+        const quota = (options.qos ?? 0) > 0 && this._settings.protocolVersion === 5 ? this._quota : null;
+        if (this._settings.protocolVersion === 5) this.checkPacketSize(topic, data, options);
         this._pendingPublishes++;
+        let slot = false;
         try {
+            if (quota) {
+                const waiting = quota.acquire();
+                if (waiting) {
+                    // Closed while waiting: the slot given later goes straight back.
+                    await this.race(waiting).catch((err: unknown) => {
+                        void waiting.then(() => quota.release());
+                        throw err;
+                    });
+                }
+                slot = true;
+            }
             await this.race(new Promise<void>((resolve, reject) => {
                 // The callback form: MQTT.js passes the PUBACK or PUBREC beside the error, with its reason string.
                 this.client.publish(topic, data, options, (err, packet) => {
@@ -188,7 +212,21 @@ export class MqttSession {
             throw wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic);
         } finally {
             this._pendingPublishes--;
+            if (slot) quota?.release();
         }
+    }
+
+    /**
+     * MQTT 5: refuses a publish above the broker's maximum packet size (from its last CONNACK).
+     * Sent, it would make the broker drop the connection, and MQTT.js would send it again after
+     * every reconnect.
+     */
+    private checkPacketSize(topic: string, data: Buffer | string, options: IClientPublishOptions): void {
+        const maximum = this.client.serverProperties?.maximumPacketSize;
+        if (maximum === undefined || publishFits(topic, data, options, maximum)) return;
+        throw new BadRequestException(NO_CID, MqttErrorCode.InvalidPayload,
+            `Invalid MQTT payload: the message does not fit in the broker's maximum packet size of ${maximum} bytes`)
+            .withDetails('topic', topic).withDetails('limit', maximum);
     }
 
     /** Throws `MQTT_NOT_CONNECTED` when the connection is down and will not come back. */

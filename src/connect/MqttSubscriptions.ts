@@ -130,6 +130,20 @@ export class MqttSubscriptions {
     }
 
     /**
+     * True when other listeners of the filter subscribed with other MQTT 5 subscribe options (nl,
+     * rap, rh, properties): the broker holds one subscription per filter, with one set of them.
+     */
+    public optionsConflict(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener): boolean {
+        const entry = this._entries.get(parsed.brokerFilter);
+        if (!entry) return false;
+        const wanted = mqtt5Options(options);
+        for (const [other, registration] of entry.registrations) {
+            if (other !== listener && mqtt5Options(registration.subscription.options) !== wanted) return true;
+        }
+        return false;
+    }
+
+    /**
      * Adds a listener to a filter.
      * @returns the entry, the listener's registration, and whether it was added now.
      */
@@ -188,4 +202,11 @@ export class MqttSubscriptions {
     public match(topic: string): IMqttMessageListener[] {
         return this._router.match(topic);
     }
+}
+
+/** The MQTT 5 subscribe options of a subscription, with their defaults, as one comparable string. */
+function mqtt5Options(options: IClientSubscribeOptions): string {
+    const properties = options.properties ?? {};
+    const sorted = Object.keys(properties).sort().map((k) => [k, (properties as Record<string, unknown>)[k]]);
+    return JSON.stringify([options.nl ?? false, options.rap ?? false, options.rh ?? 0, sorted]);
 }

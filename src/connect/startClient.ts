@@ -56,11 +56,12 @@ export async function startClient(start: MqttClientStart): Promise<MqttStartedCl
     // MQTT 5: a broker may impose a keepalive (server keepalive). MQTT.js honours it only while
     // its own keepalive is on; with keepalive_timeout 0 it would never ping, and the broker would
     // drop the connection. Seen before MQTT.js handles the CONNACK, so its keepalive timer uses it.
+    // Each CONNACK decides anew: a failover broker without a server keepalive gets ours again.
+    const ownKeepAlive = client.options.keepalive;
     client.on('packetreceive', (packet: Packet) => {
-        const serverKeepAlive = packet.cmd === 'connack' ? packet.properties?.serverKeepAlive : undefined;
-        if (serverKeepAlive !== undefined && serverKeepAlive > 0 && client.options.keepalive === 0) {
-            client.options.keepalive = serverKeepAlive;
-        }
+        if (packet.cmd !== 'connack' || ownKeepAlive !== 0) return;
+        const serverKeepAlive = packet.properties?.serverKeepAlive;
+        client.options.keepalive = serverKeepAlive !== undefined && serverKeepAlive > 0 ? serverKeepAlive : ownKeepAlive;
     });
     const early: MqttIncoming[] = [];
     const keepEarly = (...message: MqttIncoming): void => { early.push(message); };
