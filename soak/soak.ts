@@ -26,6 +26,8 @@ interface Options {
     faults: boolean;
     /** The kinds of fault to pick from (--fault-kinds cut,stall,refuse,crash). */
     faultKinds: FaultKind[];
+    /** --mqtt5: MQTT 5 with a session expiry and topic aliases (Mosquitto only). */
+    mqtt5: boolean;
 }
 
 const FAULT_KINDS = ['cut', 'stall', 'refuse', 'crash'] as const;
@@ -64,6 +66,7 @@ function readOptions(): Options {
             'no-faults': { type: 'boolean', default: false },
             'fault-kinds': { type: 'string', default: FAULT_KINDS.join(',') },
             'report-every': { type: 'string', default: '10' },
+            mqtt5: { type: 'boolean', default: false },
         },
     });
     const number = (name: string, text: string | undefined): number => {
@@ -72,6 +75,7 @@ function readOptions(): Options {
         return value;
     };
     if (values.broker !== 'mosquitto' && values.broker !== 'aedes') throw new Error(`--broker must be mosquitto or aedes, not '${values.broker}'`);
+    if (values.mqtt5 === true && values.broker === 'aedes') throw new Error('--mqtt5 needs --broker mosquitto: Aedes has no MQTT 5');
     const kinds = (values['fault-kinds'] ?? '').split(',').map((k) => k.trim());
     const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
     if (kinds.length === 0 || unknown.length > 0) throw new Error(`--fault-kinds takes ${FAULT_KINDS.join(', ')}, not '${unknown.join(',')}'`);
@@ -83,6 +87,7 @@ function readOptions(): Options {
         reportEvery: number('report-every', values['report-every']),
         faults: !values['no-faults'],
         faultKinds: kinds as FaultKind[],
+        mqtt5: values.mqtt5 === true,
     };
 }
 
@@ -138,15 +143,16 @@ async function main(): Promise<void> {
     if (!(globalThis as { gc?: unknown }).gc) console.log('note: run with node --expose-gc (npm run soak does) for steady heap readings');
     const broker = await startBroker(options.broker);
     const proxy = await FaultProxy.start(broker.host, broker.port);
-    const pub = connection(proxy.url);
-    const sub = connection(proxy.url, 'client_id', `soak${randomBytes(6).toString('hex')}`, 'options.clean_session', false);
+    const v5 = options.mqtt5 ? ['options.protocol_version', 5, 'options.topic_alias_maximum', 10] : [];
+    const pub = connection(proxy.url, ...v5);
+    const sub = connection(proxy.url, 'client_id', `soak${randomBytes(6).toString('hex')}`, 'options.clean_session', false, ...v5);
     await pub.open(null);
     await sub.open(null);
     // Each of the WINDOW publishing slots pauses between messages; together they make about `rate`.
     const stream = new NumberedStream(pub, `soak/${randomBytes(4).toString('hex')}`, WINDOW, Math.max(1, Math.round(WINDOW * 1000 / options.rate)));
     await sub.subscribe(stream.topic, { qos: 1 }, stream);
     const wire = new WireTap(sub.getConnection()!, stream.topic);
-    console.log(`soak: ${options.minutes} min on ${options.broker} through a fault proxy, about ${options.rate} msg/s, ` +
+    console.log(`soak: ${options.minutes} min on ${options.broker}${options.mqtt5 ? ' (MQTT 5, topic aliases)' : ''} through a fault proxy, about ${options.rate} msg/s, ` +
         `${options.faults ? `a fault every ~${options.faultEvery} s` : 'no faults'}; node ${process.version}`);
 
     const started = Date.now();
