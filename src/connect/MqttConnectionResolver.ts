@@ -299,7 +299,7 @@ function parseConnection(correlationId: string | null, connection: ConnectionPar
         throw new ConfigException(cid(correlationId), MqttErrorCode.BadUri, `MQTT connection uri cannot be parsed: ${key}.uri`)
             .withDetails('key', `${key}.uri`).withCause(err as Error);
     }
-    if (url.username === '' && url.password === '' && uri.includes('@')) {
+    if (url.username === '' && url.password === '' && uri.includes('@') && !atOnlyInKnownQuery(uri, url)) {
         // A password holding '/', '?' or '#' ends the address early: the parser then finds no user
         // info, takes part of the password for a host or port, and the rest would show in errors.
         // The message repeats nothing of the uri.
@@ -350,6 +350,16 @@ function parseConnection(correlationId: string | null, connection: ConnectionPar
         password: decodeUserInfo(correlationId, key, url.password),
         query,
     };
+}
+
+/**
+ * True when every '@' of a uri without user info is in a query made of known parameters (an
+ * '@' in a client_id, say). Otherwise the '@' most likely ended a password holding '/', '?' or '#'.
+ */
+function atOnlyInKnownQuery(uri: string, url: URL): boolean {
+    const queryStart = uri.indexOf('?');
+    if (queryStart < 0 || uri.indexOf('@') < queryStart || url.hash.includes('@')) return false;
+    return [...url.searchParams.keys()].every((name) => URI_QUERY_KEYS[name] !== undefined);
 }
 
 function decodeUserInfo(correlationId: string | null, key: string, value: string): string | undefined {

@@ -14,14 +14,16 @@ export interface MqttCredential {
     readonly values: ConfigParams;
 }
 
-/** The configured credentials, `credential.*` first, then `credentials.N.*`, with their keys. */
+/**
+ * The configured credentials with their keys: `credentials.N.*` when there are any (as in
+ * Pip.Services' CredentialParams.manyFromConfig, `credential.*` is then ignored), else `credential.*`.
+ */
 function configuredCredentials(config: ConfigParams): MqttCredential[] {
-    const result: MqttCredential[] = [];
-    const single = config.getSection('credential');
-    if (single.length() > 0) result.push({ key: 'credential', values: single });
     const many = config.getSection('credentials');
-    for (const name of many.getSectionNames()) result.push({ key: `credentials.${name}`, values: many.getSection(name) });
-    return result;
+    const names = many.getSectionNames();
+    if (names.length > 0) return names.map((name) => ({ key: `credentials.${name}`, values: many.getSection(name) }));
+    const single = config.getSection('credential');
+    return single.length() > 0 ? [{ key: 'credential', values: single }] : [];
 }
 
 /**

@@ -70,7 +70,8 @@ export class MqttFilterSync {
         for (;;) {
             entry.dirty = false;
             const want = entry.wantedQos();
-            const satisfied = want === null ? entry.brokerQos === null : entry.brokerQos !== null && want <= entry.brokerQos && !entry.verify;
+            const satisfied = want === null ? entry.brokerQos === null : entry.brokerQos !== null && want <= entry.brokerQos && !entry.verify
+                && entry.brokerOptionsKey === entry.wantedOptionsKey();
             if (satisfied) {
                 entry.settleCovered();
                 if (entry.dirty) continue;
@@ -97,11 +98,14 @@ export class MqttFilterSync {
                 }
                 const asked = new Set(entry.registrations.values());
                 const verifying = entry.verify;
+                const sentKey = entry.wantedOptionsKey();
                 const { code, reasonString } = await this._broker.subscribe(topic, entry.brokerOptions(want), verifying);
                 // A broker may grant less than asked; the messages then come at the lower QoS.
                 entry.verify = false;
-                if ((code & 0x80) === 0) entry.brokerQos = want;
-                else {
+                if ((code & 0x80) === 0) {
+                    entry.brokerQos = want;
+                    entry.brokerOptionsKey = sentKey;
+                } else {
                     // A refused verification: the broker may hold nothing for this filter.
                     if (verifying) entry.brokerQos = null;
                     this.refused(entry, want, code, asked, reasonString);

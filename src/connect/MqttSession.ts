@@ -1,4 +1,4 @@
-import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient, Packet } from 'mqtt';
 import { ApplicationException, BadRequestException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 
@@ -15,6 +15,9 @@ import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
 import type { IMqttMessageListener } from './IMqttMessageListener';
 import { MqttUnroutedHold } from './MqttUnroutedHold';
 
+
+/** MQTT 5: the receive maximum of a broker that gives none (section 3.2.2.3.3). */
+const DEFAULT_RECEIVE_MAXIMUM = 65535;
 /** What a session needs from its connection; read on every use, since references can change. */
 export interface MqttSessionHost {
     readonly logger: CompositeLogger;
@@ -46,7 +49,9 @@ export class MqttSession {
     private _lastError: string | null = null;
     /** MQTT 5: the QoS 1/2 publishes the broker accepts unacknowledged (its receive maximum). */
     private readonly _quota: MqttSendQuota;
-    private _receiveMaximum = 65535;
+    private _receiveMaximum = DEFAULT_RECEIVE_MAXIMUM;
+    /** MQTT 5: the largest packet the broker accepts, when it said. */
+    private _maximumPacketSize: number | undefined;
     /** publish() calls not settled yet. */
     private _pendingPublishes = 0;
     private _lostAt = 0;
@@ -70,10 +75,16 @@ export class MqttSession {
         private readonly _reconnector: MqttReconnector,
     ) {
         this._filters = new MqttFilterSync(this.brokerOperations(), _host.subscriptions);
-        // MQTT 5 only: the last receive maximum a broker gave (65535 when none did).
-        this._quota = new MqttSendQuota(() => {
-            this._receiveMaximum = this.client.serverProperties?.receiveMaximum ?? this._receiveMaximum;
-            return this._receiveMaximum;
+        // MQTT 5 limits from the last CONNACK, kept while disconnected (MQTT.js forgets them at
+        // the close), so publishes made offline are held to them too.
+        this._quota = new MqttSendQuota(() => this._receiveMaximum);
+        const fromConnack = (properties: IConnackPacket['properties']): void => {
+            this._receiveMaximum = properties?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM;
+            this._maximumPacketSize = properties?.maximumPacketSize;
+        };
+        fromConnack(client.serverProperties);
+        this.on('packetreceive', (packet: Packet) => {
+            if (packet.cmd === 'connack') fromConnack(packet.properties);
         });
         this._unrouted = _settings.cleanSession ? null : new MqttUnroutedHold(_settings.maxOfflineMessages);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
@@ -222,8 +233,8 @@ export class MqttSession {
      * every reconnect.
      */
     private checkPacketSize(topic: string, data: Buffer | string, options: IClientPublishOptions): void {
-        const maximum = this.client.serverProperties?.maximumPacketSize;
-        if (maximum === undefined || publishFits(topic, data, options, maximum)) return;
+        const maximum = this._maximumPacketSize;
+        if (maximum === undefined || publishFits(topic, data, options, maximum, this._settings.topicAliasMaximum > 0)) return;
         throw new BadRequestException(NO_CID, MqttErrorCode.InvalidPayload,
             `Invalid MQTT payload: the message does not fit in the broker's maximum packet size of ${maximum} bytes`)
             .withDetails('topic', topic).withDetails('limit', maximum);

@@ -28,6 +28,13 @@ export class MqttFilterEntry {
     public readonly registrations = new Map<IMqttMessageListener, MqttRegistration>();
     /** The QoS of the broker's subscription to this filter, or null when it holds none. */
     public brokerQos: 0 | 1 | 2 | null = null;
+    /** The MQTT 5 options (mqtt5Options) of the broker's subscription, when it holds one. */
+    public brokerOptionsKey: string | null = null;
+    /** The MQTT 5 options the listeners want, or null without listeners. */
+    public wantedOptionsKey(): string | null {
+        const first = this.registrations.values().next().value;
+        return first ? mqtt5Options(first.subscription.options) : null;
+    }
     /**
      * Set after a reconnect to a broker that says it kept the session: it may still have lost the
      * subscription (a crash between two saves), so it is sent again while listeners want it.
@@ -205,7 +212,7 @@ export class MqttSubscriptions {
 }
 
 /** The MQTT 5 subscribe options of a subscription, with their defaults, as one comparable string. */
-function mqtt5Options(options: IClientSubscribeOptions): string {
+export function mqtt5Options(options: IClientSubscribeOptions): string {
     const properties = options.properties ?? {};
     const sorted = Object.keys(properties).sort().map((k) => [k, (properties as Record<string, unknown>)[k]]);
     return JSON.stringify([options.nl ?? false, options.rap ?? false, options.rh ?? 0, sorted]);

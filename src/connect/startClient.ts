@@ -63,6 +63,8 @@ export async function startClient(start: MqttClientStart): Promise<MqttStartedCl
         const serverKeepAlive = packet.properties?.serverKeepAlive;
         client.options.keepalive = serverKeepAlive !== undefined && serverKeepAlive > 0 ? serverKeepAlive : ownKeepAlive;
     });
+    // The next CONNECT must announce our own keepalive again (not the last server's).
+    client.on('close', () => { client.options.keepalive = ownKeepAlive; });
     const early: MqttIncoming[] = [];
     const keepEarly = (...message: MqttIncoming): void => { early.push(message); };
     client.on('message', keepEarly);
