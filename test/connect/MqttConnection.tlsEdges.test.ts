@@ -30,33 +30,21 @@ async function roundTrip(connection: MqttConnection): Promise<void> {
 }
 
 describe('MqttConnection TLS and WebSocket edge cases', { timeout: 60000 }, () => {
-    it('reconnects over mqtts after a broker restart', async () => {
-        const broker = await startAedes({ tls });
-        const connection = newConnection(broker.url, ...TRUST_CA, 'options.reconnect_timeout', 100);
-        try {
-            await connection.open(null);
-            await broker.restart();
-            await waitFor(() => connection.getStatus().reconnects >= 1 && connection.isConnected(), 15000, 'the reconnect');
-            await roundTrip(connection);
-        } finally {
-            await connection.close(null);
-            await broker.stop();
-        }
-    });
-
-    it('reconnects over wss after a broker restart', async () => {
-        const broker = await startAedes({ tls, websocket: true });
-        const connection = newConnection(broker.url, ...TRUST_CA, 'options.reconnect_timeout', 100);
-        try {
-            await connection.open(null);
-            await broker.restart();
-            await waitFor(() => connection.getStatus().reconnects >= 1 && connection.isConnected(), 15000, 'the reconnect');
-            await roundTrip(connection);
-        } finally {
-            await connection.close(null);
-            await broker.stop();
-        }
-    });
+    for (const [transport, websocket] of [['mqtts', false], ['wss', true]] as const) {
+        it(`reconnects over ${transport} after a broker restart`, async () => {
+            const broker = await startAedes({ tls, websocket });
+            const connection = newConnection(broker.url, ...TRUST_CA, 'options.reconnect_timeout', 100);
+            try {
+                await connection.open(null);
+                await broker.restart();
+                await waitFor(() => connection.getStatus().reconnects >= 1 && connection.isConnected(), 15000, 'the reconnect');
+                await roundTrip(connection);
+            } finally {
+                await connection.close(null);
+                await broker.stop();
+            }
+        });
+    }
 
     it('checks a wss broker against options.ssl_server_name', async () => {
         const broker = await startAedes({ tls, websocket: true });
