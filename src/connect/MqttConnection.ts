@@ -2,7 +2,7 @@ import { inspect } from 'node:util';
 
 import type { IClientPublishOptions, IClientSubscribeOptions, MqttClient } from 'mqtt';
 import {
-    BadRequestException, ConfigException, ConfigParams, InvalidStateException,
+    BadRequestException, ConfigParams, InvalidStateException,
     type IConfigurable, type IOpenable, type IReferenceable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
 import { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
@@ -10,9 +10,9 @@ import type { IMessageQueueConnection } from 'pip-services3-messaging-nodex';
 
 import { NO_CID, cid } from './correlation';
 import type { IMqttMessageListener } from './IMqttMessageListener';
-import { MqttConnectionResolver, type MqttResolvedConnection } from './MqttConnectionResolver';
+import { MqttConnectionResolver } from './MqttConnectionResolver';
 import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
-import { MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, type MqttConnectionSettings } from './MqttConnectionSettings';
+import { MQTT_CONNECTION_DEFAULTS, makeClientId, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { closedError } from './MqttErrors';
 import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
@@ -21,8 +21,8 @@ import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions, type MqttFilterEntry } from './MqttSubscriptions';
 import { checkTopicName, parseFilter } from './MqttTopics';
 import { MqttStateTracker } from './MqttStateTracker';
-import { loadTls, type MqttTlsOptions } from './MqttTls';
 import { redactConfig } from './redact';
+import { prepareStart, type MqttStartPlan } from './prepareStart';
 import { SharedRun } from './SharedRun';
 import { startClient, type MqttStartedClient } from './startClient';
 import { nonEmpty } from './text';
@@ -320,24 +320,15 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     }
 
     private async connect(correlationId: string | null): Promise<void> {
-        let resolved: MqttResolvedConnection;
-        let tls: MqttTlsOptions | undefined;
-        let settings: MqttConnectionSettings;
+        let plan: MqttStartPlan;
         try {
-            resolved = await this._connectionResolver.resolve(correlationId);
-            settings = readSettings(correlationId, this._config, resolved.uriOptions, this._generatedClientId);
-            const usesTls = resolved.servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss');
-            if (settings.sslServerName !== undefined && !usesTls) {
-                throw new ConfigException(cid(correlationId), MqttErrorCode.BadTls,
-                    'MQTT TLS setting options.ssl_server_name is set, but no connection uses mqtts or wss')
-                    .withDetails('key', 'options.ssl_server_name');
-            }
-            tls = usesTls ? await loadTls(correlationId, resolved.tls, settings.sslServerName, settings.sslRejectUnauthorized) : undefined;
+            plan = await prepareStart(correlationId, this._connectionResolver, this._config, this._generatedClientId);
         } catch (err) {
             // close() came while the configuration was read: that, not what failed since, is the answer.
             this.throwIfAborted();
             throw err;
         }
+        const { resolved, settings, tls } = plan;
         this.throwIfAborted();
         this.applySettings(settings);
         this._displayUri = resolved.displayUri;
