@@ -98,9 +98,6 @@ describe('MqttConnection MQTT 5 edge cases', { timeout: 30000 }, () => {
                     }
                     break;
                 }
-                case 'pingreq':
-                    send({ cmd: 'pingresp' });
-                    break;
                 default:
                     break;
             }

@@ -39,7 +39,7 @@ describe('MqttConnection MQTT 5 limits and other review edge cases', { timeout: 
                 s.ka = imposed ? 1 : keepalive;
                 socket.on('close', () => clearTimeout(s.timer));
                 send({ cmd: 'connack', sessionPresent: false, reasonCode: 0, properties: imposed ? { serverKeepAlive: 1 } : {} });
-            } else if (packet.cmd === 'pingreq') send({ cmd: 'pingresp' });
+            }
             arm();
         });
         const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.keepalive_timeout', 0,
@@ -115,7 +115,7 @@ describe('MqttConnection MQTT 5 limits and other review edge cases', { timeout: 
                     s.held!.push(packet.messageId!);
                     if (s.held!.length === 3) for (const id of s.held!.splice(0)) send({ cmd: 'puback', messageId: id, reasonCode: 0 });
                 }
-            } else if (packet.cmd === 'pingreq') send({ cmd: 'pingresp' });
+            }
         });
         const connection = newConnection(broker.url, 'options.protocol_version', 5,
             'options.reconnect_timeout', 100, 'options.max_reconnect_timeout', 100);
@@ -146,7 +146,7 @@ describe('MqttConnection MQTT 5 limits and other review edge cases', { timeout: 
             } else if (packet.cmd === 'unsubscribe') {
                 for (const t of packet.unsubscriptions) held.delete(t);
                 send({ cmd: 'unsuback', messageId: packet.messageId, granted: packet.unsubscriptions.map(() => 0) });
-            } else if (packet.cmd === 'pingreq') send({ cmd: 'pingresp' });
+            }
         });
         const connection = newConnection(broker.url, 'options.protocol_version', 5);
         try {

@@ -62,9 +62,6 @@ describe('MqttConnection MQTT 5 reason strings', { timeout: 30000 }, () => {
                     send({ cmd: 'unsuback', messageId: packet.messageId, granted: [0x87],
                         properties: { reasonString: 'not yours to drop' } } as unknown as mqttPacket.IUnsubackPacket);
                     break;
-                case 'pingreq':
-                    send({ cmd: 'pingresp' });
-                    break;
                 default:
                     break;
             }

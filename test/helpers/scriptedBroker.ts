@@ -6,7 +6,10 @@ import * as mqttPacket from 'mqtt-packet';
 
 import { HOST } from './net';
 
-/** Answers one packet from the client: `send` writes a packet back, `socket` is the connection. */
+/**
+ * Answers one packet from the client: `send` writes a packet back, `socket` is the connection.
+ * PINGREQs are answered already.
+ */
 export type ScriptedHandler = (packet: mqttPacket.Packet, send: (packet: mqttPacket.Packet) => void, socket: Socket) => void;
 
 /**
@@ -24,7 +27,11 @@ export async function startScriptedBroker(handler: ScriptedHandler): Promise<{ u
         const send = (packet: mqttPacket.Packet): void => {
             if (!socket.destroyed) socket.write(mqttPacket.generate(packet, { protocolVersion: 5 }));
         };
-        parser.on('packet', (packet: mqttPacket.Packet) => handler(packet, send, socket));
+        parser.on('packet', (packet: mqttPacket.Packet) => {
+            // Every broker answers a ping; the handler still sees it (to track the keepalive, say).
+            if (packet.cmd === 'pingreq') send({ cmd: 'pingresp' });
+            handler(packet, send, socket);
+        });
         parser.on('error', () => socket.destroy());
         socket.on('data', (chunk: Buffer) => parser.parse(chunk));
     });
