@@ -81,11 +81,16 @@ import { nonEmpty } from './text';
  *   - __max_offline_messages__:  (optional) how many publishes may wait for the broker while disconnected; beyond it
  *                                publish() rejects with `MQTT_OFFLINE_LIMIT`; with a persistent session it also bounds the
  *                                messages held for listeners not subscribed yet (default: 10000)
- *   - __protocol_version__:      (optional) 4 (MQTT 3.1.1) or 5 (MQTT 5) (default: 4)
+ *   - __protocol_version__:      (optional) 3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5) (default: 4); the options
+ *                                marked MQTT 5 are refused with an older version
  *   - __session_expiry__:        (optional, MQTT 5 only) seconds the broker keeps the session after a disconnect;
  *                                default: 0 with clean_session true, never (4294967295) with clean_session false.
  *                                With clean_session true and a session_expiry, open() starts a clean session and
  *                                reconnects resume it
+ *   - __broker_assigns_client_id__: (optional, MQTT 5 only) send an empty client id and use the one the broker assigns,
+ *                                also for reconnects; not with client_id (default: false)
+ *   - __topic_alias_maximum__:   (optional, MQTT 5 only) topic aliases the broker may use towards us; above 0 our
+ *                                publishes use aliases too, up to the broker's maximum (default: 0, off)
  *   - __ssl_reject_unauthorized__: (optional) refuse a broker whose certificate is not trusted or does not name its host
  *                                (default: true)
  *   - __ssl_server_name__:       (optional) the host name the broker's certificate must name, also sent as TLS SNI
@@ -473,7 +478,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * and `retry_connect` is on, it waits for the reconnect.
      *
      * @param topic     a topic filter (`+`, `#`, `$share/<group>/<filter>`).
-     * @param options   (optional) QoS (default 0) and MQTT 5 subscribe flags; never modified.
+     * @param options   (optional) QoS (default 0) and MQTT 5 subscribe flags (nl, rap, rh, properties), which
+     *                  all listeners of one filter must share; never modified.
      * @param listener  the listener; subscribing the same listener again to the same filter does nothing.
      * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED` or `MQTT_CLOSED`,
      *   ConnectionException `MQTT_SUBSCRIBE_REJECTED` (SUBACK failure, details.reason_code) or `MQTT_NOT_CONNECTED`.

@@ -15,9 +15,9 @@ import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
 import type { IMqttMessageListener } from './IMqttMessageListener';
 import { MqttUnroutedHold } from './MqttUnroutedHold';
 
-
 /** MQTT 5: the receive maximum of a broker that gives none (section 3.2.2.3.3). */
 const DEFAULT_RECEIVE_MAXIMUM = 65535;
+
 /** What a session needs from its connection; read on every use, since references can change. */
 export interface MqttSessionHost {
     readonly logger: CompositeLogger;

@@ -52,7 +52,7 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
             options: {
                 retry_connect: 'true', connect_timeout: '30000', reconnect_timeout: '1000', max_reconnect_timeout: '30000',
                 keepalive_timeout: '60000', clean_session: 'true', max_offline_messages: '10000', protocol_version: '4',
-                ssl_reject_unauthorized: 'true',
+                broker_assigns_client_id: 'false', topic_alias_maximum: '0', ssl_reject_unauthorized: 'true',
             },
         });
         connection.configure(ConfigParams.fromTuples('client_id', 'c1', 'options.retry_connect', false,

@@ -46,6 +46,8 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             'options.clean_session': 'true',
             'options.max_offline_messages': '10000',
             'options.protocol_version': '4',
+            'options.broker_assigns_client_id': 'false',
+            'options.topic_alias_maximum': '0',
             'options.ssl_reject_unauthorized': 'true',
         });
         const connection = newConnection(broker.url);
