@@ -7,8 +7,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { mosquittoAvailable, startMosquitto } from '../test/helpers/mosquitto';
-import type { RunResult } from './throughput';
-import type { WorkerTask } from './worker';
+import type { RunResult, WorkerTask } from './worker';
 
 interface BenchBroker {
     readonly name: string;
@@ -52,7 +51,8 @@ async function startBrokers(which: string): Promise<BenchBroker[]> {
 /** Runs one task in a fresh worker process. */
 function runWorker(task: WorkerTask): Promise<RunResult> {
     return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [path.join(__dirname, 'worker.js'), JSON.stringify(task)], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'worker.js'), JSON.stringify(task)],
+            { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
         let err = '';
         child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
@@ -73,10 +73,11 @@ function median(values: number[]): number {
 
 /** One compared case: the same work for each variant. */
 interface BenchCase {
-    readonly scenario: WorkerTask['scenario'];
+    readonly scenario: string;
     readonly label: string;
     readonly broker: BenchBroker;
-    readonly params: WorkerTask['params'];
+    readonly variants: readonly string[];
+    readonly params: object;
 }
 
 interface CaseResult {
@@ -84,9 +85,70 @@ interface CaseResult {
     readonly label: string;
     readonly broker: string;
     readonly runs: Record<string, RunResult[]>;
-    readonly medianRate: Record<string, number>;
-    readonly medianCpuUs: Record<string, number>;
-    readonly ratio: number;
+    /** The median of each metric, by variant. */
+    readonly medians: Record<string, Record<string, number | null>>;
+}
+
+/** The medians of every metric the runs report. */
+function medians(runs: RunResult[]): Record<string, number | null> {
+    const result: Record<string, number | null> = {};
+    for (const key of Object.keys(runs[0] ?? {})) {
+        const values = runs.map((r) => r[key]).filter((v): v is number => typeof v === 'number');
+        result[key] = values.length > 0 ? median(values) : null;
+    }
+    return result;
+}
+
+/** Every case of every scenario, on every broker, that the filter lets through. */
+function benchCases(brokers: BenchBroker[], options: { messages: number; payloads: number[]; filter: RegExp }): BenchCase[] {
+    const cases: BenchCase[] = [];
+    const add = (c: BenchCase): void => {
+        if (options.filter.test(`${c.scenario} ${c.label}`)) cases.push(c);
+    };
+    for (const broker of brokers) {
+        for (const qos of [0, 1] as const) {
+            for (const payload of options.payloads) {
+                add({ scenario: 'throughput', label: `QoS ${qos}, ${payload} B`, broker, variants: ['raw', 'ours'],
+                    params: { url: broker.url, messages: options.messages, payload, qos, window: 100 } });
+            }
+        }
+        for (const subscriptions of [1, 100, 10_000, 100_000]) {
+            add({ scenario: 'dispatch', label: `${subscriptions} subscriptions`, broker, variants: ['raw', 'ours'],
+                params: { url: broker.url, subscriptions, messages: options.messages, payload: 64 } });
+        }
+    }
+    return cases;
+}
+
+const fmt = (value: number | null | undefined, digits = 0): string => (value == null ? '-' : value.toFixed(digits));
+
+function printTables(results: CaseResult[]): void {
+    const throughput = results.filter((r) => r.scenario === 'throughput');
+    if (throughput.length > 0) {
+        console.log('\nScenario 1: publish -> receive throughput (messages/s, medians)\n');
+        console.log('| Broker | Case | raw MQTT.js | ours | ours / raw | CPU µs/msg raw / ours |');
+        console.log('| --- | --- | --- | --- | --- | --- |');
+        for (const r of throughput) {
+            const raw = r.medians.raw;
+            const ours = r.medians.ours;
+            console.log(`| ${r.broker} | ${r.label} | ${fmt(raw.rate)} | ${fmt(ours.rate)} | ${fmt((ours.rate ?? 0) / (raw.rate ?? 1), 2)}x | ` +
+                `${fmt(raw.cpuPerMessageUs, 1)} / ${fmt(ours.cpuPerMessageUs, 1)} |`);
+        }
+    }
+    const dispatch = results.filter((r) => r.scenario === 'dispatch');
+    if (dispatch.length > 0) {
+        console.log('\nScenarios 2 and 3: S subscriptions on one connection, messages matching one (medians)\n');
+        console.log('| Broker | Case | raw msg/s | ours msg/s | ours / raw | ours / ours at 1 | CPU µs/msg raw / ours | subscribe s raw / ours | heap B/sub raw / ours |');
+        console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+        for (const r of dispatch) {
+            const raw = r.medians.raw;
+            const ours = r.medians.ours;
+            const one = dispatch.find((d) => d.broker === r.broker && d.label === '1 subscriptions')?.medians.ours.rate;
+            console.log(`| ${r.broker} | ${r.label} | ${fmt(raw.rate)} | ${fmt(ours.rate)} | ${fmt((ours.rate ?? 0) / (raw.rate ?? 1), 2)}x | ` +
+                `${one ? fmt((ours.rate ?? 0) / one, 2) : '-'}x | ${fmt(raw.cpuPerMessageUs, 1)} / ${fmt(ours.cpuPerMessageUs, 1)} | ` +
+                `${fmt(raw.subscribeSeconds, 2)} / ${fmt(ours.subscribeSeconds, 2)} | ${fmt(raw.heapPerSubscription)} / ${fmt(ours.heapPerSubscription)} |`);
+        }
+    }
 }
 
 async function main(): Promise<void> {
@@ -101,48 +163,34 @@ async function main(): Promise<void> {
     });
     const messages = Number(values.messages);
     const rounds = Number(values.rounds);
-    const payloadSizes = values.payload ? [Number(values.payload)] : [64, 4096];
-    const filter = new RegExp(values.scenario ?? '', 'i');
+    if (!(messages > 0) || !(rounds > 0)) throw new Error('--messages and --rounds must be positive numbers');
+    const payloads = values.payload ? [Number(values.payload)] : [64, 4096];
 
     const brokers = await startBrokers(values.broker ?? 'all');
-    const cases: BenchCase[] = [];
-    for (const broker of brokers) {
-        for (const qos of [0, 1] as const) {
-            for (const payload of payloadSizes) {
-                const label = `QoS ${qos}, ${payload} B`;
-                if (!filter.test(`throughput ${label}`)) continue;
-                cases.push({ scenario: 'throughput', label, broker, params: { url: broker.url, messages, payload, qos, window: 100 } });
-            }
-        }
-    }
-    const variants: WorkerTask['variant'][] = ['raw', 'ours'];
+    const cases = benchCases(brokers, { messages, payloads, filter: new RegExp(values.scenario ?? '', 'i') });
     const results: CaseResult[] = [];
-    const total = cases.length * rounds * variants.length;
+    const total = cases.reduce((n, c) => n + c.variants.length * rounds, 0);
     let done = 0;
     try {
         for (const c of cases) {
-            const runs: Record<string, RunResult[]> = { raw: [], ours: [] };
+            const runs: Record<string, RunResult[]> = Object.fromEntries(c.variants.map((v) => [v, []]));
             for (let round = 0; round < rounds; round++) {
-                // A B, then B A: neither variant always goes first.
-                const order = round % 2 === 0 ? variants : [...variants].reverse();
+                // A B, then B A: no variant always goes first.
+                const order = round % 2 === 0 ? c.variants : [...c.variants].reverse();
                 for (const variant of order) {
-                    process.stderr.write(`\r[${++done}/${total}] ${c.scenario} ${c.label} on ${c.broker.name}: ${variant} (round ${round + 1})   `);
+                    process.stderr.write(`\r[${++done}/${total}] ${c.scenario} ${c.label} on ${c.broker.name}: ${variant} (round ${round + 1})      `);
                     runs[variant].push(await runWorker({ scenario: c.scenario, variant, params: c.params }));
                 }
             }
-            const medianRate = Object.fromEntries(variants.map((v) => [v, median(runs[v].map((r) => r.rate))]));
-            const medianCpuUs = Object.fromEntries(variants.map((v) => [v, median(runs[v].map((r) => r.cpuPerMessageUs))]));
-            results.push({ scenario: c.scenario, label: c.label, broker: c.broker.name, runs, medianRate, medianCpuUs, ratio: medianRate.ours / medianRate.raw });
+            results.push({ scenario: c.scenario, label: c.label, broker: c.broker.name, runs,
+                medians: Object.fromEntries(c.variants.map((v) => [v, medians(runs[v])])) });
         }
     } finally {
         process.stderr.write('\n');
         await Promise.all(brokers.map((b) => b.stop()));
     }
 
-    const rows = results.map((r) => `| ${r.scenario} | ${r.broker} | ${r.label} | ${Math.round(r.medianRate.raw)} | ${Math.round(r.medianRate.ours)} | ` +
-        `${r.ratio.toFixed(2)}x | ${r.medianCpuUs.raw.toFixed(1)} / ${r.medianCpuUs.ours.toFixed(1)} |`);
-    console.log(['| Scenario | Broker | Case | raw MQTT.js msg/s | ours msg/s | ours / raw | CPU µs/msg raw / ours |',
-        '| --- | --- | --- | --- | --- | --- | --- |', ...rows].join('\n'));
+    printTables(results);
     const out = path.join(__dirname, '..', '..', 'bench', 'results');
     fs.mkdirSync(out, { recursive: true });
     fs.writeFileSync(path.join(out, 'latest.json'), JSON.stringify({

@@ -7,6 +7,7 @@ import { ConfigParams } from 'pip-services3-commons-nodex';
 
 import { MqttConnection } from '../src';
 import { pump, until } from './pool';
+import type { RunResult } from './worker';
 
 /** What one measured run was asked to do. */
 export interface ThroughputParams {
@@ -18,17 +19,8 @@ export interface ThroughputParams {
     readonly window: number;
 }
 
-/** What one measured run did. */
-export interface RunResult {
-    readonly messages: number;
-    readonly seconds: number;
-    /** Messages per second, publish of the first to receipt of the last. */
-    readonly rate: number;
-    /** CPU time of the whole process (publisher and subscriber) per message, in microseconds. */
-    readonly cpuPerMessageUs: number;
-}
 
-/** The two sides of a variant: send one message, and be told of each one received. */
+/** A variant's publishing side, opened with its subscriber already subscribed. */
 interface Endpoints {
     publish(topic: string, payload: Buffer, qos: 0 | 1): Promise<void>;
     close(): Promise<void>;

@@ -1,21 +1,37 @@
 // One measured run in a fresh process, so that variants never share a JIT, heap or event loop:
-// `node worker.js '<json task>'` prints `RESULT <json>` and exits.
-import { oursThroughput, rawThroughput, type RunResult, type ThroughputParams } from './throughput';
+// `node --expose-gc worker.js '<json task>'` prints `RESULT <json>` and exits.
+import { oursDispatch, rawDispatch } from './dispatch';
+import { oursThroughput, rawThroughput } from './throughput';
+
+/** What every run reports; scenarios add their own numbers. */
+export interface RunResult {
+    /** Messages per second. */
+    readonly rate: number;
+    /** CPU time of the whole worker process per message, in microseconds. */
+    readonly cpuPerMessageUs: number;
+    readonly [metric: string]: number | null;
+}
 
 /** A run to make: which scenario and variant, with what. */
 export interface WorkerTask {
-    readonly scenario: 'throughput';
-    readonly variant: 'raw' | 'ours';
-    readonly params: ThroughputParams;
+    readonly scenario: string;
+    readonly variant: string;
+    readonly params: object;
 }
 
-const RUNNERS: Record<WorkerTask['scenario'], Record<WorkerTask['variant'], (params: ThroughputParams) => Promise<RunResult>>> = {
+type Runner = (params: never) => Promise<RunResult>;
+
+/** The variants of each scenario. */
+export const RUNNERS: Readonly<Record<string, Readonly<Record<string, Runner>>>> = {
     throughput: { raw: rawThroughput, ours: oursThroughput },
+    dispatch: { raw: rawDispatch, ours: oursDispatch },
 };
 
 async function main(): Promise<void> {
     const task = JSON.parse(process.argv[2] ?? '') as WorkerTask;
-    const result = await RUNNERS[task.scenario][task.variant](task.params);
+    const run = RUNNERS[task.scenario]?.[task.variant];
+    if (!run) throw new Error(`no variant ${task.variant} of scenario ${task.scenario}`);
+    const result = await run(task.params as never);
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
 }
 
