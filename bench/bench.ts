@@ -113,7 +113,7 @@ function benchCases(brokers: BenchBroker[], options: { messages: number; payload
             }
         }
         for (const subscriptions of [1, 100, 10_000, 100_000]) {
-            add({ scenario: 'dispatch', label: `${subscriptions} subscriptions`, broker, variants: ['raw', 'ours'],
+            add({ scenario: 'dispatch', label: `${subscriptions} subscriptions`, broker, variants: ['raw', 'ours', 'predecessor'],
                 params: { url: broker.url, subscriptions, messages: options.messages, payload: 64 } });
         }
     }
@@ -138,15 +138,17 @@ function printTables(results: CaseResult[]): void {
     const dispatch = results.filter((r) => r.scenario === 'dispatch');
     if (dispatch.length > 0) {
         console.log('\nScenarios 2 and 3: S subscriptions on one connection, messages matching one (medians)\n');
-        console.log('| Broker | Case | raw msg/s | ours msg/s | ours / raw | ours / ours at 1 | CPU µs/msg raw / ours | subscribe s raw / ours | heap B/sub raw / ours |');
-        console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+        console.log('| Broker | Case | raw msg/s | ours msg/s | predecessor msg/s | ours / raw | ours / ours at 1 | ours / predecessor | ' +
+            'CPU µs/msg raw / ours / pred. | subscribe s raw / ours / pred. | heap B/sub raw / ours / pred. |');
+        console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
         for (const r of dispatch) {
-            const raw = r.medians.raw;
-            const ours = r.medians.ours;
+            const { raw, ours, predecessor: pred } = r.medians;
             const one = dispatch.find((d) => d.broker === r.broker && d.label === '1 subscriptions')?.medians.ours.rate;
-            console.log(`| ${r.broker} | ${r.label} | ${fmt(raw.rate)} | ${fmt(ours.rate)} | ${fmt((ours.rate ?? 0) / (raw.rate ?? 1), 2)}x | ` +
-                `${one ? fmt((ours.rate ?? 0) / one, 2) : '-'}x | ${fmt(raw.cpuPerMessageUs, 1)} / ${fmt(ours.cpuPerMessageUs, 1)} | ` +
-                `${fmt(raw.subscribeSeconds, 2)} / ${fmt(ours.subscribeSeconds, 2)} | ${fmt(raw.heapPerSubscription)} / ${fmt(ours.heapPerSubscription)} |`);
+            const three = (key: string, digits: number): string => [raw, ours, pred].map((m) => fmt(m?.[key], digits)).join(' / ');
+            console.log(`| ${r.broker} | ${r.label} | ${fmt(raw.rate)} | ${fmt(ours.rate)} | ${fmt(pred?.rate)} | ` +
+                `${fmt((ours.rate ?? 0) / (raw.rate ?? 1), 2)}x | ${one ? fmt((ours.rate ?? 0) / one, 2) : '-'}x | ` +
+                `${pred?.rate ? fmt((ours.rate ?? 0) / pred.rate, 1) : '-'}x | ${three('cpuPerMessageUs', 1)} | ${three('subscribeSeconds', 2)} | ` +
+                `${three('heapPerSubscription', 0)} |`);
         }
     }
 }

@@ -9,6 +9,7 @@ import { ConfigParams } from 'pip-services3-commons-nodex';
 
 import { MqttConnection } from '../src';
 import { pump, until } from './pool';
+import { openPredecessorConnection, promised } from './predecessor';
 import type { RunResult } from './worker';
 
 export interface DispatchParams {
@@ -43,9 +44,10 @@ function heapUsed(): number | null {
 async function measure(params: DispatchParams, receiver: Receiver): Promise<DispatchResult> {
     const base = `bench/dispatch/${randomBytes(4).toString('hex')}`;
     const filter = (i: number): string => (i % 2 === 0 ? `${base}/e/${i}` : `${base}/w/${i}/+`);
-    // The messages match one wildcard filter (or the only, exact, filter when there is one).
-    const target = params.subscriptions > 1 ? params.subscriptions - (params.subscriptions % 2 === 0 ? 1 : 2) : 0;
-    const topic = target % 2 === 0 ? `${base}/e/${target}` : `${base}/w/${target}/x`;
+    // The messages match the last exact filter. (Not a wildcard one: the predecessor never
+    // delivers to wildcard filters.) Every variant still holds all the wildcard filters.
+    const target = params.subscriptions - 1 - ((params.subscriptions - 1) % 2);
+    const topic = `${base}/e/${target}`;
 
     let received = 0;
     const all = until(() => received === params.messages, 180_000, `${params.messages} messages`);
@@ -109,5 +111,14 @@ export async function oursDispatch(params: DispatchParams): Promise<DispatchResu
     return measure(params, {
         subscribe: (filter, onMessage) => connection.subscribe(filter, { qos: 0 }, { onMessage }),
         close: () => connection.close(null),
+    });
+}
+
+/** The predecessor: one connection, one listener per filter (it compares each topic with every filter). */
+export async function predecessorDispatch(params: DispatchParams): Promise<DispatchResult> {
+    const connection = await openPredecessorConnection(params.url);
+    return measure(params, {
+        subscribe: (filter, onMessage) => promised((cb) => connection.subscribe(filter, { qos: 0 }, { onMessage }, cb)),
+        close: () => promised((cb) => connection.close(null as unknown as string, cb)),
     });
 }

@@ -1,6 +1,6 @@
 // One measured run in a fresh process, so that variants never share a JIT, heap or event loop:
 // `node --expose-gc worker.js '<json task>'` prints `RESULT <json>` and exits.
-import { oursDispatch, rawDispatch } from './dispatch';
+import { oursDispatch, predecessorDispatch, rawDispatch } from './dispatch';
 import { oursThroughput, rawThroughput } from './throughput';
 
 /** What every run reports; scenarios add their own numbers. */
@@ -24,7 +24,7 @@ type Runner = (params: never) => Promise<RunResult>;
 /** The variants of each scenario. */
 export const RUNNERS: Readonly<Record<string, Readonly<Record<string, Runner>>>> = {
     throughput: { raw: rawThroughput, ours: oursThroughput },
-    dispatch: { raw: rawDispatch, ours: oursDispatch },
+    dispatch: { raw: rawDispatch, ours: oursDispatch, predecessor: predecessorDispatch },
 };
 
 async function main(): Promise<void> {
