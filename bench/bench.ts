@@ -112,6 +112,14 @@ function benchCases(brokers: BenchBroker[], options: { messages: number; payload
                     params: { url: broker.url, messages: options.messages, payload, qos, window: 100 } });
             }
         }
+        for (const serializeEnvelope of [false, true]) {
+            for (const payload of options.payloads) {
+                // The predecessor sends a raw body JSON-encoded ({"type":"Buffer","data":[...]}): in raw mode it delivers no body intact.
+                const variants = serializeEnvelope ? ['raw', 'ours', 'predecessor'] : ['raw', 'ours'];
+                add({ scenario: 'queue', label: `${serializeEnvelope ? 'envelope' : 'raw'}, ${payload} B`, broker, variants,
+                    params: { url: broker.url, messages: options.messages, payload, serializeEnvelope, window: 100 } });
+            }
+        }
         for (const subscriptions of [1, 100, 10_000, 100_000]) {
             add({ scenario: 'dispatch', label: `${subscriptions} subscriptions`, broker, variants: ['raw', 'ours', 'predecessor'],
                 params: { url: broker.url, subscriptions, messages: options.messages, payload: 64 } });
@@ -133,6 +141,18 @@ function printTables(results: CaseResult[]): void {
             const ours = r.medians.ours;
             console.log(`| ${r.broker} | ${r.label} | ${fmt(raw.rate)} | ${fmt(ours.rate)} | ${fmt((ours.rate ?? 0) / (raw.rate ?? 1), 2)}x | ` +
                 `${fmt(raw.cpuPerMessageUs, 1)} / ${fmt(ours.cpuPerMessageUs, 1)} |`);
+        }
+    }
+    const queue = results.filter((r) => r.scenario === 'queue');
+    if (queue.length > 0) {
+        console.log('\nScenario 4: MqttMessageQueue send -> receive, QoS 1 (messages/s, medians)\n');
+        console.log('| Broker | Case | raw MQTT.js | ours | predecessor | ours / raw | ours / predecessor | CPU µs/msg raw / ours / pred. |');
+        console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+        for (const r of queue) {
+            const { raw, ours, predecessor: pred } = r.medians;
+            console.log(`| ${r.broker} | ${r.label} | ${fmt(raw.rate)} | ${fmt(ours.rate)} | ${fmt(pred?.rate)} | ` +
+                `${fmt((ours.rate ?? 0) / (raw.rate ?? 1), 2)}x | ${pred?.rate ? fmt((ours.rate ?? 0) / pred.rate, 2) : '-'}x | ` +
+                `${[raw, ours, pred].map((m) => fmt(m?.cpuPerMessageUs, 1)).join(' / ')} |`);
         }
     }
     const dispatch = results.filter((r) => r.scenario === 'dispatch');

@@ -1,6 +1,7 @@
 // One measured run in a fresh process, so that variants never share a JIT, heap or event loop:
 // `node --expose-gc worker.js '<json task>'` prints `RESULT <json>` and exits.
 import { oursDispatch, predecessorDispatch, rawDispatch } from './dispatch';
+import { oursQueue, predecessorQueue, rawQueue } from './queue';
 import { oursThroughput, rawThroughput } from './throughput';
 
 /** What every run reports; scenarios add their own numbers. */
@@ -25,6 +26,7 @@ type Runner = (params: never) => Promise<RunResult>;
 export const RUNNERS: Readonly<Record<string, Readonly<Record<string, Runner>>>> = {
     throughput: { raw: rawThroughput, ours: oursThroughput },
     dispatch: { raw: rawDispatch, ours: oursDispatch, predecessor: predecessorDispatch },
+    queue: { raw: rawQueue, ours: oursQueue, predecessor: predecessorQueue },
 };
 
 async function main(): Promise<void> {
