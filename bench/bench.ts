@@ -120,6 +120,8 @@ function benchCases(brokers: BenchBroker[], options: { messages: number; payload
                     params: { url: broker.url, messages: options.messages, payload, serializeEnvelope, window: 100 } });
             }
         }
+        add({ scenario: 'latency', label: 'QoS 1, 1000 msg/s, 64 B', broker, variants: ['raw', 'ours'],
+            params: { url: broker.url, messages: Math.min(options.messages, 10_000), rate: 1000, payload: 64 } });
         for (const subscriptions of [1, 100, 10_000, 100_000]) {
             add({ scenario: 'dispatch', label: `${subscriptions} subscriptions`, broker, variants: ['raw', 'ours', 'predecessor'],
                 params: { url: broker.url, subscriptions, messages: options.messages, payload: 64 } });
@@ -153,6 +155,16 @@ function printTables(results: CaseResult[]): void {
             console.log(`| ${r.broker} | ${r.label} | ${fmt(raw.rate)} | ${fmt(ours.rate)} | ${fmt(pred?.rate)} | ` +
                 `${fmt((ours.rate ?? 0) / (raw.rate ?? 1), 2)}x | ${pred?.rate ? fmt((ours.rate ?? 0) / pred.rate, 2) : '-'}x | ` +
                 `${[raw, ours, pred].map((m) => fmt(m?.cpuPerMessageUs, 1)).join(' / ')} |`);
+        }
+    }
+    const latency = results.filter((r) => r.scenario === 'latency');
+    if (latency.length > 0) {
+        console.log('\nScenario 5: round-trip latency at a fixed rate (ms, medians of the runs)\n');
+        console.log('| Broker | Case | p50 raw / ours | p99 raw / ours | max raw / ours | CPU µs/msg raw / ours |');
+        console.log('| --- | --- | --- | --- | --- | --- |');
+        for (const r of latency) {
+            const two = (key: string, digits: number): string => [r.medians.raw, r.medians.ours].map((m) => fmt(m?.[key], digits)).join(' / ');
+            console.log(`| ${r.broker} | ${r.label} | ${two('p50Ms', 2)} | ${two('p99Ms', 2)} | ${two('maxMs', 1)} | ${two('cpuPerMessageUs', 1)} |`);
         }
     }
     const dispatch = results.filter((r) => r.scenario === 'dispatch');

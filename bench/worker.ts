@@ -1,6 +1,7 @@
 // One measured run in a fresh process, so that variants never share a JIT, heap or event loop:
 // `node --expose-gc worker.js '<json task>'` prints `RESULT <json>` and exits.
 import { oursDispatch, predecessorDispatch, rawDispatch } from './dispatch';
+import { oursLatency, rawLatency } from './latency';
 import { oursQueue, predecessorQueue, rawQueue } from './queue';
 import { oursThroughput, rawThroughput } from './throughput';
 
@@ -27,6 +28,7 @@ export const RUNNERS: Readonly<Record<string, Readonly<Record<string, Runner>>>>
     throughput: { raw: rawThroughput, ours: oursThroughput },
     dispatch: { raw: rawDispatch, ours: oursDispatch, predecessor: predecessorDispatch },
     queue: { raw: rawQueue, ours: oursQueue, predecessor: predecessorQueue },
+    latency: { raw: rawLatency, ours: oursLatency },
 };
 
 async function main(): Promise<void> {
