@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { mosquittoAvailable, startMosquitto } from '../test/helpers/mosquitto';
+import { dispatchChart, type ChartLine } from './chart';
 import type { RunResult, WorkerTask } from './worker';
 
 interface BenchBroker {
@@ -230,7 +231,23 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(out, 'latest.json'), JSON.stringify({
         date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, messages, rounds, results,
     }, null, 2) + '\n');
-    console.log(`\nwritten: bench/results/latest.json (medians of ${rounds} runs per variant, alternating)`);
+    const dispatchResults = results.filter((r) => r.scenario === 'dispatch');
+    let written = 'bench/results/latest.json';
+    if (dispatchResults.length > 0) {
+        const variantsSeen = [...new Set(dispatchResults.flatMap((r) => Object.keys(r.medians)))];
+        const brokersSeen = [...new Set(dispatchResults.map((r) => r.broker))];
+        const lines: ChartLine[] = brokersSeen.flatMap((broker) => variantsSeen.map((variant) => ({
+            label: `${variant} (${broker})`,
+            points: dispatchResults.filter((r) => r.broker === broker && r.medians[variant]?.rate != null)
+                .map((r) => ({ subscriptions: Number(/^\d+/.exec(r.label)?.[0]), rate: r.medians[variant].rate as number })),
+        }))).filter((l) => l.points.length > 0);
+        fs.writeFileSync(path.join(out, 'latest.svg'), dispatchChart('Receive rate vs subscriptions on one connection (medians)', lines, (label) => ({
+            color: variantsSeen.findIndex((v) => label.startsWith(`${v} (`)),
+            dash: brokersSeen.findIndex((b) => label.endsWith(`(${b})`)),
+        })));
+        written += ' and bench/results/latest.svg';
+    }
+    console.log(`\nwritten: ${written} (medians of ${rounds} runs per variant, alternating)`);
 }
 
 main().catch((err: unknown) => {
