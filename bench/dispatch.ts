@@ -8,7 +8,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { ConfigParams } from 'pip-services3-commons-nodex';
 
 import { MqttConnection } from '../src';
-import { pump, until } from './pool';
+import { pump, until, warmUpCount } from './pool';
 import { openPredecessorConnection, promised } from './predecessor';
 import type { RunResult } from './worker';
 
@@ -49,12 +49,15 @@ async function measure(params: DispatchParams, receiver: Receiver): Promise<Disp
     const target = params.subscriptions - 1 - ((params.subscriptions - 1) % 2);
     const topic = `${base}/e/${target}`;
 
+    const warm = warmUpCount(params.messages);
     let received = 0;
-    const all = until(() => received === params.messages, 180_000, `${params.messages} messages`);
+    const warmed = until(() => received >= warm, 180_000, `${warm} warm-up messages`);
+    const all = until(() => received === warm + params.messages, 180_000, `${warm + params.messages} messages`);
     const heapBefore = heapUsed();
     const subscribeStarted = process.hrtime.bigint();
     const count = (): void => {
         received++;
+        warmed.poke();
         all.poke();
     };
     await pump(params.subscriptions, 500, (i) => receiver.subscribe(filter(i), i === target ? count : () => {
@@ -66,6 +69,8 @@ async function measure(params: DispatchParams, receiver: Receiver): Promise<Disp
     const pub: MqttClient = await mqtt.connectAsync(params.url, { reconnectPeriod: 0 });
     try {
         const payload = randomBytes(params.payload);
+        await pump(warm, 100, async () => { await pub.publishAsync(topic, payload, { qos: 0 }); });
+        await warmed.promise;
         const cpu = process.cpuUsage();
         const started = process.hrtime.bigint();
         await pump(params.messages, 100, async () => { await pub.publishAsync(topic, payload, { qos: 0 }); });

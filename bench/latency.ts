@@ -6,7 +6,7 @@ import mqtt from 'mqtt';
 import { ConfigParams } from 'pip-services3-commons-nodex';
 
 import { MqttConnection } from '../src';
-import { until } from './pool';
+import { until, warmUpCount } from './pool';
 import type { RunResult } from './worker';
 
 export interface LatencyParams {
@@ -29,24 +29,29 @@ function percentile(sorted: number[], p: number): number {
 
 async function measure(params: LatencyParams, open: (topic: string, onPayload: (payload: Buffer) => void) => Promise<LatencyPair>): Promise<RunResult> {
     const topic = `bench/latency/${randomBytes(4).toString('hex')}`;
+    const warm = warmUpCount(params.messages);
     const latencies: number[] = [];
-    const all = until(() => latencies.length === params.messages, 120_000, `${params.messages} messages`);
+    let received = 0;
+    const all = until(() => received === warm + params.messages, 120_000, `${warm + params.messages} messages`);
     const pair = await open(topic, (payload) => {
-        latencies.push(Number(process.hrtime.bigint() - payload.readBigUInt64BE(0)) / 1e6);
+        // The warm-up messages (numbered below `warm`) are not timed.
+        if (payload.readUInt32BE(8) >= warm) latencies.push(Number(process.hrtime.bigint() - payload.readBigUInt64BE(0)) / 1e6);
+        received++;
         all.poke();
     });
     try {
-        const template = randomBytes(Math.max(8, params.payload));
+        const template = randomBytes(Math.max(12, params.payload));
         const interval = 1000 / params.rate;
         const cpu = process.cpuUsage();
         const started = performance.now();
         const sends: Promise<void>[] = [];
-        for (let i = 0; i < params.messages; i++) {
+        for (let i = 0; i < warm + params.messages; i++) {
             // On schedule: wait for the i-th slot, however long the previous publish took.
             const wait = started + i * interval - performance.now();
             if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
             const payload = Buffer.from(template);
             payload.writeBigUInt64BE(process.hrtime.bigint(), 0);
+            payload.writeUInt32BE(i, 8);
             sends.push(pair.publish(topic, payload));
         }
         await Promise.all(sends);
@@ -55,7 +60,7 @@ async function measure(params: LatencyParams, open: (topic: string, onPayload: (
         const sorted = [...latencies].sort((a, b) => a - b);
         return {
             rate: params.rate,
-            cpuPerMessageUs: (used.user + used.system) / params.messages,
+            cpuPerMessageUs: (used.user + used.system) / (warm + params.messages),
             p50Ms: percentile(sorted, 0.5),
             p99Ms: percentile(sorted, 0.99),
             maxMs: sorted[sorted.length - 1],

@@ -13,6 +13,14 @@ export async function pump(count: number, window: number, send: (i: number) => P
     await Promise.all(Array.from({ length: Math.min(window, count) }, lane));
 }
 
+/**
+ * How many messages a run sends first, untimed, so that the timed ones find the JIT warm and the
+ * connections busy: a fifth of the measured count, at most 2000.
+ */
+export function warmUpCount(messages: number): number {
+    return Math.min(2000, Math.floor(messages / 5));
+}
+
 /** Resolves once `done()` is true (checked at each `poke()`), or rejects after `timeoutMs`. */
 export function until(done: () => boolean, timeoutMs: number, what: string): { promise: Promise<void>; poke: () => void } {
     let resolve!: () => void;

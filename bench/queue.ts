@@ -9,7 +9,7 @@ import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 import { MessageEnvelope as PredecessorEnvelope } from 'pip-services3-messaging-node';
 
 import { MqttMessageQueue } from '../src';
-import { pump, until } from './pool';
+import { pump, until, warmUpCount } from './pool';
 import { openPredecessorQueue, promised } from './predecessor';
 import type { RunResult } from './worker';
 
@@ -37,21 +37,27 @@ function body(i: number, filler: string): string {
 async function measure(params: QueueParams, open: (topic: string, onBody: (text: string) => void) => Promise<QueuePair>): Promise<RunResult> {
     const topic = `bench/queue/${randomBytes(4).toString('hex')}`;
     const filler = 'x'.repeat(Math.max(0, params.payload - 8));
-    const seen = new Uint8Array(params.messages);
+    const warm = warmUpCount(params.messages);
+    const total = warm + params.messages;
+    const seen = new Uint8Array(total);
     let received = 0;
-    const all = until(() => received === params.messages, 120_000, `${params.messages} messages`);
+    const warmed = until(() => received >= warm, 120_000, `${warm} warm-up messages`);
+    const all = until(() => received === total, 120_000, `${total} messages`);
     const pair = await open(topic, (text) => {
         const i = Number(text.substring(0, text.indexOf(':')));
         if (seen[i] === 0) {
             seen[i] = 1;
             received++;
+            warmed.poke();
             all.poke();
         }
     });
     try {
+        await pump(warm, params.window, (i) => pair.send(body(i, filler)));
+        await warmed.promise;
         const cpu = process.cpuUsage();
         const started = process.hrtime.bigint();
-        await pump(params.messages, params.window, (i) => pair.send(body(i, filler)));
+        await pump(params.messages, params.window, (i) => pair.send(body(warm + i, filler)));
         await all.promise;
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const used = process.cpuUsage(cpu);

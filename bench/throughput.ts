@@ -6,7 +6,7 @@ import mqtt from 'mqtt';
 import { ConfigParams } from 'pip-services3-commons-nodex';
 
 import { MqttConnection } from '../src';
-import { pump, until } from './pool';
+import { pump, until, warmUpCount } from './pool';
 import type { RunResult } from './worker';
 
 /** What one measured run was asked to do. */
@@ -38,24 +38,30 @@ function payloads(size: number): (i: number) => Buffer {
 
 async function measure(params: ThroughputParams, open: (topic: string, onMessage: (payload: Buffer) => void) => Promise<Endpoints>): Promise<RunResult> {
     const topic = `bench/throughput/${randomBytes(4).toString('hex')}`;
-    const seen = new Uint8Array(params.messages);
+    const warm = warmUpCount(params.messages);
+    const total = warm + params.messages;
+    const seen = new Uint8Array(total);
     let received = 0;
     let duplicates = 0;
-    const all = until(() => received === params.messages, 120_000, `${params.messages} messages`);
+    const warmed = until(() => received >= warm, 120_000, `${warm} warm-up messages`);
+    const all = until(() => received === total, 120_000, `${total} messages`);
     const endpoints = await open(topic, (payload) => {
         const i = payload.readUInt32BE(0);
         if (seen[i] === 1) duplicates++;
         else {
             seen[i] = 1;
             received++;
+            warmed.poke();
             all.poke();
         }
     });
     try {
         const make = payloads(params.payload);
+        await pump(warm, params.window, (i) => endpoints.publish(topic, make(i), params.qos));
+        await warmed.promise;
         const cpu = process.cpuUsage();
         const started = process.hrtime.bigint();
-        await pump(params.messages, params.window, (i) => endpoints.publish(topic, make(i), params.qos));
+        await pump(params.messages, params.window, (i) => endpoints.publish(topic, make(warm + i), params.qos));
         await all.promise;
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const used = process.cpuUsage(cpu);
