@@ -186,6 +186,12 @@ function printTables(results: CaseResult[]): void {
     }
 }
 
+/** The progress line: rewritten in place on a terminal, one line per step otherwise (CI logs). */
+function progress(text: string): void {
+    if (process.stderr.isTTY) process.stderr.write(`\r${text.padEnd(process.stderr.columns - 1)}`);
+    else process.stderr.write(`${text}\n`);
+}
+
 async function main(): Promise<void> {
     const { values } = parseArgs({
         options: {
@@ -213,7 +219,7 @@ async function main(): Promise<void> {
                 // A B, then B A: no variant always goes first.
                 const order = round % 2 === 0 ? c.variants : [...c.variants].reverse();
                 for (const variant of order) {
-                    process.stderr.write(`\r[${++done}/${total}] ${c.scenario} ${c.label} on ${c.broker.name}: ${variant} (round ${round + 1})      `);
+                    progress(`[${++done}/${total}] ${c.scenario} ${c.label} on ${c.broker.name}: ${variant} (round ${round + 1})`);
                     runs[variant].push(await runWorker({ scenario: c.scenario, variant, params: c.params }));
                 }
             }
@@ -221,7 +227,7 @@ async function main(): Promise<void> {
                 medians: Object.fromEntries(c.variants.map((v) => [v, medians(runs[v])])) });
         }
     } finally {
-        process.stderr.write('\n');
+        if (process.stderr.isTTY) process.stderr.write('\n');
         await Promise.all(brokers.map((b) => b.stop()));
     }
 
