@@ -97,7 +97,20 @@ function nonEmptyString(value: unknown): string | undefined {
 }
 
 /** Standard base64 with optional padding, as Buffer#toString('base64') and the other ports write it. */
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/;
+const BASE64_CHARS = /^[A-Za-z0-9+/]*(={0,2})$/;
+
+/**
+ * True for standard base64 with optional padding: whole groups of 4, then 2 or 3 characters,
+ * padded to 4 or not. A character class and arithmetic rather than one regex with groups and
+ * alternatives, which costs several microseconds per kilobyte.
+ */
+function isBase64(text: string): boolean {
+    const match = BASE64_CHARS.exec(text);
+    if (match === null) return false;
+    const padding = match[1].length;
+    const rest = (text.length - padding) % 4;
+    return padding === 0 ? rest !== 1 : rest === 4 - padding;
+}
 
 /**
  * The envelope for an incoming payload, or a reason (without payload content) when an
@@ -134,7 +147,7 @@ export function decodeEnvelope(
         if (value != null && typeof value !== 'string') return `${key} is not a string`;
     }
     const message = fields.message as string | null | undefined;
-    if (message != null && !BASE64.test(message)) return 'message is not base64';
+    if (message != null && !isBase64(message)) return 'message is not base64';
     let sentTime: Date | null = null;
     if (fields.sent_time != null) {
         sentTime = DateTimeConverter.toNullableDateTime(fields.sent_time);

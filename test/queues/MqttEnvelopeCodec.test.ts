@@ -87,6 +87,17 @@ describe('MqttEnvelopeCodec', () => {
         assert.ok(e.message_id);
     });
 
+    it('takes base64 with or without padding, and refuses lengths and padding base64 cannot have', () => {
+        for (const [message, bytes] of [['', ''], ['aGk=', 'hi'], ['aGk', 'hi'], ['aA==', 'h'], ['aA', 'h'], ['aGVsbG8h', 'hello!'], ['+/+/', '\u00fb\u00ff\u00bf']] as const) {
+            const e = decodeEnvelope('t', Buffer.from(JSON.stringify({ message: message })), true);
+            assert.ok(e instanceof MessageEnvelope, message);
+            assert.equal(e.message.toString('latin1'), bytes, message);
+        }
+        for (const message of ['a', 'aGk==', 'aG=k', 'aGVsb', '=', 'aA=', 'aGk=aGk=', 'aGk-']) {
+            assert.equal(decodeEnvelope('t', Buffer.from(JSON.stringify({ message })), true), 'message is not base64', message);
+        }
+    });
+
     it('names what is wrong with a malformed envelope, without its content', () => {
         const cases: [string, RegExp][] = [
             ['not json {', /not JSON/],
