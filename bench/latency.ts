@@ -2,10 +2,7 @@
 // published; the subscriber (in the same process, so on the same clock) records how long it took.
 import { randomBytes } from 'node:crypto';
 
-import mqtt from 'mqtt';
-import { ConfigParams } from 'pip-services3-commons-nodex';
-
-import { MqttConnection } from '../src';
+import { openOursPair, openRawPair, type PubSubPair } from './pairs';
 import { until, warmUpCount } from './pool';
 import type { RunResult } from './worker';
 
@@ -17,17 +14,12 @@ export interface LatencyParams {
     readonly payload: number;
 }
 
-/** A variant: publish one payload, with the subscriber already listening. */
-interface LatencyPair {
-    publish(topic: string, payload: Buffer): Promise<void>;
-    close(): Promise<void>;
-}
 
 function percentile(sorted: number[], p: number): number {
     return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 }
 
-async function measure(params: LatencyParams, open: (topic: string, onPayload: (payload: Buffer) => void) => Promise<LatencyPair>): Promise<RunResult> {
+async function measure(params: LatencyParams, open: (topic: string, onPayload: (payload: Buffer) => void) => Promise<PubSubPair>): Promise<RunResult> {
     const topic = `bench/latency/${randomBytes(4).toString('hex')}`;
     const warm = warmUpCount(params.messages);
     const latencies: number[] = [];
@@ -52,7 +44,7 @@ async function measure(params: LatencyParams, open: (topic: string, onPayload: (
             const payload = Buffer.from(template);
             payload.writeBigUInt64BE(process.hrtime.bigint(), 0);
             payload.writeUInt32BE(i, 8);
-            sends.push(pair.publish(topic, payload));
+            sends.push(pair.publish(payload));
         }
         await Promise.all(sends);
         await all.promise;
@@ -72,31 +64,10 @@ async function measure(params: LatencyParams, open: (topic: string, onPayload: (
 
 /** Raw MQTT.js: two clients. */
 export function rawLatency(params: LatencyParams): Promise<RunResult> {
-    return measure(params, async (topic, onPayload) => {
-        const sub = await mqtt.connectAsync(params.url, { reconnectPeriod: 0 });
-        const pub = await mqtt.connectAsync(params.url, { reconnectPeriod: 0 });
-        sub.on('message', (_topic, payload) => onPayload(payload));
-        await sub.subscribeAsync(topic, { qos: 1 });
-        return {
-            publish: async (t, payload) => { await pub.publishAsync(t, payload, { qos: 1 }); },
-            close: async () => { await Promise.all([pub.endAsync(), sub.endAsync()]); },
-        };
-    });
+    return measure(params, (topic, onPayload) => openRawPair(params.url, topic, 1, onPayload));
 }
 
 /** This package: two MqttConnections. */
 export function oursLatency(params: LatencyParams): Promise<RunResult> {
-    return measure(params, async (topic, onPayload) => {
-        const config = ConfigParams.fromTuples('connection.uri', params.url);
-        const sub = new MqttConnection();
-        const pub = new MqttConnection();
-        sub.configure(config);
-        pub.configure(config);
-        await Promise.all([sub.open(null), pub.open(null)]);
-        await sub.subscribe(topic, { qos: 1 }, { onMessage: (_topic, payload) => onPayload(payload) });
-        return {
-            publish: (t, payload) => pub.publish(t, payload, { qos: 1 }),
-            close: async () => { await Promise.all([pub.close(null), sub.close(null)]); },
-        };
-    });
+    return measure(params, (topic, onPayload) => openOursPair(params.url, topic, 1, onPayload));
 }

@@ -4,12 +4,12 @@
 // floor to compare with.
 import { randomBytes } from 'node:crypto';
 
-import mqtt from 'mqtt';
 import { ConfigParams } from 'pip-services3-commons-nodex';
 import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 import { MessageEnvelope as PredecessorEnvelope } from 'pip-services3-messaging-node';
 
 import { MqttMessageQueue } from '../src';
+import { openRawPair } from './pairs';
 import { pump, until, warmUpCount } from './pool';
 import { openPredecessorQueue, promised } from './predecessor';
 import type { RunResult } from './worker';
@@ -73,24 +73,18 @@ async function measure(params: QueueParams, open: (topic: string, onBody: (text:
  * `serializeEnvelope` the same JSON envelope the queues send (encoded at send, parsed at receipt).
  */
 export function rawQueue(params: QueueParams): Promise<RunResult> {
+    const encode = (text: string): string => (params.serializeEnvelope
+        ? JSON.stringify({
+            message_id: randomBytes(16).toString('hex'), correlation_id: null, message_type: 'bench',
+            sent_time: new Date().toISOString(), message: Buffer.from(text, 'utf8').toString('base64'),
+        })
+        : text);
+    const decode = (payload: Buffer): string => (params.serializeEnvelope
+        ? Buffer.from((JSON.parse(payload.toString('utf8')) as { message: string }).message, 'base64').toString('utf8')
+        : payload.toString('utf8'));
     return measure(params, async (topic, onBody) => {
-        const sub = await mqtt.connectAsync(params.url, { reconnectPeriod: 0 });
-        const pub = await mqtt.connectAsync(params.url, { reconnectPeriod: 0 });
-        const encode = (text: string): string | Buffer => (params.serializeEnvelope
-            ? JSON.stringify({
-                message_id: randomBytes(16).toString('hex'), correlation_id: null, message_type: 'bench',
-                sent_time: new Date().toISOString(), message: Buffer.from(text, 'utf8').toString('base64'),
-            })
-            : text);
-        const decode = (payload: Buffer): string => (params.serializeEnvelope
-            ? Buffer.from((JSON.parse(payload.toString('utf8')) as { message: string }).message, 'base64').toString('utf8')
-            : payload.toString('utf8'));
-        sub.on('message', (_topic, payload) => onBody(decode(payload)));
-        await sub.subscribeAsync(topic, { qos: 1 });
-        return {
-            send: async (text) => { await pub.publishAsync(topic, encode(text), { qos: 1 }); },
-            close: async () => { await Promise.all([pub.endAsync(), sub.endAsync()]); },
-        };
+        const pair = await openRawPair(params.url, topic, 1, (payload) => onBody(decode(payload)));
+        return { send: (text) => pair.publish(encode(text)), close: () => pair.close() };
     });
 }
 

@@ -2,10 +2,7 @@
 // publisher keeps `window` publishes in flight, a subscriber counts every message by its number.
 import { randomBytes } from 'node:crypto';
 
-import mqtt from 'mqtt';
-import { ConfigParams } from 'pip-services3-commons-nodex';
-
-import { MqttConnection } from '../src';
+import { openOursPair, openRawPair, type PubSubPair } from './pairs';
 import { pump, until, warmUpCount } from './pool';
 import type { RunResult } from './worker';
 
@@ -20,11 +17,6 @@ export interface ThroughputParams {
 }
 
 
-/** A variant's publishing side, opened with its subscriber already subscribed. */
-interface Endpoints {
-    publish(topic: string, payload: Buffer, qos: 0 | 1): Promise<void>;
-    close(): Promise<void>;
-}
 
 /** A numbered payload: the number in its first 4 bytes, random bytes after. */
 function payloads(size: number): (i: number) => Buffer {
@@ -36,7 +28,7 @@ function payloads(size: number): (i: number) => Buffer {
     };
 }
 
-async function measure(params: ThroughputParams, open: (topic: string, onMessage: (payload: Buffer) => void) => Promise<Endpoints>): Promise<RunResult> {
+async function measure(params: ThroughputParams, open: (topic: string, onMessage: (payload: Buffer) => void) => Promise<PubSubPair>): Promise<RunResult> {
     const topic = `bench/throughput/${randomBytes(4).toString('hex')}`;
     const warm = warmUpCount(params.messages);
     const total = warm + params.messages;
@@ -57,11 +49,11 @@ async function measure(params: ThroughputParams, open: (topic: string, onMessage
     });
     try {
         const make = payloads(params.payload);
-        await pump(warm, params.window, (i) => endpoints.publish(topic, make(i), params.qos));
+        await pump(warm, params.window, (i) => endpoints.publish(make(i)));
         await warmed.promise;
         const cpu = process.cpuUsage();
         const started = process.hrtime.bigint();
-        await pump(params.messages, params.window, (i) => endpoints.publish(topic, make(warm + i), params.qos));
+        await pump(params.messages, params.window, (i) => endpoints.publish(make(warm + i)));
         await all.promise;
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const used = process.cpuUsage(cpu);
@@ -79,31 +71,10 @@ async function measure(params: ThroughputParams, open: (topic: string, onMessage
 
 /** Raw MQTT.js: two clients, `publishAsync` and the `message` event. */
 export function rawThroughput(params: ThroughputParams): Promise<RunResult> {
-    return measure(params, async (topic, onMessage) => {
-        const sub = await mqtt.connectAsync(params.url, { reconnectPeriod: 0 });
-        const pub = await mqtt.connectAsync(params.url, { reconnectPeriod: 0 });
-        sub.on('message', (_topic, payload) => onMessage(payload));
-        await sub.subscribeAsync(topic, { qos: params.qos });
-        return {
-            publish: async (t, payload, qos) => { await pub.publishAsync(t, payload, { qos }); },
-            close: async () => { await Promise.all([pub.endAsync(), sub.endAsync()]); },
-        };
-    });
+    return measure(params, (topic, onMessage) => openRawPair(params.url, topic, params.qos, onMessage));
 }
 
 /** This package: two MqttConnections, `publish()` and a listener. */
 export function oursThroughput(params: ThroughputParams): Promise<RunResult> {
-    return measure(params, async (topic, onMessage) => {
-        const config = ConfigParams.fromTuples('connection.uri', params.url);
-        const sub = new MqttConnection();
-        const pub = new MqttConnection();
-        sub.configure(config);
-        pub.configure(config);
-        await Promise.all([sub.open(null), pub.open(null)]);
-        await sub.subscribe(topic, { qos: params.qos }, { onMessage: (_topic, payload) => onMessage(payload) });
-        return {
-            publish: (t, payload, qos) => pub.publish(t, payload, { qos }),
-            close: async () => { await Promise.all([pub.close(null), sub.close(null)]); },
-        };
-    });
+    return measure(params, (topic, onMessage) => openOursPair(params.url, topic, params.qos, onMessage));
 }

@@ -4,14 +4,14 @@ import type { ConfigParams } from 'pip-services3-commons-nodex';
 const SECRET_KEY = /(password|passphrase|secret|token|access_key|private_key)$/i;
 
 /** What a secret is shown as. */
-export const REDACTED = '***';
+const REDACTED = '***';
 
 /**
  * A uri with the password in its user info replaced by `***` (the user name stays). A uri that
  * does not parse, or whose `@` the parser did not take as the end of user info, loses everything
  * between its scheme and its last `@`.
  */
-export function redactUri(uri: string): string {
+function redactUri(uri: string): string {
     const at = uri.lastIndexOf('@');
     if (at < 0) return uri;
     let url: URL | null = null;

@@ -64,9 +64,6 @@ export function encodeEnvelope(
     return Buffer.from(JSON.stringify(json), 'utf8');
 }
 
-/** The user property names that carry a raw message's envelope fields (MQTT 5). */
-export const ENVELOPE_PROPERTIES = ['message_id', 'correlation_id', 'message_type', 'sent_time'] as const;
-
 /**
  * The MQTT 5 user properties for a raw message: message_id (generated when the envelope has
  * none), correlation_id (the envelope's, or `correlationId`), message_type and sent_time (ISO 8601,
