@@ -118,13 +118,21 @@ function checkProperties(kind: string, properties: unknown, allowed: Readonly<Re
     return { ...properties };
 }
 
-/** Checks publish options and returns a copy with `qos` set; the caller's object is not touched. */
+const QOS_0: IClientPublishOptions = Object.freeze({ qos: 0 });
+
+/**
+ * Checks publish options and returns them with `qos` set: the caller's object itself when it
+ * already has a valid `qos` and no properties (MQTT.js copies the options it is given), otherwise
+ * a copy. The caller's object is never changed.
+ */
 export function checkPublishOptions(topic: string, options: unknown): IClientPublishOptions {
-    if (options === undefined || options === null) return { qos: 0 };
+    if (options === undefined || options === null) return QOS_0;
     if (!isRecord(options)) throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT publish options: must be an object', topic);
     const qos = checkQos(options.qos, topic);
     checkBoolean(options, 'retain', topic);
     checkBoolean(options, 'dup', topic);
+    // MQTT.js puts the properties object itself into the packet (and writes a topic alias into it).
+    if (options.qos === qos && options.properties === undefined) return options;
     const copy = { ...(options as IClientPublishOptions), qos };
     if (options.properties !== undefined) {
         copy.properties = checkProperties('publish', options.properties, PUBLISH_PROPERTIES, topic);
@@ -159,12 +167,12 @@ const MQTT5_ONLY = ['properties', 'nl', 'rap', 'rh'] as const;
 export function checkProtocolOptions(topic: string, options: IClientPublishOptions | IClientSubscribeOptions, protocolVersion: number): void {
     if (protocolVersion === 5) return;
     const record = options as Record<string, unknown>;
-    // An empty properties object carries nothing, so nothing would be lost.
-    const found = MQTT5_ONLY.find((name) => record[name] !== undefined
-        && !(name === 'properties' && Object.keys(record[name] as object).length === 0));
-    if (found !== undefined) {
+    for (const name of MQTT5_ONLY) {
+        const value = record[name];
+        // An empty properties object carries nothing, so nothing would be lost.
+        if (value === undefined || (name === 'properties' && Object.keys(value as object).length === 0)) continue;
         throw bad(MqttErrorCode.InvalidOptions,
-            `Invalid MQTT option ${found}: it needs MQTT 5 (options.protocol_version 5); this connection uses ${protocolVersion}`, topic);
+            `Invalid MQTT option ${name}: it needs MQTT 5 (options.protocol_version 5); this connection uses ${protocolVersion}`, topic);
     }
 }
 

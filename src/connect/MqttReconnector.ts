@@ -33,7 +33,7 @@ export interface MqttReconnectorEvents {
 }
 
 /** The events that show MQTT.js is still working on the connection. */
-const PROGRESS_EVENTS = ['connect', 'reconnect', 'close', 'error', 'offline', 'packetreceive'] as const;
+const PROGRESS_EVENTS = ['connect', 'reconnect', 'close', 'error', 'offline'] as const;
 
 /**
  * Drives MQTT.js's reconnects with exponential backoff and jitter, and watches that they never
@@ -63,7 +63,9 @@ export class MqttReconnector {
         this._attempt++;
         this.setPeriod(this._attempt);
     };
+    private _watchingPackets = false;
     private readonly _onConnect = (): void => {
+        this.watchPackets(false);
         this.clearStable();
         this._stable = setTimeout(() => {
             this._stable = null;
@@ -72,7 +74,10 @@ export class MqttReconnector {
         }, this._stableAfter);
         this._stable.unref();
     };
-    private readonly _onClose = (): void => this.clearStable();
+    private readonly _onClose = (): void => {
+        this.clearStable();
+        this.watchPackets(true);
+    };
 
     public constructor(
         private readonly _client: MqttClient,
@@ -92,6 +97,7 @@ export class MqttReconnector {
         _client.on('connect', this._onConnect);
         _client.on('close', this._onClose);
         for (const event of PROGRESS_EVENTS) _client.on(event, this._progress);
+        this.watchPackets(!_client.connected);
         this._watchdog = setInterval(() => this.check(), this._interval);
         this._watchdog.unref();
     }
@@ -118,6 +124,18 @@ export class MqttReconnector {
         this._client.off('connect', this._onConnect);
         this._client.off('close', this._onClose);
         for (const event of PROGRESS_EVENTS) this._client.off(event, this._progress);
+        this.watchPackets(false);
+    }
+
+    /**
+     * A packet is a sign of progress only while disconnected (the watchdog ignores connected
+     * time), so the listener is there only then: on every message it would cost a call.
+     */
+    private watchPackets(on: boolean): void {
+        if (on === this._watchingPackets) return;
+        this._watchingPackets = on;
+        if (on) this._client.on('packetreceive', this._progress);
+        else this._client.off('packetreceive', this._progress);
     }
 
     private stopWatchdog(): void {

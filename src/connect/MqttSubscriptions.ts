@@ -206,7 +206,7 @@ export class MqttSubscriptions {
     }
 
     /** The distinct listeners whose filters match an incoming topic name. */
-    public match(topic: string): IMqttMessageListener[] {
+    public match(topic: string): readonly IMqttMessageListener[] {
         return this._router.match(topic);
     }
 }

@@ -13,6 +13,16 @@ interface RouteEntry<T> extends MqttRoute<T> {
     readonly leadingWildcard: boolean;
 }
 
+/** The routes of one exact filter, with their distinct values ready to return. */
+interface ExactRoutes<T> {
+    readonly routes: readonly RouteEntry<T>[];
+    readonly values: readonly T[];
+}
+
+function exactRoutes<T>(routes: readonly RouteEntry<T>[]): ExactRoutes<T> {
+    return { routes, values: distinct(routes) };
+}
+
 /**
  * Matches incoming topic names against MQTT topic filters: `+` matches one level (an empty one
  * too), `#` matches the rest including the parent level, and a filter that starts with a wildcard
@@ -22,9 +32,12 @@ interface RouteEntry<T> extends MqttRoute<T> {
  * match does not grow with the number of filters that do not match. Pure, no I/O.
  *
  * A value routed through several matching filters is returned once.
+ *
+ * The values of an exact filter are kept as one array, made anew at each change, and match()
+ * returns it as it is: no allocation per message on the common path. The result is read-only.
  */
 export class MqttTopicRouter<T> {
-    private readonly _exact = new Map<string, RouteEntry<T>[]>();
+    private readonly _exact = new Map<string, ExactRoutes<T>>();
     private readonly _wildcards = new Qlobber<RouteEntry<T>>({
         separator: '/',
         wildcard_one: '+',
@@ -57,8 +70,7 @@ export class MqttTopicRouter<T> {
             this._wildcardRoutes.add(entry);
         } else {
             const list = this._exact.get(filter);
-            if (list) list.push(entry);
-            else this._exact.set(filter, [entry]);
+            this._exact.set(filter, exactRoutes(list ? [...list.routes, entry] : [entry]));
         }
         this._size++;
         return entry;
@@ -73,28 +85,27 @@ export class MqttTopicRouter<T> {
         } else {
             const list = this._exact.get(filter);
             if (!list) return;
-            const i = list.indexOf(entry);
+            const i = list.routes.indexOf(entry);
             if (i < 0) return;
-            list.splice(i, 1);
-            if (list.length === 0) this._exact.delete(filter);
+            if (list.routes.length === 1) this._exact.delete(filter);
+            else this._exact.set(filter, exactRoutes(list.routes.filter((r) => r !== entry)));
         }
         this._size--;
     }
 
     /** Returns the distinct values whose filters match the topic name. */
-    public match(topic: string): T[] {
+    public match(topic: string): readonly T[] {
         const exact = this._exact.get(topic);
-        if (this._wildcardRoutes.size === 0) {
-            if (!exact) return [];
-            return exact.length === 1 ? [exact[0].value] : distinct(exact);
-        }
+        if (this._wildcardRoutes.size === 0) return exact ? exact.values : NONE;
         let routes = this._wildcards.match(topic);
         if (topic.startsWith('$')) routes = routes.filter((r) => !r.leadingWildcard);
-        if (exact) routes = routes.length === 0 ? exact : routes.concat(exact);
-        if (routes.length === 0) return [];
+        if (routes.length === 0) return exact ? exact.values : NONE;
+        if (exact) routes = routes.concat(exact.routes);
         return routes.length === 1 ? [routes[0].value] : distinct(routes);
     }
 }
+
+const NONE: readonly never[] = Object.freeze([]);
 
 function distinct<T>(routes: readonly MqttRoute<T>[]): T[] {
     const seen = new Set<T>();

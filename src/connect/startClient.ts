@@ -57,14 +57,17 @@ export async function startClient(start: MqttClientStart): Promise<MqttStartedCl
     // its own keepalive is on; with keepalive_timeout 0 it would never ping, and the broker would
     // drop the connection. Seen before MQTT.js handles the CONNACK, so its keepalive timer uses it.
     // Each CONNACK decides anew: a failover broker without a server keepalive gets ours again.
+    // (Only then: a listener on every packet costs every message a call.)
     const ownKeepAlive = client.options.keepalive;
-    client.on('packetreceive', (packet: Packet) => {
-        if (packet.cmd !== 'connack' || ownKeepAlive !== 0) return;
-        const serverKeepAlive = packet.properties?.serverKeepAlive;
-        client.options.keepalive = serverKeepAlive !== undefined && serverKeepAlive > 0 ? serverKeepAlive : ownKeepAlive;
-    });
-    // The next CONNECT must announce our own keepalive again (not the last server's).
-    client.on('close', () => { client.options.keepalive = ownKeepAlive; });
+    if (ownKeepAlive === 0) {
+        client.on('packetreceive', (packet: Packet) => {
+            if (packet.cmd !== 'connack') return;
+            const serverKeepAlive = packet.properties?.serverKeepAlive;
+            client.options.keepalive = serverKeepAlive !== undefined && serverKeepAlive > 0 ? serverKeepAlive : ownKeepAlive;
+        });
+        // The next CONNECT must announce our own keepalive again (not the last server's).
+        client.on('close', () => { client.options.keepalive = ownKeepAlive; });
+    }
     const early: MqttIncoming[] = [];
     const keepEarly = (...message: MqttIncoming): void => { early.push(message); };
     client.on('message', keepEarly);
