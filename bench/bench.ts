@@ -1,6 +1,6 @@
 // `npm run bench`: starts its own brokers, runs each scenario's variants in fresh processes,
 // alternating them (A B A B ...), and prints medians with the ratio to raw MQTT.js.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,9 +16,52 @@ interface BenchBroker {
     stop(): Promise<void>;
 }
 
+/**
+ * Where processes run. With two CPUs or more and `taskset` (util-linux), the brokers get CPU 1
+ * and every measured worker CPU 0, so a broker and the client it serves never take turns on one
+ * CPU and the scheduler does not move them around: runs vary much less. `--unpinned` turns it off.
+ */
+interface Pinning {
+    /** The command and arguments that start `argv` on the workers' CPU. */
+    worker(argv: string[]): [string, string[]];
+    broker(argv: string[]): [string, string[]];
+    /** Moves a running broker process to the brokers' CPU. */
+    pinBroker(pid: number | undefined): void;
+    readonly description: string;
+}
+
+function pinning(wanted: boolean): Pinning {
+    let taskset = false;
+    if (wanted && os.cpus().length >= 2) {
+        try {
+            execFileSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' });
+            taskset = true;
+        } catch {
+            taskset = false;
+        }
+    }
+    if (!taskset) {
+        return {
+            worker: (argv) => [argv[0], argv.slice(1)],
+            broker: (argv) => [argv[0], argv.slice(1)],
+            pinBroker: () => undefined,
+            description: 'not pinned',
+        };
+    }
+    return {
+        worker: (argv) => ['taskset', ['-c', '0', ...argv]],
+        broker: (argv) => ['taskset', ['-c', '1', ...argv]],
+        pinBroker: (pid) => {
+            if (pid !== undefined) execFileSync('taskset', ['-p', '-c', '1', String(pid)], { stdio: 'ignore' });
+        },
+        description: 'workers on CPU 0, brokers on CPU 1',
+    };
+}
+
 /** The embedded Aedes broker, in a process of its own. */
-async function startAedesProcess(): Promise<BenchBroker> {
-    const child = spawn(process.execPath, [path.join(__dirname, 'brokerProcess.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startAedesProcess(pin: Pinning): Promise<BenchBroker> {
+    const [command, args] = pin.broker([process.execPath, path.join(__dirname, 'brokerProcess.js')]);
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     const port = await new Promise<number>((resolve, reject) => {
         let out = '';
         child.stdout.on('data', (chunk: Buffer) => {
@@ -38,22 +81,23 @@ async function startAedesProcess(): Promise<BenchBroker> {
     };
 }
 
-async function startBrokers(which: string): Promise<BenchBroker[]> {
+async function startBrokers(which: string, pin: Pinning): Promise<BenchBroker[]> {
     if (process.env.MQTT_URI) return [{ name: 'MQTT_URI', url: process.env.MQTT_URI, stop: () => Promise.resolve() }];
     const brokers: BenchBroker[] = [];
-    if (which === 'all' || which === 'aedes') brokers.push(await startAedesProcess());
+    if (which === 'all' || which === 'aedes') brokers.push(await startAedesProcess(pin));
     if ((which === 'all' && mosquittoAvailable()) || which === 'mosquitto') {
         const mosquitto = await startMosquitto();
+        pin.pinBroker(mosquitto.pid);
         brokers.push({ name: 'mosquitto', url: mosquitto.url, stop: () => mosquitto.cleanup() });
     }
     return brokers;
 }
 
 /** Runs one task in a fresh worker process. */
-function runWorker(task: WorkerTask): Promise<RunResult> {
+function runWorker(task: WorkerTask, pin: Pinning): Promise<RunResult> {
     return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'worker.js'), JSON.stringify(task)],
-            { stdio: ['ignore', 'pipe', 'pipe'] });
+        const [command, args] = pin.worker([process.execPath, '--expose-gc', path.join(__dirname, 'worker.js'), JSON.stringify(task)]);
+        const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
         let err = '';
         child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
@@ -109,8 +153,10 @@ function benchCases(brokers: BenchBroker[], options: { messages: number; payload
     for (const broker of brokers) {
         for (const qos of [0, 1] as const) {
             for (const payload of options.payloads) {
+                // 500 messages in flight end to end: enough to keep both clients and the broker busy,
+                // few enough that no backlog builds up anywhere (see throughput.ts).
                 add({ scenario: 'throughput', label: `QoS ${qos}, ${payload} B`, broker, variants: ['raw', 'ours'],
-                    params: { url: broker.url, messages: options.messages, payload, qos, window: 100 } });
+                    params: { url: broker.url, messages: options.messages, payload, qos, window: 500 } });
             }
         }
         for (const serializeEnvelope of [false, true]) {
@@ -200,6 +246,7 @@ async function main(): Promise<void> {
             payload: { type: 'string', default: '' },
             broker: { type: 'string', default: 'all' },
             rounds: { type: 'string', default: '3' },
+            unpinned: { type: 'boolean', default: false },
         },
     });
     const messages = Number(values.messages);
@@ -207,7 +254,9 @@ async function main(): Promise<void> {
     if (!(messages > 0) || !(rounds > 0)) throw new Error('--messages and --rounds must be positive numbers');
     const payloads = values.payload ? [Number(values.payload)] : [64, 4096];
 
-    const brokers = await startBrokers(values.broker ?? 'all');
+    const pin = pinning(values.unpinned !== true);
+    progress(`CPUs: ${pin.description}`);
+    const brokers = await startBrokers(values.broker ?? 'all', pin);
     const cases = benchCases(brokers, { messages, payloads, filter: new RegExp(values.scenario ?? '', 'i') });
     const results: CaseResult[] = [];
     const total = cases.reduce((n, c) => n + c.variants.length * rounds, 0);
@@ -220,7 +269,7 @@ async function main(): Promise<void> {
                 const order = round % 2 === 0 ? c.variants : [...c.variants].reverse();
                 for (const variant of order) {
                     progress(`[${++done}/${total}] ${c.scenario} ${c.label} on ${c.broker.name}: ${variant} (round ${round + 1})`);
-                    runs[variant].push(await runWorker({ scenario: c.scenario, variant, params: c.params }));
+                    runs[variant].push(await runWorker({ scenario: c.scenario, variant, params: c.params }, pin));
                 }
             }
             results.push({ scenario: c.scenario, label: c.label, broker: c.broker.name, runs,
@@ -235,7 +284,7 @@ async function main(): Promise<void> {
     const out = path.join(__dirname, '..', '..', 'bench', 'results');
     fs.mkdirSync(out, { recursive: true });
     fs.writeFileSync(path.join(out, 'latest.json'), JSON.stringify({
-        date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, messages, rounds, results,
+        date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, pinning: pin.description, messages, rounds, results,
     }, null, 2) + '\n');
     const dispatchResults = results.filter((r) => r.scenario === 'dispatch');
     let written = 'bench/results/latest.json';

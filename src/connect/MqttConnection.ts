@@ -15,7 +15,7 @@ import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionSt
 import { MQTT_CONNECTION_DEFAULTS, makeClientId, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { closedError } from './MqttErrors';
-import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions } from './MqttInputs';
+import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions, QOS_0 } from './MqttInputs';
 import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
 import { MqttSubscriptions, type MqttFilterEntry } from './MqttSubscriptions';
@@ -465,7 +465,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             checkPayload(topic, data);
             publishOptions = checkPublishOptions(topic, options);
             session = this.checkOpen();
-            checkProtocolOptions(topic, publishOptions, session.protocolVersion);
+            if (publishOptions !== QOS_0) checkProtocolOptions(topic, publishOptions, session.protocolVersion);
         } catch (err) {
             return Promise.reject(err instanceof Error ? err : new Error(String(err)));
         }

@@ -4,6 +4,7 @@ import { BadRequestException } from 'pip-services3-commons-nodex';
 import type { IMqttMessageListener } from './IMqttMessageListener';
 import { MqttErrorCode } from './MqttErrorCode';
 import { NO_CID } from './correlation';
+import { MAX_TOPIC_BYTES } from './MqttTopics';
 
 /** The largest MQTT packet remaining length (MQTT 3.1.1 section 2.2.3). */
 const MAX_REMAINING_LENGTH = 268435455;
@@ -24,22 +25,25 @@ function checkQos(value: unknown, topic: string): 0 | 1 | 2 {
     return value;
 }
 
-function checkBoolean(options: Record<string, unknown>, name: string, topic: string): void {
-    const value = options[name];
+/** Checks an optional boolean option; the value is passed in (not looked up by name), as this runs for every publish. */
+function checkBoolean(value: unknown, name: string, topic: string): void {
     if (value !== undefined && typeof value !== 'boolean') {
         throw bad(MqttErrorCode.InvalidOptions, `Invalid MQTT option ${name}: must be a boolean`, topic);
     }
 }
 
-/** Checks a payload: a Buffer or a string that fits in one MQTT packet. */
+/** Checks a payload: a Buffer or a string that fits in one MQTT packet (with a valid topic). */
 export function checkPayload(topic: string, data: unknown): void {
-    if (!Buffer.isBuffer(data) && typeof data !== 'string') {
+    let size: number;
+    if (typeof data === 'string') size = Buffer.byteLength(data, 'utf8');
+    else if (Buffer.isBuffer(data)) size = data.length;
+    else {
         throw bad(MqttErrorCode.InvalidPayload,
             `Invalid MQTT payload: must be a Buffer or a string, not ${data === null ? 'null' : typeof data}`, topic);
     }
-    const size = Buffer.isBuffer(data) ? data.length : Buffer.byteLength(data, 'utf8');
-    // Fixed overhead: topic length prefix and packet identifier.
-    if (size + Buffer.byteLength(topic, 'utf8') + 4 > MAX_REMAINING_LENGTH) {
+    // Fixed overhead: topic length prefix and packet identifier. A valid topic takes at most
+    // MAX_TOPIC_BYTES, so it is counted only when the payload comes close to the limit.
+    if (size + MAX_TOPIC_BYTES + 4 > MAX_REMAINING_LENGTH && size + Buffer.byteLength(topic, 'utf8') + 4 > MAX_REMAINING_LENGTH) {
         throw bad(MqttErrorCode.InvalidPayload, `Invalid MQTT payload: ${size} bytes do not fit in one MQTT packet`, topic)
             .withDetails('size', size);
     }
@@ -118,7 +122,8 @@ function checkProperties(kind: string, properties: unknown, allowed: Readonly<Re
     return { ...properties };
 }
 
-const QOS_0: IClientPublishOptions = Object.freeze({ qos: 0 });
+/** The options of a publish given none: QoS 0 and nothing else (MQTT.js copies what it is given, so one object serves all). */
+export const QOS_0: IClientPublishOptions = Object.freeze({ qos: 0 });
 
 /**
  * Checks publish options and returns them with `qos` set: the caller's object itself when it
@@ -129,8 +134,8 @@ export function checkPublishOptions(topic: string, options: unknown): IClientPub
     if (options === undefined || options === null) return QOS_0;
     if (!isRecord(options)) throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT publish options: must be an object', topic);
     const qos = checkQos(options.qos, topic);
-    checkBoolean(options, 'retain', topic);
-    checkBoolean(options, 'dup', topic);
+    checkBoolean(options.retain, 'retain', topic);
+    checkBoolean(options.dup, 'dup', topic);
     // MQTT.js puts the properties object itself into the packet (and writes a topic alias into it).
     if (options.qos === qos && options.properties === undefined) return options;
     const copy = { ...(options as IClientPublishOptions), qos };
@@ -145,8 +150,8 @@ export function checkSubscribeOptions(topic: string, options: unknown): IClientS
     if (options === undefined || options === null) return { qos: 0 };
     if (!isRecord(options)) throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT subscribe options: must be an object', topic);
     const qos = checkQos(options.qos, topic);
-    checkBoolean(options, 'nl', topic);
-    checkBoolean(options, 'rap', topic);
+    checkBoolean(options.nl, 'nl', topic);
+    checkBoolean(options.rap, 'rap', topic);
     if (options.rh !== undefined && options.rh !== 0 && options.rh !== 1 && options.rh !== 2) {
         throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT subscribe option rh: use 0, 1 or 2', topic);
     }
@@ -157,22 +162,20 @@ export function checkSubscribeOptions(topic: string, options: unknown): IClientS
     return copy;
 }
 
-/** The publish and subscribe options that only MQTT 5 carries. */
-const MQTT5_ONLY = ['properties', 'nl', 'rap', 'rh'] as const;
-
 /**
  * Checks that options an older protocol would drop in silence (MQTT 5 properties, and the
- * subscribe flags nl, rap and rh) come only with MQTT 5.
+ * subscribe flags nl, rap and rh) come only with MQTT 5. (Each option read by name, not in a
+ * loop over names: this runs for every publish.)
  */
 export function checkProtocolOptions(topic: string, options: IClientPublishOptions | IClientSubscribeOptions, protocolVersion: number): void {
     if (protocolVersion === 5) return;
-    const record = options as Record<string, unknown>;
-    for (const name of MQTT5_ONLY) {
-        const value = record[name];
-        // An empty properties object carries nothing, so nothing would be lost.
-        if (value === undefined || (name === 'properties' && Object.keys(value as object).length === 0)) continue;
+    const { properties, nl, rap, rh } = options as Partial<IClientSubscribeOptions>;
+    // An empty properties object carries nothing, so nothing would be lost.
+    const found = properties !== undefined && Object.keys(properties).length > 0 ? 'properties'
+        : nl !== undefined ? 'nl' : rap !== undefined ? 'rap' : rh !== undefined ? 'rh' : null;
+    if (found !== null) {
         throw bad(MqttErrorCode.InvalidOptions,
-            `Invalid MQTT option ${name}: it needs MQTT 5 (options.protocol_version 5); this connection uses ${protocolVersion}`, topic);
+            `Invalid MQTT option ${found}: it needs MQTT 5 (options.protocol_version 5); this connection uses ${protocolVersion}`, topic);
     }
 }
 

@@ -7,6 +7,7 @@ import { endClient } from './endClient';
 import { sessionOutlivesConnection, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
 import { MqttSendQuota } from './MqttSendQuota';
+import { PendingPublish, PendingPublishes } from './PendingPublishes';
 import { publishFits } from './publishPacketSize';
 import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf, wrapMqttError } from './MqttErrors';
 import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
@@ -38,9 +39,10 @@ export interface MqttSessionHost {
  */
 export class MqttSession {
     /**
-     * The rejecters of the operations waiting on this session, failed at end() or when the
-     * connection is lost for good. A set, not a race against one long-lived promise: that
-     * promise would keep a reaction for every operation ever raced against it.
+     * The rejecters of the operations other than publishes (in `_publishes`) waiting on this
+     * session, failed at end() or when the connection is lost for good. A set, not a race against
+     * one long-lived promise: that promise would keep a reaction for every operation ever raced
+     * against it.
      */
     private readonly _waiting = new Set<(err: Error) => void>();
     /** Resolves at the next CONNACK; replaced after each loss. */
@@ -53,7 +55,10 @@ export class MqttSession {
     /** MQTT 5: the largest packet the broker accepts, when it said. */
     private _maximumPacketSize: number | undefined;
     /** publish() calls not settled yet. */
-    private _pendingPublishes = 0;
+    /** The publishes handed to MQTT.js and not settled yet. */
+    private readonly _publishes = new PendingPublishes();
+    /** MQTT 5: publishes waiting for a slot under the broker's receive maximum. */
+    private _quotaWaiting = 0;
     private _lostAt = 0;
     /** Connection attempts since the connection was lost. */
     private _attempts = 0;
@@ -138,6 +143,7 @@ export class MqttSession {
         const waiting = [...this._waiting];
         this._waiting.clear();
         for (const reject of waiting) reject(err);
+        for (const publish of this._publishes.takeAll()) publish.reject(err);
     }
 
     /**
@@ -165,7 +171,7 @@ export class MqttSession {
 
     /** publish() calls not settled yet. */
     public get pendingPublishes(): number {
-        return this._pendingPublishes;
+        return this._publishes.size + this._quotaWaiting;
     }
 
     /** Connection attempts since the connection was lost (0 while connected). */
@@ -191,9 +197,9 @@ export class MqttSession {
     public publish(topic: string, data: Buffer | string, options: IClientPublishOptions): Promise<void> {
         try {
             this.checkUsable();
-            if (!this._connected && this._pendingPublishes >= this._settings.maxOfflineMessages) {
+            if (!this._connected && this.pendingPublishes >= this._settings.maxOfflineMessages) {
                 throw new ConnectionException(NO_CID, MqttErrorCode.OfflineLimit,
-                    `MQTT connection to ${this._displayUri} is down and already holds ${this._pendingPublishes} messages ` +
+                    `MQTT connection to ${this._displayUri} is down and already holds ${this.pendingPublishes} messages ` +
                     `for the broker, the limit of options.max_offline_messages (${this._settings.maxOfflineMessages})`)
                     .withDetails('topic', topic).withDetails('limit', this._settings.maxOfflineMessages);
             }
@@ -209,38 +215,33 @@ export class MqttSession {
     /**
      * Hands one publish to MQTT.js: settles with its callback, or earlier when the session ends or
      * the connection is lost for good, and counts it (`mqtt.publish_time`, `mqtt.published_messages`).
-     * One promise and no extra turns: this is the hot path.
+     * One promise, one callback and no extra turns: this is the hot path.
      */
     private send(topic: string, data: Buffer | string, options: IClientPublishOptions): Promise<void> {
-        this._pendingPublishes++;
-        const started = Date.now();
         return new Promise<void>((resolve, reject) => {
-            let settled = false;
-            const settle = (err: Error | null): void => {
-                if (settled) return;
-                settled = true;
-                this._waiting.delete(settle);
-                this._pendingPublishes--;
-                // No CounterTiming object per message: the elapsed time goes to the counters directly.
-                const counters = this._host.counters;
-                counters.endTiming('mqtt.publish_time', Date.now() - started);
-                if (err) {
-                    reject(err);
-                    return;
-                }
-                counters.incrementOne('mqtt.published_messages');
-                resolve();
-            };
-            this._waiting.add(settle);
+            const pending = new PendingPublish(topic, Date.now(), resolve, reject);
+            this._publishes.add(pending);
             try {
                 // The callback form: MQTT.js passes the PUBACK or PUBREC beside the error, with its reason string.
-                this.client.publish(topic, data, options, (err, packet) => {
-                    settle(err ? wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic, packet) : null);
-                });
+                this.client.publish(topic, data, options, (err, packet) => this.settlePublish(pending, err, packet));
             } catch (err) {
-                settle(wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic));
+                this.settlePublish(pending, err);
             }
         });
+    }
+
+    /** MQTT.js called back (or threw): settles the publish unless end() or a loss failed it already. */
+    private settlePublish(pending: PendingPublish, err: unknown, packet?: unknown): void {
+        if (!this._publishes.remove(pending)) return;
+        // No CounterTiming object per message: the elapsed time goes to the counters directly.
+        const counters = this._host.counters;
+        counters.endTiming('mqtt.publish_time', Date.now() - pending.started);
+        if (err) {
+            pending.reject(wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${pending.topic}`, pending.topic, packet));
+            return;
+        }
+        counters.incrementOne('mqtt.published_messages');
+        pending.resolve();
     }
 
     /** MQTT 5, QoS 1 or 2: waits for a slot under the broker's receive maximum first. */
@@ -248,7 +249,7 @@ export class MqttSession {
         const quota = this._quota;
         const waiting = quota.acquire();
         if (waiting) {
-            this._pendingPublishes++;
+            this._quotaWaiting++;
             try {
                 // Closed while waiting: the slot given later goes straight back.
                 await this.race(waiting).catch((err: unknown) => {
@@ -256,7 +257,7 @@ export class MqttSession {
                     throw wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${topic}`, topic);
                 });
             } finally {
-                this._pendingPublishes--;
+                this._quotaWaiting--;
             }
         }
         try {

@@ -20,7 +20,7 @@ interface ExactRoutes<T> {
 }
 
 function exactRoutes<T>(routes: readonly RouteEntry<T>[]): ExactRoutes<T> {
-    return { routes, values: distinct(routes) };
+    return { routes, values: Object.freeze(distinct(routes)) };
 }
 
 /**

@@ -32,7 +32,10 @@ export function checkTopicName(topic: unknown): string | null {
     if (topic.length === 0) return 'topic must not be empty';
     if (hasWildcards(topic)) return 'topic must not contain the wildcards + or #';
     if (topic.includes('\u0000')) return 'topic must not contain the NUL character';
-    if (Buffer.byteLength(topic, 'utf8') > MAX_TOPIC_BYTES) return `topic must not exceed ${MAX_TOPIC_BYTES} bytes`;
+    // A UTF-16 code unit takes at most 3 bytes in UTF-8: most topics need no byte count.
+    if (topic.length > MAX_TOPIC_BYTES / 3 && Buffer.byteLength(topic, 'utf8') > MAX_TOPIC_BYTES) {
+        return `topic must not exceed ${MAX_TOPIC_BYTES} bytes`;
+    }
     return null;
 }
 

@@ -70,6 +70,21 @@ describe('MqttTopicRouter', () => {
         assert.equal(router.size, 0);
     });
 
+    it('never changes a result it returned: a listener removed while a message is dispatched still gets it', () => {
+        const router = new MqttTopicRouter<string>();
+        const one = router.add('a/b', 'one');
+        router.add('a/b', 'two');
+        router.add('a/b', 'one');
+        const before = router.match('a/b');
+        assert.deepEqual(before, ['one', 'two'], 'distinct values, in order of adding');
+        assert.equal(router.match('a/b'), before, 'the same array while nothing changes (no allocation per message)');
+        router.remove(one);
+        router.add('a/b', 'three');
+        assert.deepEqual(before, ['one', 'two'], 'the earlier result is untouched');
+        assert.deepEqual(router.match('a/b'), ['two', 'one', 'three']);
+        assert.ok(Object.isFrozen(before), 'frozen: a caller cannot change it either');
+    });
+
     it('handles topics with many levels', () => {
         const deep = Array.from({ length: 500 }, (_, i) => `l${i}`).join('/');
         assert.equal(matches('l0/#', deep), true);

@@ -52,6 +52,8 @@ export interface MosquittoBroker extends TestBroker {
     readonly wsUrl?: string;
     /** With options.secureWebsockets: `wss://127.0.0.1:<port>/mqtt`. */
     readonly wssUrl?: string;
+    /** The process id while it runs. */
+    readonly pid: number | undefined;
     readonly dir: string;
     readonly configFile: string;
     readonly logFile: string;
@@ -190,6 +192,11 @@ class MosquittoProcess implements MosquittoBroker {
 
     public get url(): string {
         return `mqtt://${HOST}:${this._port}`;
+    }
+
+    /** The process id while it runs (the benchmark pins it to a CPU). */
+    public get pid(): number | undefined {
+        return this._child?.pid;
     }
 
     public get tlsUrl(): string | undefined {
