@@ -32,7 +32,11 @@ export interface MqttReconnectorEvents {
     onStalled(idleMs: number): void;
 }
 
-/** The events that show MQTT.js is still working on the connection. */
+/**
+ * The events that show MQTT.js is still working on the connection. Not 'packetreceive': while
+ * disconnected the only packet is a CONNACK, which ends in 'connect' or 'error' anyway, and a
+ * listener on every packet would cost every message a call.
+ */
 const PROGRESS_EVENTS = ['connect', 'reconnect', 'close', 'error', 'offline'] as const;
 
 /**
@@ -48,7 +52,7 @@ const PROGRESS_EVENTS = ['connect', 'reconnect', 'close', 'error', 'offline'] as
  * messages, its failover across servers) and changes only the timing.
  *
  * The watchdog checks every `interval` ms: when the client has been disconnected with no sign of
- * progress (no attempt, close, error or packet) for longer than an attempt and the current wait
+ * progress (no attempt, connect, close or error) for longer than an attempt and the current wait
  * can take, MQTT.js is stuck (a lost timer, an end that never completed). It then ends whatever
  * attempt hangs and starts a new one.
  */
@@ -63,9 +67,7 @@ export class MqttReconnector {
         this._attempt++;
         this.setPeriod(this._attempt);
     };
-    private _watchingPackets = false;
     private readonly _onConnect = (): void => {
-        this.watchPackets(false);
         this.clearStable();
         this._stable = setTimeout(() => {
             this._stable = null;
@@ -74,10 +76,7 @@ export class MqttReconnector {
         }, this._stableAfter);
         this._stable.unref();
     };
-    private readonly _onClose = (): void => {
-        this.clearStable();
-        this.watchPackets(true);
-    };
+    private readonly _onClose = (): void => this.clearStable();
 
     public constructor(
         private readonly _client: MqttClient,
@@ -97,7 +96,6 @@ export class MqttReconnector {
         _client.on('connect', this._onConnect);
         _client.on('close', this._onClose);
         for (const event of PROGRESS_EVENTS) _client.on(event, this._progress);
-        this.watchPackets(!_client.connected);
         this._watchdog = setInterval(() => this.check(), this._interval);
         this._watchdog.unref();
     }
@@ -124,18 +122,6 @@ export class MqttReconnector {
         this._client.off('connect', this._onConnect);
         this._client.off('close', this._onClose);
         for (const event of PROGRESS_EVENTS) this._client.off(event, this._progress);
-        this.watchPackets(false);
-    }
-
-    /**
-     * A packet is a sign of progress only while disconnected (the watchdog ignores connected
-     * time), so the listener is there only then: on every message it would cost a call.
-     */
-    private watchPackets(on: boolean): void {
-        if (on === this._watchingPackets) return;
-        this._watchingPackets = on;
-        if (on) this._client.on('packetreceive', this._progress);
-        else this._client.off('packetreceive', this._progress);
     }
 
     private stopWatchdog(): void {

@@ -5,10 +5,12 @@ import {
     BadRequestException, ConfigParams, InvalidStateException,
     type ICleanable, type IOpenable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
+import { LogLevel } from 'pip-services3-components-nodex';
 import { MessageEnvelope, MessageQueue, MessagingCapabilities, type IMessageReceiver } from 'pip-services3-messaging-nodex';
 
 import { cid } from '../connect/correlation';
 import type { IMqttMessageListener } from '../connect/IMqttMessageListener';
+import { logsAt } from '../connect/loggerLevel';
 import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/MqttErrorCode';
 import { redactConfig } from '../connect/redact';
@@ -350,18 +352,28 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * @throws BadRequestException `MQTT_INVALID_ENVELOPE`, InvalidStateException `MQTT_NOT_OPENED`,
      *   and the errors of MqttConnection.publish().
      */
-    public async send(correlationId: string | null, envelope: MessageEnvelope): Promise<void> {
-        const connection = this.openConnection(correlationId);
+    public send(correlationId: string | null, envelope: MessageEnvelope): Promise<void> {
+        let connection: MqttConnection;
+        let payload: Buffer | string;
+        try {
+            connection = this.openConnection(correlationId);
+            payload = encodeEnvelope(correlationId, envelope, this._settings!.serializeEnvelope);
+        } catch (err) {
+            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+        }
         const settings = this._settings!;
-        const payload = encodeEnvelope(correlationId, envelope, settings.serializeEnvelope);
         const options: IClientPublishOptions = { qos: settings.qos, retain: settings.retain };
         // Raw over MQTT 5: the envelope's fields travel as user properties, beside the bytes.
         if (!settings.serializeEnvelope && connection.getProtocolVersion() === 5) {
             options.properties = { userProperties: envelopeUserProperties(correlationId, envelope) };
         }
-        await connection.publish(settings.topic, payload, options);
-        this._counters.incrementOne(queueCounter(this.getName(), 'sent_messages'));
-        this._logger.trace(cid(correlationId), 'MQTT queue %s sent message %s', this.getName(), envelope.message_id);
+        // Not async: one promise less per message (see bench/, scenario 4).
+        return connection.publish(settings.topic, payload, options).then(() => {
+            this._counters.incrementOne(queueCounter(this.getName(), 'sent_messages'));
+            if (logsAt(this._logger, LogLevel.Trace)) {
+                this._logger.trace(cid(correlationId), 'MQTT queue %s sent message %s', this.getName(), envelope.message_id);
+            }
+        });
     }
 
     /**
@@ -421,7 +433,9 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         if (!(await settlesWithin(this.subscribeOnce(correlationId), waitTimeout))) return NO_MESSAGE;
         if (!this._opened || this._generation !== generation) return NO_MESSAGE;
         const message = await this._buffer.take(waitTimeout - (Date.now() - started));
-        if (message) this._logger.trace(cid(correlationId), 'MQTT queue %s handed out message %s', this.getName(), message.message_id);
+        if (message && logsAt(this._logger, LogLevel.Trace)) {
+            this._logger.trace(cid(correlationId), 'MQTT queue %s handed out message %s', this.getName(), message.message_id);
+        }
         return message ?? NO_MESSAGE;
     }
 

@@ -1,8 +1,9 @@
 import type { IPublishPacket } from 'mqtt';
-import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
+import { LogLevel, type CompositeCounters, type CompositeLogger } from 'pip-services3-components-nodex';
 import type { IMessageQueue, IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { NO_CID } from '../connect/correlation';
+import { logsAt } from '../connect/loggerLevel';
 import { decodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttMessageBuffer } from './MqttMessageBuffer';
 
@@ -75,7 +76,7 @@ export class MqttQueueInbox {
             this._dropping = 0;
         }
         counters.incrementOne(this.counter('received_messages'));
-        logger.trace(NO_CID, 'MQTT queue %s received message %s', name, envelope.message_id);
+        if (logsAt(logger, LogLevel.Trace)) logger.trace(NO_CID, 'MQTT queue %s received message %s', name, envelope.message_id);
         if (this._receiver) this.pump();
     }
 
@@ -106,13 +107,32 @@ export class MqttQueueInbox {
     private async drain(epoch: number, receiver: IMessageReceiver): Promise<void> {
         try {
             // An older drain may still be handing this receiver a message: one at a time, in order.
+            // Either way the receiver is called in a turn of its own, never inside accept() or listen().
             const previous = this._delivering.get(receiver);
-            if (previous) await previous.catch(() => undefined);
+            await (previous ? previous.catch(() => undefined) : undefined);
             for (;;) {
                 if (this._epoch !== epoch) return;
                 const message = this.buffer.shift();
                 if (!message) return;
-                await this.deliver(receiver, message);
+                // Called directly, and awaited only when it returns a promise: a drain runs for
+                // every message a listening queue gets, so no promises of its own per message.
+                let result: unknown;
+                try {
+                    result = receiver.receiveMessage(message, this._host.queue);
+                } catch (err) {
+                    this.receiverFailed(message, err);
+                    continue;
+                }
+                if (!isThenable(result)) continue;
+                const delivering = Promise.resolve(result);
+                this._delivering.set(receiver, delivering);
+                try {
+                    await delivering;
+                } catch (err) {
+                    this.receiverFailed(message, err);
+                } finally {
+                    if (this._delivering.get(receiver) === delivering) this._delivering.delete(receiver);
+                }
             }
         } finally {
             // Runs in the same turn as the last empty check, so no message can slip in between.
@@ -120,16 +140,11 @@ export class MqttQueueInbox {
         }
     }
 
-    private async deliver(receiver: IMessageReceiver, message: MessageEnvelope): Promise<void> {
-        const delivering = Promise.resolve().then(() => receiver.receiveMessage(message, this._host.queue));
-        this._delivering.set(receiver, delivering);
-        try {
-            await delivering;
-        } catch (err) {
-            this._host.logger.error(NO_CID, err as Error, 'MQTT queue %s: the receiver failed on message %s',
-                this._host.name, message.message_id);
-        } finally {
-            if (this._delivering.get(receiver) === delivering) this._delivering.delete(receiver);
-        }
+    private receiverFailed(message: MessageEnvelope, err: unknown): void {
+        this._host.logger.error(NO_CID, err as Error, 'MQTT queue %s: the receiver failed on message %s', this._host.name, message.message_id);
     }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+    return value != null && typeof (value as { then?: unknown }).then === 'function';
 }
