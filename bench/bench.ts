@@ -268,6 +268,7 @@ async function main(): Promise<void> {
     const brokers = await startBrokers(values.broker ?? 'all', pin);
     const cases = benchCases(brokers, { messages, payloads, filter: new RegExp(values.scenario ?? '', 'i') });
     const results: CaseResult[] = [];
+    const failures: string[] = [];
     const total = cases.reduce((n, c) => n + c.variants.length * rounds, 0);
     let done = 0;
     try {
@@ -278,7 +279,14 @@ async function main(): Promise<void> {
                 const order = round % 2 === 0 ? c.variants : [...c.variants].reverse();
                 for (const variant of order) {
                     progress(`[${++done}/${total}] ${c.scenario} ${c.label} on ${c.broker.name}: ${variant} (round ${round + 1})`);
-                    runs[variant].push(await runWorker({ scenario: c.scenario, variant, params: c.params }, pin));
+                    try {
+                        runs[variant].push(await runWorker({ scenario: c.scenario, variant, params: c.params }, pin));
+                    } catch (err) {
+                        // A failed run (a lost message, a timeout) is reported and the others go on.
+                        const message = (err as Error).message.split('\n').find((l) => /Error:/.test(l)) ?? (err as Error).message;
+                        failures.push(`${c.scenario} ${c.label} on ${c.broker.name}, ${variant} round ${round + 1}: ${message.trim()}`);
+                        progress(`FAILED: ${failures[failures.length - 1]}`);
+                    }
                 }
             }
             results.push({ scenario: c.scenario, label: c.label, broker: c.broker.name, runs,
@@ -293,7 +301,7 @@ async function main(): Promise<void> {
     const out = path.join(__dirname, '..', '..', 'bench', 'results');
     fs.mkdirSync(out, { recursive: true });
     fs.writeFileSync(path.join(out, 'latest.json'), JSON.stringify({
-        date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, pinning: pin.description, messages, rounds, results,
+        date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, pinning: pin.description, messages, rounds, failures, results,
     }, null, 2) + '\n');
     const dispatchResults = results.filter((r) => r.scenario === 'dispatch');
     let written = 'bench/results/latest.json';
@@ -312,6 +320,10 @@ async function main(): Promise<void> {
         written += ' and bench/results/latest.svg';
     }
     console.log(`\nwritten: ${written} (medians of ${rounds} runs per variant, alternating)`);
+    if (failures.length > 0) {
+        console.log(`\n${failures.length} failed runs (left out of the medians):\n${failures.map((f) => `- ${f}`).join('\n')}`);
+        process.exitCode = 1;
+    }
 }
 
 main().catch((err: unknown) => {

@@ -110,6 +110,23 @@ function isBase64(text: string): boolean {
 }
 
 /**
+ * The bytes of standard base64 (padded or not), or null when the text is not base64. Fast path:
+ * the text is what Buffer would write for its own bytes (a string compare after native
+ * decoding and encoding); only other text goes through isBase64's scan, which is ~13 µs per
+ * 4 KiB message (the regex alone was a quarter of the queue's cost at 4 KiB in bench scenario 4).
+ */
+function decodeBase64(text: string): Buffer | null {
+    const bytes = Buffer.from(text, 'base64');
+    const canonical = bytes.toString('base64');
+    if (canonical === text) return bytes;
+    // The same without its padding: what an encoder that leaves padding off writes.
+    if (text.length < canonical.length && !text.endsWith('=') && canonical.startsWith(text) && canonical.charCodeAt(text.length) === 61 /* = */) {
+        return bytes;
+    }
+    return isBase64(text) ? bytes : null;
+}
+
+/**
  * An envelope for a received message: with the sender's message id when it came with one, and
  * only otherwise a new one. (MessageEnvelope's constructor always makes a new id, a UUID, which
  * was a third of the cost of receiving a small message.)
@@ -159,7 +176,8 @@ export function decodeEnvelope(
         if (value != null && typeof value !== 'string') return `${key} is not a string`;
     }
     const message = fields.message as string | null | undefined;
-    if (message != null && !isBase64(message)) return 'message is not base64';
+    const bytes = message != null ? decodeBase64(message) : null;
+    if (message != null && bytes === null) return 'message is not base64';
     let sentTime: Date | null = null;
     if (fields.sent_time != null) {
         sentTime = DateTimeConverter.toNullableDateTime(fields.sent_time);
@@ -171,7 +189,7 @@ export function decodeEnvelope(
         (fields.message_type as string | undefined) ?? null,
         nonEmptyString(fields.message_id),
     );
-    envelope.message = message != null ? Buffer.from(message, 'base64') : (null as unknown as Buffer);
+    envelope.message = bytes ?? (null as unknown as Buffer);
     envelope.sent_time = sentTime ?? (null as unknown as Date);
     return envelope;
 }
