@@ -14,7 +14,7 @@ import { MqttConnectionResolver } from './MqttConnectionResolver';
 import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
 import { MQTT_CONNECTION_DEFAULTS, makeClientId, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
-import { closedError } from './MqttErrors';
+import { closedError, toError } from './MqttErrors';
 import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions, QOS_0 } from './MqttInputs';
 import { MqttSession, type MqttSessionHost } from './MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
@@ -467,7 +467,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             session = this.checkOpen();
             if (publishOptions !== QOS_0) checkProtocolOptions(topic, publishOptions, session.protocolVersion);
         } catch (err) {
-            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+            return Promise.reject(toError(err));
         }
         // Not async: this is the hot path, where each extra promise per message shows in the
         // benchmark (bench/, scenario 1). The session counts and times the publish.

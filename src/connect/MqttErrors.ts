@@ -26,6 +26,11 @@ export function reasonStringOf(err: unknown, packet?: unknown): string | undefin
     return typeof reason === 'string' && reason !== '' ? reason : undefined;
 }
 
+/** The value a throw or rejection gave, as an Error (non-Error values become one with their text). */
+export function toError(err: unknown): Error {
+    return err instanceof Error ? err : new Error(String(err));
+}
+
 /**
  * Turns an MQTT.js error into a ConnectionException with the given code, the topic, the
  * reason code and (MQTT 5) the broker's reason string in its details. Our own exceptions pass
@@ -35,7 +40,7 @@ export function reasonStringOf(err: unknown, packet?: unknown): string | undefin
  */
 export function wrapMqttError(err: unknown, code: string, message: string, topic: string, packet?: unknown): ApplicationException {
     if (err instanceof ApplicationException) return err;
-    const cause = err instanceof Error ? err : new Error(String(err));
+    const cause = toError(err);
     const reasonString = reasonStringOf(cause, packet);
     const text = `${message}: ${cause.message}${reasonString !== undefined ? ` (${reasonString})` : ''}`;
     const wrapped = new ConnectionException(NO_CID, code, text).withCause(cause).withDetails('topic', topic);

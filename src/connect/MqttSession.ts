@@ -9,7 +9,7 @@ import { MqttErrorCode } from './MqttErrorCode';
 import { MqttSendQuota } from './MqttSendQuota';
 import { PendingPublish, PendingPublishes } from './PendingPublishes';
 import { publishFits } from './publishPacketSize';
-import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf, wrapMqttError } from './MqttErrors';
+import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf, toError, wrapMqttError } from './MqttErrors';
 import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
 import type { MqttReconnector } from './MqttReconnector';
 import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
@@ -54,7 +54,6 @@ export class MqttSession {
     private _receiveMaximum = DEFAULT_RECEIVE_MAXIMUM;
     /** MQTT 5: the largest packet the broker accepts, when it said. */
     private _maximumPacketSize: number | undefined;
-    /** publish() calls not settled yet. */
     /** The publishes handed to MQTT.js and not settled yet. */
     private readonly _publishes = new PendingPublishes();
     /** MQTT 5: publishes waiting for a slot under the broker's receive maximum. */
@@ -205,7 +204,7 @@ export class MqttSession {
             }
             if (this._settings.protocolVersion === 5) this.checkPacketSize(topic, data, options);
         } catch (err) {
-            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+            return Promise.reject(toError(err));
         }
         if (this._ended) return Promise.reject(this._ended);
         if ((options.qos ?? 0) > 0 && this._settings.protocolVersion === 5) return this.publishInQuota(topic, data, options);
@@ -499,7 +498,7 @@ export class MqttSession {
     }
 
     private listenerFailed(topic: string, err: unknown): void {
-        const error = err instanceof Error ? err : new Error(String(err));
+        const error = toError(err);
         this._host.logger.error(NO_CID, error, 'MQTT message listener failed on topic %s', topic);
     }
 }

@@ -1,4 +1,5 @@
 import type { MqttConnectionState, MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
+import { toError } from './MqttErrors';
 
 /**
  * The state of an [[MqttConnection]], when it was entered, and the listeners told of each change.
@@ -59,7 +60,7 @@ export class MqttStateTracker {
             try {
                 listener(status);
             } catch (err) {
-                this._listenerFailed(err instanceof Error ? err : new Error(String(err)));
+                this._listenerFailed(toError(err));
             }
         }
     }

@@ -13,6 +13,7 @@ import type { IMqttMessageListener } from '../connect/IMqttMessageListener';
 import { logsAt } from '../connect/loggerLevel';
 import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/MqttErrorCode';
+import { toError } from '../connect/MqttErrors';
 import { redactConfig } from '../connect/redact';
 import { SharedRun } from '../connect/SharedRun';
 import { encodeEnvelope, envelopeUserProperties } from './MqttEnvelopeCodec';
@@ -315,7 +316,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         try {
             this.startSubscription(correlationId);
         } catch (err) {
-            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+            return Promise.reject(toError(err));
         }
         return Promise.resolve(this._buffer.peek(count));
     }
@@ -359,7 +360,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
             connection = this.openConnection(correlationId);
             payload = encodeEnvelope(correlationId, envelope, this._settings!.serializeEnvelope);
         } catch (err) {
-            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+            return Promise.reject(toError(err));
         }
         const settings = this._settings!;
         const options: IClientPublishOptions = { qos: settings.qos, retain: settings.retain };
