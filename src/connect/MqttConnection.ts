@@ -495,6 +495,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         checkListener(topic, listener);
         const session = this.checkOpen();
         checkProtocolOptions(topic, subscribeOptions, session.protocolVersion);
+        session.checkSubscribeSupport(topic, subscribeOptions, parsed.shareGroup !== null, parsed.hasWildcards);
         if (this._subscriptions.optionsConflict(parsed, subscribeOptions, listener)) {
             throw new BadRequestException(NO_CID, MqttErrorCode.InvalidOptions,
                 'Invalid MQTT subscribe options: the other listeners of this filter subscribed with other nl, rap, rh or properties, ' +

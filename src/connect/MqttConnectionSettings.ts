@@ -9,6 +9,7 @@ import type { MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from './MqttErrorCode';
 import type { MqttTlsOptions } from './MqttTls';
 import { ReplayCopyStore } from './ReplayCopyStore';
+import { checkTopicName } from './MqttTopics';
 import { nonEmpty } from './text';
 import { cid } from './correlation';
 
@@ -28,6 +29,9 @@ export const MQTT_CONNECTION_DEFAULTS: ConfigParams = ConfigParams.fromTuples(
     'options.broker_assigns_client_id', false,
     'options.topic_alias_maximum', 0,
     'options.ssl_reject_unauthorized', true,
+    'options.max_qos', 2,
+    'options.will_qos', 0,
+    'options.will_retain', false,
 );
 
 /** MQTT keepalive is sent in whole seconds as a 16-bit value. */
@@ -63,6 +67,18 @@ export interface MqttConnectionSettings {
     readonly sslRejectUnauthorized: boolean;
     /** TLS: the host name the broker's certificate must name (and SNI); undefined: the connection's host. */
     readonly sslServerName?: string;
+    /** The highest QoS the broker supports, as configured (NATS and RabbitMQ 3.x: 1); publishes and subscribes above it are refused. */
+    readonly maxQos: 0 | 1 | 2;
+    /** The last will: what the broker publishes when the connection ends without DISCONNECT. */
+    readonly will?: MqttWill;
+}
+
+/** A last will message (`options.will_*`). */
+export interface MqttWill {
+    readonly topic: string;
+    readonly message: string;
+    readonly qos: 0 | 1 | 2;
+    readonly retain: boolean;
 }
 
 /**
@@ -155,6 +171,7 @@ export function readSettings(
     }
     const topicAliasMaximum = mqtt5('options.topic_alias_maximum', () => integer('options.topic_alias_maximum', 0, 65535, 'aliases'), 0);
     const sslServerName = given('options.ssl_server_name');
+    const will = readWill(correlationId, given, integer, boolean);
     return {
         clientId,
         retryConnect,
@@ -170,6 +187,34 @@ export function readSettings(
         ...(sessionExpiry !== undefined ? { sessionExpiry } : {}),
         sslRejectUnauthorized: boolean('options.ssl_reject_unauthorized'),
         ...(sslServerName !== undefined ? { sslServerName: sslServerName.trim() } : {}),
+        maxQos: integer('options.max_qos', 0, 2, 'QoS') as 0 | 1 | 2,
+        ...(will !== undefined ? { will } : {}),
+    };
+}
+
+/**
+ * Reads `options.will_topic` (a topic name), `will_message` (text, default empty), `will_qos`
+ * and `will_retain`. The other will keys without a topic are a mistake, not something to ignore.
+ */
+function readWill(
+    correlationId: string | null,
+    given: (key: string) => string | undefined,
+    integer: (key: string, min: number, max: number, unit?: string) => number,
+    boolean: (key: string) => boolean,
+): MqttWill | undefined {
+    const topic = given('options.will_topic');
+    if (topic === undefined) {
+        const orphan = ['options.will_message', 'options.will_qos', 'options.will_retain'].find((key) => given(key) !== undefined);
+        if (orphan !== undefined) throw badOption(correlationId, orphan, 'needs options.will_topic: there is no will without a topic');
+        return undefined;
+    }
+    const topicError = checkTopicName(topic);
+    if (topicError !== null) throw badOption(correlationId, 'options.will_topic', `is not a valid topic name: ${topicError}`);
+    return {
+        topic,
+        message: given('options.will_message') ?? '',
+        qos: integer('options.will_qos', 0, 2, 'QoS') as 0 | 1 | 2,
+        retain: boolean('options.will_retain'),
     };
 }
 
@@ -231,6 +276,10 @@ export function toClientOptions(settings: MqttConnectionSettings, resolved: Mqtt
         followHostForServerName(options, tls.servername);
         // For wss, the WebSocket gets its TLS options from here (MQTT.js passes wsOptions to ws).
         if (resolved.servers.some((s) => s.protocol === 'wss')) options.wsOptions = { ...tls };
+    }
+    if (settings.will !== undefined) {
+        const { topic, message, qos, retain } = settings.will;
+        options.will = { topic, payload: Buffer.from(message, 'utf8'), qos, retain };
     }
     if (resolved.username !== undefined) options.username = resolved.username;
     if (resolved.password !== undefined) options.password = resolved.password;

@@ -2,7 +2,7 @@
  * Stable error codes raised by the MQTT components.
  *
  * Each error is a Pip.Services exception (`ConfigException`, `ConnectionException`,
- * `InvalidStateException` or `BadRequestException`) whose `code` is one of these values.
+ * `UnsupportedException`, `InvalidStateException` or `BadRequestException`) whose `code` is one of these values.
  * Codes never change meaning between releases; match on them, not on messages.
  * Protocol detail (MQTT reason code, topic, configuration key) is in the error's `details`
  * (a StringValueMap: read the reason code with `details.getAsInteger('reason_code')`).
@@ -62,6 +62,12 @@ export const MqttErrorCode = {
     NotConnected: 'MQTT_NOT_CONNECTED',
     /** The broker rejected a SUBSCRIBE (details.reason_code). */
     SubscribeRejected: 'MQTT_SUBSCRIBE_REJECTED',
+    /**
+     * The broker granted a subscription at a lower QoS than asked (details.qos asked,
+     * details.granted_qos), as brokers without QoS 2 do. The listener is not added; subscribe at
+     * the granted QoS to take what the broker offers.
+     */
+    QosNotGranted: 'MQTT_QOS_NOT_GRANTED',
     /** The broker rejected an UNSUBSCRIBE, or it could not be sent. */
     UnsubscribeFailed: 'MQTT_UNSUBSCRIBE_FAILED',
     /** A publish failed (broker reason code in details.reason_code, or a client error as cause). */
@@ -71,6 +77,22 @@ export const MqttErrorCode = {
      * already waiting for the broker (details.limit); nothing was queued.
      */
     OfflineLimit: 'MQTT_OFFLINE_LIMIT',
+
+    // UnsupportedException: the broker lacks what the call needs.
+    /**
+     * A publish or subscribe asks for a QoS above what the broker supports (details.qos,
+     * details.max_qos, details.source): `options.max_qos`, the broker's MQTT 5 CONNACK, or what the
+     * broker did to an earlier QoS 2 publish (it closed the connection each time it got one, or
+     * acknowledged it with PUBACK, as QoS 1; the publish that showed it fails with this code too,
+     * with details.delivered `at_least_once` or `no`).
+     */
+    QosNotSupported: 'MQTT_QOS_NOT_SUPPORTED',
+    /**
+     * A publish or subscribe needs what the broker's MQTT 5 CONNACK says it lacks (details.feature:
+     * `retain`, `wildcard_subscriptions`, `shared_subscriptions` or `subscription_identifiers`).
+     * Sent anyway, the broker would drop the connection.
+     */
+    FeatureNotSupported: 'MQTT_FEATURE_NOT_SUPPORTED',
 
     // InvalidStateException: the component is not in a state for the call.
     /** The connection or queue is not open (publish, subscribe, send, receive... before open() or after close()). */

@@ -1,5 +1,5 @@
 import type { IClientSubscribeOptions } from 'mqtt';
-import { ApplicationException } from 'pip-services3-commons-nodex';
+import { ApplicationException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { ILogger } from 'pip-services3-components-nodex';
 
 import { NO_CID } from './correlation';
@@ -100,11 +100,11 @@ export class MqttFilterSync {
                 const verifying = entry.verify;
                 const sentKey = entry.wantedOptionsKey();
                 const { code, reasonString } = await this._broker.subscribe(topic, entry.brokerOptions(want), verifying);
-                // A broker may grant less than asked; the messages then come at the lower QoS.
                 entry.verify = false;
                 if ((code & 0x80) === 0) {
-                    entry.brokerQos = want;
                     entry.brokerOptionsKey = sentKey;
+                    if (code < want) this.downgraded(entry, want, code as 0 | 1, asked);
+                    else entry.brokerQos = want;
                 } else {
                     // A refused verification: the broker may hold nothing for this filter.
                     if (verifying) entry.brokerQos = null;
@@ -135,6 +135,31 @@ export class MqttFilterSync {
             this._broker.logger.error(NO_CID, error, 'MQTT broker refused the subscription to %s again after a reconnect; removed its %d listener(s) at QoS %d',
                 topic, victims.length, qos);
         }
+    }
+
+    /**
+     * The broker granted less than asked (a broker without QoS 2 grants 1): the messages would
+     * come at the lower QoS, which is not what the listeners asked for. The waiting listeners
+     * above the granted QoS that the SUBSCRIBE was sent for are removed (their calls reject with
+     * `MQTT_QOS_NOT_GRANTED`); the others keep the subscription at the granted QoS. When only
+     * confirmed listeners are left (a resubscription after a reconnect, to a broker that now grants
+     * less), they stay, and the downgrade is logged as an error.
+     */
+    private downgraded(entry: MqttFilterEntry, want: 0 | 1 | 2, granted: 0 | 1, asked: Set<MqttRegistration>): void {
+        const topic = entry.parsed.brokerFilter;
+        const error = new ConnectionException(NO_CID, MqttErrorCode.QosNotGranted,
+            `MQTT broker granted QoS ${granted} for ${topic}, not the QoS ${want} asked: it does not support QoS ${want}; subscribe at QoS ${granted}`)
+            .withDetails('topic', topic).withDetails('qos', want).withDetails('granted_qos', granted).withDetails('reason_code', granted);
+        const victims = [...entry.registrations.values()].filter((r) => asked.has(r) && !r.confirmed && r.subscription.qos > granted);
+        if (victims.length === 0) {
+            // Taken as held at `want`, or the filter would be sent again and again for the same answer.
+            entry.brokerQos = want;
+            this._broker.logger.error(NO_CID, error, 'MQTT broker granted QoS %d for %s after a reconnect; its listeners now get messages at that QoS',
+                granted, topic);
+            return;
+        }
+        entry.brokerQos = granted;
+        this.remove(entry, victims, error);
     }
 
     /** Nothing pending will be answered (closed, down for good, client error): fail the waiting listeners. */

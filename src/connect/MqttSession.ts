@@ -1,11 +1,12 @@
 import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient, Packet } from 'mqtt';
-import { ApplicationException, BadRequestException, ConnectionException } from 'pip-services3-commons-nodex';
+import { ApplicationException, BadRequestException, ConnectionException, type UnsupportedException } from 'pip-services3-commons-nodex';
 import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 
 import { NO_CID, cid } from './correlation';
 import { endClient } from './endClient';
 import { sessionOutlivesConnection, type MqttConnectionSettings } from './MqttConnectionSettings';
 import { MqttErrorCode } from './MqttErrorCode';
+import { MqttBrokerSupport } from './MqttBrokerSupport';
 import { MqttSendQuota } from './MqttSendQuota';
 import { PendingPublish, PendingPublishes } from './PendingPublishes';
 import { publishFits } from './publishPacketSize';
@@ -56,6 +57,8 @@ export class MqttSession {
     private _maximumPacketSize: number | undefined;
     /** The publishes handed to MQTT.js and not settled yet. */
     private readonly _publishes = new PendingPublishes();
+    /** The highest QoS the broker takes. */
+    private readonly _qos: MqttBrokerSupport;
     /** MQTT 5: publishes waiting for a slot under the broker's receive maximum. */
     private _quotaWaiting = 0;
     private _lostAt = 0;
@@ -82,18 +85,25 @@ export class MqttSession {
         // MQTT 5 limits from the last CONNACK, kept while disconnected (MQTT.js forgets them at
         // the close), so publishes made offline are held to them too.
         this._quota = new MqttSendQuota(() => this._receiveMaximum);
+        this._qos = new MqttBrokerSupport(_settings.maxQos, _displayUri);
         const fromConnack = (properties: IConnackPacket['properties']): void => {
             this._receiveMaximum = properties?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM;
             this._maximumPacketSize = properties?.maximumPacketSize;
         };
         fromConnack(client.serverProperties);
+        this._qos.onFirstConnack(client.serverProperties);
         this.on('packetreceive', (packet: Packet) => {
-            if (packet.cmd === 'connack') fromConnack(packet.properties);
+            if (packet.cmd !== 'connack') return;
+            fromConnack(packet.properties);
+            this._qos.onConnack(packet);
         });
         this._unrouted = _settings.cleanSession ? null : new MqttUnroutedHold(_settings.maxOfflineMessages);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
-        this.on('close', () => this.onClose());
+        this.on('close', () => {
+            this.refuseQos2();
+            this.onClose();
+        });
         this.on('reconnect', () => {
             this._attempts++;
             this._host.counters.incrementOne('mqtt.reconnect_attempts');
@@ -203,6 +213,8 @@ export class MqttSession {
                     .withDetails('topic', topic).withDetails('limit', this._settings.maxOfflineMessages);
             }
             if (this._settings.protocolVersion === 5) this.checkPacketSize(topic, data, options);
+            if ((options.qos ?? 0) > this._qos.max) throw this._qos.refusal(topic, options.qos ?? 0, 'publish');
+            if (options.retain === true && this._qos.noRetain) throw this._qos.featureRefusal(topic, 'retain', 'publish a retained message to');
         } catch (err) {
             return Promise.reject(toError(err));
         }
@@ -218,11 +230,14 @@ export class MqttSession {
      */
     private send(topic: string, data: Buffer | string, options: IClientPublishOptions): Promise<void> {
         return new Promise<void>((resolve, reject) => {
-            const pending = new PendingPublish(topic, Date.now(), resolve, reject);
+            const qos = options.qos ?? 0;
+            const pending = new PendingPublish(topic, Date.now(), resolve, reject, qos);
             this._publishes.add(pending);
             try {
                 // The callback form: MQTT.js passes the PUBACK or PUBREC beside the error, with its reason string.
-                this.client.publish(topic, data, options, (err, packet) => this.settlePublish(pending, err, packet));
+                const callback = (err?: Error, packet?: Packet): void => this.settlePublish(pending, err, packet);
+                if (qos === 2) pending.callback = callback;
+                this.client.publish(topic, data, options, callback);
             } catch (err) {
                 this.settlePublish(pending, err);
             }
@@ -237,6 +252,13 @@ export class MqttSession {
         counters.endTiming('mqtt.publish_time', Date.now() - pending.started);
         if (err) {
             pending.reject(wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${pending.topic}`, pending.topic, packet));
+            return;
+        }
+        if (pending.qos === 2 && !this._qos.qos2Acknowledged(packet)) {
+            // A PUBACK: the broker took it as QoS 1. Not what was asked, and the caller must know.
+            const error = this._qos.refusal(pending.topic, 2, 'publish', 'at_least_once');
+            this._host.logger.error(NO_CID, error, 'MQTT broker at %s does not support QoS 2', this._displayUri);
+            pending.reject(error);
             return;
         }
         counters.incrementOne('mqtt.published_messages');
@@ -369,6 +391,9 @@ export class MqttSession {
     }
 
     private onConnect(connack: IConnackPacket): void {
+        // MQTT.js emits 'connect' once it has resent what it kept: by then the connection may be
+        // gone again (a broker that closes on a resent packet). The next CONNACK brings another.
+        if (!this.client.connected) return;
         const attempts = this._attempts;
         this._attempts = 0;
         this._connected = true;
@@ -411,6 +436,52 @@ export class MqttSession {
     /** Remembers that this process let go of a filter, so messages still coming for it are not held. */
     public released(matchFilter: string): void {
         this._unrouted?.released(matchFilter);
+    }
+
+    /**
+     * At each close: once the broker is known to close the connection on QoS 2 publishes (see
+     * MqttBrokerSupport), every pending QoS 2 publish fails with `MQTT_QOS_NOT_SUPPORTED` and is
+     * taken back from MQTT.js, which would otherwise send it again after every reconnect.
+     */
+    private refuseQos2(): void {
+        if (!this._qos.onClose(this._publishes.size === 0 ? [] : this._publishes.toArray())) return;
+        const doomed = this._publishes.toArray().filter((publish) => publish.qos === 2);
+        let error: UnsupportedException | null = null;
+        for (const publish of doomed) {
+            this._publishes.remove(publish);
+            error = this._qos.refusal(publish.topic, 2, 'publish', 'no');
+            publish.reject(error);
+        }
+        // MQTT.js's store holds a QoS 2 PUBLISH until PUBREC (then its PUBREL): these are the unanswered ones.
+        const inflights = (this.client.outgoingStore as unknown as { _inflights?: unknown })._inflights;
+        if (inflights instanceof Map) {
+            const unanswered = [...(inflights as Map<number, Packet>).values()].filter((p) => p.cmd === 'publish' && p.qos === 2);
+            for (const packet of unanswered) this.client.removeOutgoingMessage(packet.messageId!);
+        }
+        if (error) {
+            this._host.logger.error(NO_CID, error, 'MQTT broker at %s closed the connection each time it received a QoS 2 publish: ' +
+                'it does not support QoS 2; failed %d QoS 2 publish(es), QoS 2 is refused from now on', this._displayUri, doomed.length);
+        }
+    }
+
+    /** The highest QoS the broker takes, as far as known (see MqttBrokerSupport). */
+    public get maxQos(): 0 | 1 | 2 {
+        return this._qos.max;
+    }
+
+    /**
+     * Checks a subscribe against what the broker supports: its QoS (maxQos), and (MQTT 5) the
+     * wildcard and shared subscriptions and subscription identifiers its CONNACK says it lacks.
+     * @throws UnsupportedException `MQTT_QOS_NOT_SUPPORTED` or `MQTT_FEATURE_NOT_SUPPORTED`.
+     */
+    public checkSubscribeSupport(topic: string, options: IClientSubscribeOptions, shared: boolean, wildcard: boolean): void {
+        const qos = options.qos ?? 0;
+        if (qos > this._qos.max) throw this._qos.refusal(topic, qos, 'subscribe');
+        if (shared && this._qos.lacks('shared_subscriptions')) throw this._qos.featureRefusal(topic, 'shared_subscriptions', 'subscribe to');
+        if (wildcard && this._qos.lacks('wildcard_subscriptions')) throw this._qos.featureRefusal(topic, 'wildcard_subscriptions', 'subscribe to');
+        if (options.properties?.subscriptionIdentifier !== undefined && this._qos.lacks('subscription_identifiers')) {
+            throw this._qos.featureRefusal(topic, 'subscription_identifiers', 'subscribe with a subscription identifier to');
+        }
     }
 
     private onClose(): void {

@@ -2,6 +2,10 @@
 export class PendingPublish {
     public prev: PendingPublish | null = null;
     public next: PendingPublish | null = null;
+    /** QoS 2 only: the callback handed to MQTT.js, to find the publish in MQTT.js's outgoing table. */
+    public callback: ((...args: never[]) => void) | null = null;
+    /** QoS 2 only: closes right after it was sent, while the broker never completed a QoS 2 publish (MqttBrokerSupport). */
+    public closes = 0;
 
     public constructor(
         public readonly topic: string,
@@ -9,6 +13,7 @@ export class PendingPublish {
         public readonly started: number,
         public readonly resolve: () => void,
         public readonly reject: (err: Error) => void,
+        public readonly qos: number,
     ) {}
 }
 
@@ -44,6 +49,13 @@ export class PendingPublishes {
         publish.next = null;
         this._size--;
         return true;
+    }
+
+    /** What the list holds, oldest first (it stays as it is). */
+    public toArray(): PendingPublish[] {
+        const all: PendingPublish[] = [];
+        for (let p = this._head; p; p = p.next) all.push(p);
+        return all.reverse();
     }
 
     /** Empties the list and returns what it held, oldest first. */

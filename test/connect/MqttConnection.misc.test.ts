@@ -53,6 +53,7 @@ describe('MqttConnection configuration and references', { timeout: 30000 }, () =
                 retry_connect: 'true', connect_timeout: '30000', reconnect_timeout: '1000', max_reconnect_timeout: '30000',
                 keepalive_timeout: '60000', clean_session: 'true', max_offline_messages: '10000', protocol_version: '4',
                 broker_assigns_client_id: 'false', topic_alias_maximum: '0', ssl_reject_unauthorized: 'true',
+                max_qos: '2', will_qos: '0', will_retain: 'false',
             },
         });
         connection.configure(ConfigParams.fromTuples('client_id', 'c1', 'options.retry_connect', false,

@@ -49,6 +49,9 @@ describe('MqttConnection open and close', { timeout: 60000 }, () => {
             'options.broker_assigns_client_id': 'false',
             'options.topic_alias_maximum': '0',
             'options.ssl_reject_unauthorized': 'true',
+            'options.max_qos': '2',
+            'options.will_qos': '0',
+            'options.will_retain': 'false',
         });
         const connection = newConnection(broker.url);
         await connection.open(null);

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { PendingPublish, PendingPublishes } from '../../src/connect/PendingPublishes';
 
 function publish(topic: string): PendingPublish {
-    return new PendingPublish(topic, 0, () => undefined, () => undefined);
+    return new PendingPublish(topic, 0, () => undefined, () => undefined, 1);
 }
 
 describe('PendingPublishes', () => {

@@ -6,7 +6,7 @@ export const HOST = '127.0.0.1';
 
 /** A broker started for a test: where to connect and how to stop or bounce it. */
 export interface TestBroker {
-    kind: 'aedes' | 'mosquitto';
+    kind: 'aedes' | 'mosquitto' | 'nats' | 'rabbitmq';
     url: string;
     host: string;
     port: number;

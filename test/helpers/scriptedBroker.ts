@@ -13,9 +13,10 @@ import { HOST } from './net';
 export type ScriptedHandler = (packet: mqttPacket.Packet, send: (packet: mqttPacket.Packet) => void, socket: Socket) => void;
 
 /**
- * Starts a TCP server on a free port that speaks MQTT 5 through `handler`. Each connection gets
- * its own parser. Used only where Mosquitto and Aedes cannot produce the answer under test (MQTT 5
- * reason strings: Mosquitto 2.0 sends none and Aedes has no MQTT 5).
+ * Starts a TCP server on a free port that speaks MQTT through `handler`, in the protocol version
+ * of each client's CONNECT. Each connection gets its own parser. Used only where Mosquitto and
+ * Aedes cannot produce the answer under test (MQTT 5 reason strings: Mosquitto 2.0 sends none and
+ * Aedes has no MQTT 5; a QoS 2 publish answered with PUBACK, as RabbitMQ 3.x does).
  */
 export async function startScriptedBroker(handler: ScriptedHandler): Promise<{ url: string; stop(): Promise<void> }> {
     const sockets = new Set<Socket>();
@@ -24,10 +25,13 @@ export async function startScriptedBroker(handler: ScriptedHandler): Promise<{ u
         socket.on('close', () => sockets.delete(socket));
         socket.on('error', () => socket.destroy());
         const parser = mqttPacket.parser({ protocolVersion: 5 });
+        // Answers in the protocol version the client's CONNECT asked for.
+        let protocolVersion = 5;
         const send = (packet: mqttPacket.Packet): void => {
-            if (!socket.destroyed) socket.write(mqttPacket.generate(packet, { protocolVersion: 5 }));
+            if (!socket.destroyed) socket.write(mqttPacket.generate(packet, { protocolVersion }));
         };
         parser.on('packet', (packet: mqttPacket.Packet) => {
+            if (packet.cmd === 'connect') protocolVersion = packet.protocolVersion ?? 4;
             // Every broker answers a ping; the handler still sees it (to track the keepalive, say).
             if (packet.cmd === 'pingreq') send({ cmd: 'pingresp' });
             handler(packet, send, socket);

@@ -1,0 +1,255 @@
+// Brokers without QoS 2 or other features: the module says so with typed errors instead of
+// degrading in silence, or sending the same publish again after every reconnect.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+
+import type * as mqttPacket from 'mqtt-packet';
+import { ApplicationException, ConfigException, ConnectionException, UnsupportedException } from 'pip-services3-commons-nodex';
+import { LogLevel } from 'pip-services3-components-nodex';
+
+import { MqttErrorCode } from '../../src';
+import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
+import { newConnection, RecordingListener, testReferences } from '../helpers/components';
+import { startScriptedBroker } from '../helpers/scriptedBroker';
+
+async function rejection(promise: Promise<unknown>): Promise<ApplicationException> {
+    try {
+        await promise;
+    } catch (err) {
+        assert.ok(err instanceof ApplicationException, String(err));
+        return err;
+    }
+    assert.fail('expected a rejection');
+}
+
+describe('MqttConnection and what the broker supports', { timeout: 60000 }, () => {
+    const cleanups: (() => Promise<unknown>)[] = [];
+    after(async () => {
+        for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    });
+
+    it('checks options.max_qos and the will options', async () => {
+        for (const [tuples, key] of [
+            [['options.max_qos', 3], 'options.max_qos'],
+            [['options.max_qos', 'one'], 'options.max_qos'],
+            [['options.will_message', 'bye'], 'options.will_message'],
+            [['options.will_qos', 1], 'options.will_qos'],
+            [['options.will_topic', 'a/#'], 'options.will_topic'],
+            [['options.will_topic', 'a', 'options.will_qos', 3], 'options.will_qos'],
+            [['options.will_topic', 'a', 'options.will_retain', 'maybe'], 'options.will_retain'],
+        ] as const) {
+            const connection = newConnection('mqtt://127.0.0.1:1', ...tuples);
+            const error = await rejection(connection.open(null));
+            assert.ok(error instanceof ConfigException, `${key}: ${error.message}`);
+            assert.equal(error.code, MqttErrorCode.BadOption);
+            assert.equal(error.details.getAsString('key'), key);
+        }
+    });
+
+    it('options.max_qos refuses publishes and subscribes above it before sending anything', async () => {
+        const broker = await startAedes();
+        cleanups.push(() => broker.stop());
+        const connection = newConnection(broker.url, 'options.max_qos', 1);
+        cleanups.push(() => connection.close(null));
+        await connection.open(null);
+        const sent: string[] = [];
+        connection.getConnection()!.on('packetsend', (packet) => { sent.push(packet.cmd); });
+        const topic = uniqueTopic('maxqos');
+        const publishError = await rejection(connection.publish(topic, 'x', { qos: 2 }));
+        assert.ok(publishError instanceof UnsupportedException);
+        assert.equal(publishError.code, MqttErrorCode.QosNotSupported);
+        assert.equal(publishError.details.getAsString('source'), 'options.max_qos');
+        assert.equal(publishError.details.getAsInteger('max_qos'), 1);
+        const subscribeError = await rejection(connection.subscribe(topic, { qos: 2 }, new RecordingListener()));
+        assert.equal(subscribeError.code, MqttErrorCode.QosNotSupported);
+        assert.deepEqual(sent, [], 'nothing was sent');
+        assert.equal(connection.getSubscriptions().length, 0);
+        const listener = new RecordingListener();
+        await connection.subscribe(topic, { qos: 1 }, listener);
+        await connection.publish(topic, 'y', { qos: 1 });
+        await waitFor(() => listener.received.length === 1, 5000, 'the QoS 1 message');
+    });
+
+    it('the will is published when the connection dies, with its QoS and retain flag', async () => {
+        const broker = await startAedes();
+        cleanups.push(() => broker.stop());
+        const topic = uniqueTopic('will');
+        const dying = newConnection(broker.url, 'options.will_topic', topic, 'options.will_message', 'gone',
+            'options.will_qos', 1, 'options.will_retain', true, 'options.retry_connect', false);
+        await dying.open(null);
+        dying.getConnection()!.stream.destroy();
+        await delay(300);
+        const watcher = newConnection(broker.url);
+        cleanups.push(() => watcher.close(null));
+        await watcher.open(null);
+        const listener = new RecordingListener();
+        await watcher.subscribe(topic, { qos: 1 }, listener);
+        await waitFor(() => listener.received.length === 1, 5000, 'the retained will');
+        assert.equal(listener.received[0].data.toString(), 'gone');
+        assert.equal(listener.received[0].retain, true);
+        await dying.close(null);
+    });
+
+    describe('Mosquitto with max_qos 1', { skip: mosquittoSkip() }, () => {
+        it('a SUBACK granting QoS 1 for QoS 2 fails that subscribe with MQTT_QOS_NOT_GRANTED; QoS 1 listeners of the filter stay', async () => {
+            const broker = await startMosquitto({ extraConfig: ['max_qos 1'] });
+            cleanups.push(() => broker.cleanup());
+            const connection = newConnection(broker.url);
+            cleanups.push(() => connection.close(null));
+            await connection.open(null);
+            const topic = uniqueTopic('granted');
+            const low = new RecordingListener();
+            const high = new RecordingListener();
+            const [lowResult, highResult] = await Promise.allSettled([
+                connection.subscribe(topic, { qos: 1 }, low),
+                connection.subscribe(topic, { qos: 2 }, high),
+            ]);
+            assert.equal(lowResult.status, 'fulfilled');
+            assert.equal(highResult.status, 'rejected');
+            const error = (highResult).reason as ConnectionException;
+            assert.ok(error instanceof ConnectionException);
+            assert.equal(error.code, MqttErrorCode.QosNotGranted);
+            assert.equal(error.details.getAsInteger('qos'), 2);
+            assert.equal(error.details.getAsInteger('granted_qos'), 1);
+            assert.deepEqual(connection.getSubscriptions().map((s) => s.qos), [1], 'only the QoS 1 listener is left');
+            await connection.publish(topic, 'm', { qos: 1 });
+            await waitFor(() => low.received.length === 1, 5000, 'the message');
+            assert.equal(high.received.length, 0);
+        });
+
+        it('MQTT 3.1.1: the broker closing the connection on each QoS 2 publish fails it with MQTT_QOS_NOT_SUPPORTED, no endless resend', async () => {
+            const broker = await startMosquitto({ extraConfig: ['max_qos 1'] });
+            cleanups.push(() => broker.cleanup());
+            const refs = testReferences();
+            const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+            connection.setReferences(refs.references);
+            cleanups.push(() => connection.close(null));
+            await connection.open(null);
+            const topic = uniqueTopic('closes');
+            const listener = new RecordingListener();
+            await connection.subscribe(topic, { qos: 1 }, listener);
+            let publishes = 0;
+            connection.getConnection()!.on('packetsend', (packet) => { if (packet.cmd === 'publish' && packet.qos === 2) publishes++; });
+            const error = await rejection(connection.publish(topic, 'exactly once', { qos: 2 }));
+            assert.ok(error instanceof UnsupportedException);
+            assert.equal(error.code, MqttErrorCode.QosNotSupported);
+            assert.equal(error.details.getAsString('source'), 'broker_closed');
+            assert.equal(error.details.getAsString('delivered'), 'no');
+            assert.equal(publishes, 2, 'sent, and sent again once after the reconnect');
+            await waitFor(() => connection.isConnected(), 5000, 'the reconnect');
+            await delay(500);
+            assert.equal(publishes, 2, 'not sent again');
+            assert.equal((await rejection(connection.publish(topic, 'again', { qos: 2 }))).details.getAsString('source'), 'broker_closed');
+            await connection.publish(topic, 'qos 1', { qos: 1 });
+            await waitFor(() => listener.received.length === 1, 5000, 'the QoS 1 message');
+            assert.equal(listener.received[0].data.toString(), 'qos 1');
+            assert.ok(refs.logger.entries.some((e) => e.level === LogLevel.Error && /does not support QoS 2/.test(e.message)), 'logged');
+        });
+
+        it('MQTT 5: the CONNACK maximum QoS refuses QoS 2 publishes before sending', async () => {
+            const broker = await startMosquitto({ extraConfig: ['max_qos 1'] });
+            cleanups.push(() => broker.cleanup());
+            const connection = newConnection(broker.url, 'options.protocol_version', 5);
+            cleanups.push(() => connection.close(null));
+            await connection.open(null);
+            const error = await rejection(connection.publish(uniqueTopic('v5'), 'x', { qos: 2 }));
+            assert.equal(error.code, MqttErrorCode.QosNotSupported);
+            assert.equal(error.details.getAsString('source'), 'connack');
+            assert.ok(connection.isConnected());
+        });
+    });
+
+    it('a QoS 2 publish answered with PUBACK (RabbitMQ 3.x) fails with MQTT_QOS_NOT_SUPPORTED, delivered at least once', async () => {
+        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send) => {
+            if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
+            if (packet.cmd === 'publish' && packet.qos > 0) send({ cmd: 'puback', messageId: packet.messageId });
+        });
+        cleanups.push(() => broker.stop());
+        const connection = newConnection(broker.url);
+        cleanups.push(() => connection.close(null));
+        await connection.open(null);
+        const error = await rejection(connection.publish('t', 'x', { qos: 2 }));
+        assert.ok(error instanceof UnsupportedException);
+        assert.equal(error.details.getAsString('source'), 'puback');
+        assert.equal(error.details.getAsString('delivered'), 'at_least_once');
+        assert.match(error.message, /at least once/);
+        assert.equal((await rejection(connection.publish('t', 'y', { qos: 2 }))).details.getAsString('source'), 'puback');
+        await connection.publish('t', 'z', { qos: 1 });
+    });
+
+    it('MQTT 5: what the CONNACK says the broker lacks is refused with MQTT_FEATURE_NOT_SUPPORTED, before sending', async () => {
+        const received: mqttPacket.Packet[] = [];
+        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send) => {
+            received.push(packet);
+            if (packet.cmd === 'connect') {
+                send({
+                    cmd: 'connack', sessionPresent: false, reasonCode: 0,
+                    properties: {
+                        maximumQoS: 1, retainAvailable: false, wildcardSubscriptionAvailable: false,
+                        sharedSubscriptionAvailable: false, subscriptionIdentifiersAvailable: false,
+                    },
+                });
+            }
+            if (packet.cmd === 'subscribe') send({ cmd: 'suback', messageId: packet.messageId, granted: packet.subscriptions.map((s) => s.qos) });
+            if (packet.cmd === 'publish' && packet.qos === 1) send({ cmd: 'puback', messageId: packet.messageId, reasonCode: 0 });
+        });
+        cleanups.push(() => broker.stop());
+        const connection = newConnection(broker.url, 'options.protocol_version', 5);
+        cleanups.push(() => connection.close(null));
+        await connection.open(null);
+        const listener = new RecordingListener();
+        for (const [call, feature] of [
+            [connection.publish('a', 'x', { qos: 1, retain: true }), 'retain'],
+            [connection.subscribe('a/+', { qos: 1 }, listener), 'wildcard_subscriptions'],
+            [connection.subscribe('a/#', null, listener), 'wildcard_subscriptions'],
+            [connection.subscribe('$share/g/a', { qos: 1 }, listener), 'shared_subscriptions'],
+            [connection.subscribe('a', { qos: 1, properties: { subscriptionIdentifier: 5 } }, listener), 'subscription_identifiers'],
+        ] as const) {
+            const error = await rejection(call);
+            assert.ok(error instanceof UnsupportedException, error.message);
+            assert.equal(error.code, MqttErrorCode.FeatureNotSupported);
+            assert.equal(error.details.getAsString('feature'), feature);
+        }
+        const qosError = await rejection(connection.subscribe('a', { qos: 2 }, listener));
+        assert.equal(qosError.code, MqttErrorCode.QosNotSupported);
+        assert.equal(qosError.details.getAsString('source'), 'connack');
+        assert.deepEqual(received.filter((p) => p.cmd === 'subscribe' || p.cmd === 'publish'), [], 'nothing was sent');
+        assert.equal(connection.getSubscriptions().length, 0);
+        await connection.subscribe('a', { qos: 1 }, listener);
+        await connection.publish('a', 'x', { qos: 1 });
+        assert.deepEqual(received.filter((p) => p.cmd === 'subscribe' || p.cmd === 'publish').map((p) => p.cmd), ['subscribe', 'publish']);
+    });
+
+    it('a resubscription granted lower after a reconnect keeps its listeners and logs an error, without looping', async () => {
+        let connections = 0;
+        let subscribes = 0;
+        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send, socket) => {
+            if (packet.cmd === 'connect') {
+                connections++;
+                send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
+            }
+            if (packet.cmd === 'subscribe') {
+                subscribes++;
+                // The first broker grants QoS 2, the one after the reconnect only QoS 1.
+                send({ cmd: 'suback', messageId: packet.messageId, granted: packet.subscriptions.map((s) => (connections === 1 ? s.qos : Math.min(s.qos, 1))) });
+            }
+            if (packet.cmd === 'publish' && packet.qos === 2) send({ cmd: 'pubrec', messageId: packet.messageId });
+            if (packet.cmd === 'pubrel') send({ cmd: 'pubcomp', messageId: packet.messageId });
+            void socket;
+        });
+        cleanups.push(() => broker.stop());
+        const refs = testReferences();
+        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        connection.setReferences(refs.references);
+        cleanups.push(() => connection.close(null));
+        await connection.open(null);
+        await connection.subscribe('t/+', { qos: 2 }, new RecordingListener());
+        await connection.publish('t/1', 'x', { qos: 2 });
+        connection.getConnection()!.stream.destroy();
+        await waitFor(() => connections === 2 && connection.isConnected(), 5000, 'the reconnect');
+        await waitFor(() => refs.logger.entries.some((e) => e.level === LogLevel.Error && /granted QoS 1/.test(e.message)), 5000, 'the error');
+        await delay(300);
+        assert.equal(subscribes, 2, 'subscribed once per connection, not again and again');
+        assert.equal(connection.getSubscriptions().length, 1, 'the listener stays');
+    });
+});
