@@ -89,7 +89,13 @@ export function waitForConnack(client: MqttClient, wait: ConnackWait): Promise<v
         };
         const onClose = (): void => {
             // A socket closed without an error: the peer hung up before CONNACK.
-            if (!attemptFailed) lastError = new Error('the connection was closed before CONNACK');
+            if (!attemptFailed) {
+                // A broker that cannot parse an MQTT 5 CONNECT may hang up rather than answer code 1 (RabbitMQ 3.x does).
+                lastError = new Error(client.options.protocolVersion === 5
+                    ? 'the connection was closed before CONNACK (with options.protocol_version 5: a broker without MQTT 5 may hang up ' +
+                      'like this; try protocol_version 4)'
+                    : 'the connection was closed before CONNACK');
+            }
             attemptFailed = false;
             attemptsLost++;
             if (!wait.retry && attemptsLost >= wait.attempts) settle(failure());

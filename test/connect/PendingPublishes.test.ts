@@ -36,4 +36,14 @@ describe('PendingPublishes', () => {
         assert.equal(list.remove(all[1]), true);
         assert.equal(list.size, 0);
     });
+
+    it('lists what it holds, oldest first, and keeps it', () => {
+        const list = new PendingPublishes();
+        const all = ['1', '2', '3'].map(publish);
+        for (const p of all) list.add(p);
+        list.remove(all[1]);
+        assert.deepEqual(list.toArray().map((p) => p.topic), ['1', '3']);
+        assert.equal(list.size, 2);
+        assert.equal(list.remove(all[2]), true, 'still in the list after toArray');
+    });
 });

@@ -105,10 +105,12 @@ export function mosquittoAvailable(): boolean {
 
 /**
  * For `describe(name, { skip: mosquittoSkip() }, ...)`: a reason when mosquitto is missing,
- * `false` when it is installed or when REQUIRE_MOSQUITTO=1 (then the suite runs and fails loudly).
+ * `false` when it is installed or when REQUIRE_MOSQUITTO=1 or REQUIRE_BROKERS is `all` or names
+ * `mosquitto` (then the suite runs and fails loudly).
  */
 export function mosquittoSkip(): string | false {
-    if (mosquittoAvailable() || process.env.REQUIRE_MOSQUITTO === '1') {
+    const required = (process.env.REQUIRE_BROKERS ?? '').toLowerCase().split(/[\s,]+/);
+    if (mosquittoAvailable() || process.env.REQUIRE_MOSQUITTO === '1' || required.includes('all') || required.includes('mosquitto')) {
         return false;
     }
     return 'mosquitto binary not found (install the Debian package mosquitto, or set MOSQUITTO_BIN)';

@@ -21,8 +21,11 @@ const MODES = [
  * @param label  the broker's name in the test titles.
  * @param start  starts a broker for the suite (stopped after it).
  * @param skip   a reason to skip, or false.
+ * @param noSharedSubscriptions  a reason to skip the group test (the broker has no shared subscriptions), or false.
  */
-export function describeQueueConformance(label: string, start: () => Promise<TestBroker>, skip: string | false): void {
+export function describeQueueConformance(
+    label: string, start: () => Promise<TestBroker>, skip: string | false, noSharedSubscriptions: string | false = false,
+): void {
     describe(`MqttMessageQueue conformance on ${label}`, { skip, timeout: 120000 }, () => {
         let broker: TestBroker;
         const opened: { close(cid: string | null): Promise<void> }[] = [];
@@ -208,7 +211,7 @@ export function describeQueueConformance(label: string, start: () => Promise<Tes
             }
         });
 
-        it('group consumers split the messages, none lost, none twice', async () => {
+        it('group consumers split the messages, none lost, none twice', { skip: noSharedSubscriptions }, async () => {
             const topic = uniqueTopic('work');
             const group = `g${Date.now().toString(36)}`;
             const workers = [
