@@ -20,15 +20,27 @@ const option = (name) => {
     const at = args.indexOf(name);
     return at >= 0 ? args[at + 1] : undefined;
 };
-const out = option('--out') ?? 'docs/brokers.md';
 const only = option('--only')?.split(',');
+// docs/brokers.md holds the full matrix: a run of some brokers writes it only when told where.
+const out = option('--out') ?? (only ? null : 'docs/brokers.md');
+const IDS = ['aedes', 'mosquitto', 'nats', 'rabbitmq'];
+const unknown = only?.filter((id) => !IDS.includes(id)) ?? [];
+if (unknown.length > 0 || only?.length === 0) {
+    console.error(`--only takes broker ids from ${IDS.join(', ')}, not '${unknown.join(',')}'`);
+    process.exit(2);
+}
+/** REQUIRE_BROKERS: `all`, or broker ids; a required broker that is missing fails the run. */
+const requiredList = (process.env.REQUIRE_BROKERS ?? '').toLowerCase().split(/[\s,]+/).filter(Boolean);
+const required = (id) => requiredList.includes('all') || requiredList.includes(id);
 
 const matrixDir = 'dist/test/matrix';
 if (!existsSync(matrixDir)) {
     console.error(`No ${matrixDir}: run the build first (npm run test:brokers does).`);
     process.exit(1);
 }
+// Only --only chooses the brokers: a MATRIX_ONLY left in the environment must not drop any.
 if (only) process.env.MATRIX_ONLY = only.join(',');
+else delete process.env.MATRIX_ONLY;
 const { FEATURES, MATRIX_BROKERS: brokers } = require(join(process.cwd(), matrixDir, 'matrixBrokers.js'));
 const files = readdirSync(matrixDir).filter((f) => f.endsWith('.matrix.js')).sort().map((f) => join(matrixDir, f));
 
@@ -42,7 +54,7 @@ const run = spawnSync(process.execPath, [
     '--test-reporter=spec', '--test-reporter-destination=stdout',
     `--test-reporter=${join(dirname(fileURLToPath(import.meta.url)), 'matrix-reporter.mjs')}`, `--test-reporter-destination=${eventsFile}`,
     ...files,
-], { stdio: 'inherit', env: { ...process.env, MATRIX_EVIDENCE: evidenceFile, ...(only ? { MATRIX_ONLY: only.join(',') } : {}) } });
+], { stdio: 'inherit', env: { ...process.env, MATRIX_EVIDENCE: evidenceFile } });
 const seconds = Math.round((Date.now() - started) / 1000);
 
 const lines = (file) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
@@ -133,6 +145,7 @@ for (const b of brokers) {
         const c = cells.get(`${b.id}/${feature}`);
         if (status === 'fail') problems.push(`${b.name} / ${FEATURES[feature]}: ${c.failed.join('; ')}`);
         if (status === 'missing') problems.push(`${b.name} / ${FEATURES[feature]}: no test ran for this cell`);
+        if (status === 'skipped' && required(b.id)) problems.push(`${b.name} / ${FEATURES[feature]}: not installed, and REQUIRE_BROKERS requires it`);
     }
 }
 if (problems.length) {
@@ -189,8 +202,10 @@ if (problems.length) {
     for (const p of problems) md.push(`- ${p.replace(/\n/g, ' ')}`);
     md.push('');
 }
-mkdirSync(dirname(out), { recursive: true });
-writeFileSync(out, md.join('\n'));
-console.log(`\nWritten to ${out}`);
+if (out) {
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, md.join('\n'));
+    console.log(`\nWritten to ${out}`);
+}
 
 process.exit(problems.length > 0 || run.status !== 0 ? 1 : 0);

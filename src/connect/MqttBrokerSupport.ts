@@ -1,9 +1,8 @@
-import type { IConnackPacket } from 'mqtt';
+import type { IConnackPacket, Packet } from 'mqtt';
 import { UnsupportedException } from 'pip-services3-commons-nodex';
 
 import { NO_CID } from './correlation';
 import { MqttErrorCode } from './MqttErrorCode';
-import type { PendingPublish } from './PendingPublishes';
 
 type Qos = 0 | 1 | 2;
 
@@ -14,15 +13,9 @@ export type MqttQosSource = 'options.max_qos' | 'connack' | 'broker_closed' | 'p
 export type MqttBrokerFeature = 'retain' | 'wildcard_subscriptions' | 'shared_subscriptions' | 'subscription_identifiers';
 
 /**
- * A close within this long of sending a QoS 2 publish (or of the CONNACK after which MQTT.js sent
- * it again) counts against it: a broker that refuses QoS 2 closes at once (NATS does), while a
- * connection that fails later for other reasons has nothing to do with the publish.
- */
-const CLOSE_AFTER_SEND_MS = 5000;
-
-/**
- * How many closes in a row, each right after the same QoS 2 publish was sent, show that the
- * broker refuses QoS 2: the first could be chance, the second is the replay meeting the same end.
+ * How many closes in a row, each right after the same QoS 2 PUBLISH was written (the last packet
+ * either way before the close), show that the broker refuses QoS 2: the first could be chance,
+ * the second is MQTT.js's resend meeting the same end.
  */
 const CLOSES_TO_GIVE_UP = 2;
 
@@ -41,10 +34,14 @@ export class MqttBrokerSupport {
     private _learned: Qos = 2;
     private _learnedFrom: MqttQosSource | null = null;
     private _max: Qos;
-    /** True once the broker completed a QoS 2 publish with PUBREC and PUBCOMP: it supports QoS 2. */
+    /** True once the broker answered a QoS 2 publish with PUBREC: it supports QoS 2. */
     private _qos2Seen = false;
-    /** Date.now() at the last successful CONNACK, 0 after a close. */
-    private _connackAt = 0;
+    /** True from a successful CONNACK to the next close. */
+    private _connected = false;
+    /** The last packet written or read; null when the last one was read (the broker answered something). */
+    private _lastWritten: Packet | null = null;
+    /** The message id of the QoS 2 PUBLISH the previous closes came right after, and how many in a row. */
+    private _closesAfter: { messageId: number; closes: number } | null = null;
     /** The features the last CONNACK said the broker lacks. */
     private _lacking: ReadonlySet<MqttBrokerFeature> = new Set();
     /** True when the last CONNACK said the broker keeps no retained messages (read on every publish). */
@@ -62,7 +59,7 @@ export class MqttBrokerSupport {
     /** Reads a CONNACK (MQTT 5: its maximum QoS; a missing one means 2). */
     public onConnack(packet: Pick<IConnackPacket, 'returnCode' | 'reasonCode' | 'properties'>): void {
         if ((packet.returnCode ?? packet.reasonCode ?? 0) !== 0) return;
-        this._connackAt = Date.now();
+        this._connected = true;
         const properties = packet.properties;
         const maximum = properties?.maximumQoS;
         this._connack = maximum === 0 || maximum === 1 ? maximum : 2;
@@ -104,6 +101,22 @@ export class MqttBrokerSupport {
         this.onConnack({ returnCode: 0, properties });
     }
 
+    /** A packet was written (MQTT.js 'packetsend'). On every packet: one assignment. */
+    public written(packet: Packet): void {
+        this._lastWritten = packet;
+    }
+
+    /** A packet was read (MQTT.js 'packetreceive'); `pubrec` shows QoS 2 works. */
+    public read(packet: Packet): void {
+        this._lastWritten = null;
+        if (packet.cmd === 'pubrec' && (packet.reasonCode ?? 0) < 0x80) this._qos2Seen = true;
+    }
+
+    /** True once the broker answered a QoS 2 publish with PUBREC. */
+    public get qos2Seen(): boolean {
+        return this._qos2Seen;
+    }
+
     private update(): void {
         this._max = Math.min(this._configured, this._connack, this._learned) as Qos;
     }
@@ -143,7 +156,6 @@ export class MqttBrokerSupport {
             this.learn(1, 'puback');
             return false;
         }
-        this._qos2Seen = true;
         return true;
     }
 
@@ -155,25 +167,33 @@ export class MqttBrokerSupport {
     }
 
     /**
-     * The connection closed: counts the close against each QoS 2 publish sent shortly before it,
-     * as long as the broker never completed a QoS 2 publish. True when the broker is known to
-     * close the connection on QoS 2 publishes: one of them met CLOSES_TO_GIVE_UP closes in a row,
-     * now or at an earlier close (the maximum is then 1). Every QoS 2 publish still pending is
-     * then to be failed and taken back from MQTT.js, which would send it after every reconnect.
+     * The connection closed. A close counts against a QoS 2 PUBLISH when the connection had its
+     * CONNACK, the PUBLISH was the last packet either way before the close (written, with no
+     * answer of any kind after it), and the broker never answered a QoS 2 publish with PUBREC.
+     * CLOSES_TO_GIVE_UP such closes in a row after the same PUBLISH (MQTT.js sends it again
+     * after each reconnect, with the same message id) show that the broker refuses QoS 2: the
+     * maximum drops to 1. Any other close after a CONNACK starts the count again; a failed
+     * connection attempt neither counts nor resets it.
+     *
+     * True when the broker is known to close the connection on QoS 2 publishes (now or at an
+     * earlier close): every QoS 2 publish still unanswered is then to be failed and taken back
+     * from MQTT.js, which would send it after every reconnect.
      */
-    public onClose(pending: readonly PendingPublish[]): boolean {
-        const connackAt = this._connackAt;
-        this._connackAt = 0;
+    public onClose(): boolean {
+        const connected = this._connected;
+        const last = this._lastWritten;
+        this._connected = false;
+        this._lastWritten = null;
         if (this._learnedFrom === 'broker_closed') return true;
-        if (connackAt === 0 || this._qos2Seen) return false;
-        const now = Date.now();
-        let refused = false;
-        for (const publish of pending) {
-            if (publish.qos !== 2 || now - Math.max(publish.started, connackAt) > CLOSE_AFTER_SEND_MS) continue;
-            publish.closes++;
-            if (publish.closes >= CLOSES_TO_GIVE_UP) refused = true;
+        if (!connected) return false;
+        if (this._qos2Seen || last?.cmd !== 'publish' || last.qos !== 2 || last.messageId === undefined) {
+            this._closesAfter = null;
+            return false;
         }
-        if (refused) this.learn(1, 'broker_closed');
-        return refused;
+        const closes = this._closesAfter?.messageId === last.messageId ? this._closesAfter.closes + 1 : 1;
+        this._closesAfter = { messageId: last.messageId, closes };
+        if (closes < CLOSES_TO_GIVE_UP) return false;
+        this.learn(1, 'broker_closed');
+        return true;
     }
 }

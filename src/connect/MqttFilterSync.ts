@@ -27,6 +27,13 @@ export interface MqttBrokerOperations {
     readonly logger: ILogger;
 }
 
+/** `MQTT_QOS_NOT_GRANTED`: the broker granted `granted` for a filter asked at `want`. */
+function notGranted(topic: string, want: 0 | 1 | 2, granted: 0 | 1): ConnectionException {
+    return new ConnectionException(NO_CID, MqttErrorCode.QosNotGranted,
+        `MQTT broker granted QoS ${granted} for ${topic}, not the QoS ${want} asked: it does not support QoS ${want}; subscribe at QoS ${granted}`)
+        .withDetails('topic', topic).withDetails('qos', want).withDetails('granted_qos', granted);
+}
+
 /**
  * Brings the broker's subscription to a filter in line with the filter's listeners: one
  * SUBSCRIBE at the highest QoS asked while there are listeners, one UNSUBSCRIBE when the last
@@ -70,9 +77,11 @@ export class MqttFilterSync {
         for (;;) {
             entry.dirty = false;
             const want = entry.wantedQos();
-            const satisfied = want === null ? entry.brokerQos === null : entry.brokerQos !== null && want <= entry.brokerQos && !entry.verify
-                && entry.brokerOptionsKey === entry.wantedOptionsKey();
+            const satisfied = want === null ? entry.brokerQos === null
+                : entry.brokerQos !== null && Math.min(want, entry.ceiling ?? 2) <= entry.brokerQos && !entry.verify
+                    && entry.brokerOptionsKey === entry.wantedOptionsKey();
             if (satisfied) {
+                if (entry.ceiling !== null) this.refuseAboveCeiling(entry, entry.ceiling);
                 entry.settleCovered();
                 if (entry.dirty) continue;
                 return;
@@ -103,8 +112,12 @@ export class MqttFilterSync {
                 entry.verify = false;
                 if ((code & 0x80) === 0) {
                     entry.brokerOptionsKey = sentKey;
-                    if (code < want) this.downgraded(entry, want, code as 0 | 1, asked);
-                    else entry.brokerQos = want;
+                    if (code < want) {
+                        this.downgraded(entry, want, code as 0 | 1, asked);
+                    } else {
+                        entry.brokerQos = want;
+                        entry.ceiling = null;
+                    }
                 } else {
                     // A refused verification: the broker may hold nothing for this filter.
                     if (verifying) entry.brokerQos = null;
@@ -147,19 +160,25 @@ export class MqttFilterSync {
      */
     private downgraded(entry: MqttFilterEntry, want: 0 | 1 | 2, granted: 0 | 1, asked: Set<MqttRegistration>): void {
         const topic = entry.parsed.brokerFilter;
-        const error = new ConnectionException(NO_CID, MqttErrorCode.QosNotGranted,
-            `MQTT broker granted QoS ${granted} for ${topic}, not the QoS ${want} asked: it does not support QoS ${want}; subscribe at QoS ${granted}`)
-            .withDetails('topic', topic).withDetails('qos', want).withDetails('granted_qos', granted).withDetails('reason_code', granted);
+        const error = notGranted(topic, want, granted);
         const victims = [...entry.registrations.values()].filter((r) => asked.has(r) && !r.confirmed && r.subscription.qos > granted);
+        entry.brokerQos = granted;
         if (victims.length === 0) {
-            // Taken as held at `want`, or the filter would be sent again and again for the same answer.
-            entry.brokerQos = want;
+            // The ceiling keeps the filter from being sent again and again for the same answer.
+            entry.ceiling = granted;
             this._broker.logger.error(NO_CID, error, 'MQTT broker granted QoS %d for %s after a reconnect; its listeners now get messages at that QoS',
                 granted, topic);
             return;
         }
-        entry.brokerQos = granted;
         this.remove(entry, victims, error);
+    }
+
+    /** Under a ceiling (see MqttFilterEntry.ceiling): listeners still waiting for more than the broker grants are refused. */
+    private refuseAboveCeiling(entry: MqttFilterEntry, ceiling: 0 | 1): void {
+        const above = [...entry.registrations.values()].filter((r) => !r.confirmed && r.subscription.qos > ceiling);
+        if (above.length === 0) return;
+        const want = Math.max(...above.map((r) => r.subscription.qos)) as 1 | 2;
+        this.remove(entry, above, notGranted(entry.parsed.brokerFilter, want, ceiling));
     }
 
     /** Nothing pending will be answered (closed, down for good, client error): fail the waiting listeners. */

@@ -1,5 +1,5 @@
 import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, IDisconnectPacket, IPublishPacket, MqttClient, Packet } from 'mqtt';
-import { ApplicationException, BadRequestException, ConnectionException, type UnsupportedException } from 'pip-services3-commons-nodex';
+import { ApplicationException, BadRequestException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 
 import { NO_CID, cid } from './correlation';
@@ -57,8 +57,10 @@ export class MqttSession {
     private _maximumPacketSize: number | undefined;
     /** The publishes handed to MQTT.js and not settled yet. */
     private readonly _publishes = new PendingPublishes();
-    /** The highest QoS the broker takes. */
+    /** The highest QoS the broker takes, and what else it supports. */
     private readonly _qos: MqttBrokerSupport;
+    /** QoS 2 publishes not written yet, by the callback handed to MQTT.js (to learn their message id when written). */
+    private readonly _qos2Unsent = new Map<unknown, PendingPublish>();
     /** MQTT 5: publishes waiting for a slot under the broker's receive maximum. */
     private _quotaWaiting = 0;
     private _lostAt = 0;
@@ -93,15 +95,22 @@ export class MqttSession {
         fromConnack(client.serverProperties);
         this._qos.onFirstConnack(client.serverProperties);
         this.on('packetreceive', (packet: Packet) => {
+            this._qos.read(packet);
             if (packet.cmd !== 'connack') return;
             fromConnack(packet.properties);
             this._qos.onConnack(packet);
+            // Emitted before MQTT.js sends what it kept: a broker that now takes less than QoS 2 must not get those.
+            if (this._qos.max < 2) this.takeBackQos2();
+        });
+        this.on('packetsend', (packet: Packet) => {
+            this._qos.written(packet);
+            if (packet.cmd === 'publish' && packet.qos === 2 && this._qos2Unsent.size > 0) this.qos2Written(packet.messageId);
         });
         this._unrouted = _settings.cleanSession ? null : new MqttUnroutedHold(_settings.maxOfflineMessages);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => {
-            this.refuseQos2();
+            if (this._qos.onClose()) this.takeBackQos2();
             this.onClose();
         });
         this.on('reconnect', () => {
@@ -236,7 +245,10 @@ export class MqttSession {
             try {
                 // The callback form: MQTT.js passes the PUBACK or PUBREC beside the error, with its reason string.
                 const callback = (err?: Error, packet?: Packet): void => this.settlePublish(pending, err, packet);
-                if (qos === 2) pending.callback = callback;
+                if (qos === 2) {
+                    pending.callback = callback;
+                    this._qos2Unsent.set(callback, pending);
+                }
                 this.client.publish(topic, data, options, callback);
             } catch (err) {
                 this.settlePublish(pending, err);
@@ -247,6 +259,7 @@ export class MqttSession {
     /** MQTT.js called back (or threw): settles the publish unless end() or a loss failed it already. */
     private settlePublish(pending: PendingPublish, err: unknown, packet?: unknown): void {
         if (!this._publishes.remove(pending)) return;
+        if (pending.callback !== null) this._qos2Unsent.delete(pending.callback);
         // No CounterTiming object per message: the elapsed time goes to the counters directly.
         const counters = this._host.counters;
         counters.endTiming('mqtt.publish_time', Date.now() - pending.started);
@@ -282,6 +295,8 @@ export class MqttSession {
             }
         }
         try {
+            // The broker may have shown meanwhile that it takes less (MqttBrokerSupport).
+            if ((options.qos ?? 0) > this._qos.max) throw this._qos.refusal(topic, options.qos ?? 0, 'publish');
             await this.send(topic, data, options);
         } finally {
             quota.release();
@@ -438,29 +453,62 @@ export class MqttSession {
         this._unrouted?.released(matchFilter);
     }
 
+    /** A QoS 2 PUBLISH was written: the first time for a publish of ours, its message id is now known. */
+    private qos2Written(messageId: number | undefined): void {
+        if (messageId === undefined) return;
+        // The callback MQTT.js keeps is ours until its first resend, which wraps it.
+        const entry = (this.client as unknown as { outgoing: Record<number, { cb?: unknown } | undefined> }).outgoing[messageId];
+        const pending = this._qos2Unsent.get(entry?.cb);
+        if (pending === undefined) return;
+        pending.messageId = messageId;
+        this._qos2Unsent.delete(entry?.cb);
+    }
+
     /**
-     * At each close: once the broker is known to close the connection on QoS 2 publishes (see
-     * MqttBrokerSupport), every pending QoS 2 publish fails with `MQTT_QOS_NOT_SUPPORTED` and is
-     * taken back from MQTT.js, which would otherwise send it again after every reconnect.
+     * The broker takes no QoS 2 (see MqttBrokerSupport): the QoS 2 publishes it has not answered
+     * with PUBREC fail with `MQTT_QOS_NOT_SUPPORTED` and are taken back from MQTT.js, which would
+     * send them after every reconnect (and a broker that closes the connection on them would get
+     * them forever). Those it answered keep going: their PUBREL is allowed at any QoS.
      */
-    private refuseQos2(): void {
-        if (!this._qos.onClose(this._publishes.size === 0 ? [] : this._publishes.toArray())) return;
-        const doomed = this._publishes.toArray().filter((publish) => publish.qos === 2);
-        let error: UnsupportedException | null = null;
+    private takeBackQos2(): void {
+        const client = this.client as unknown as {
+            outgoing: Record<number, unknown>;
+            outgoingStore: { _inflights?: unknown; del(packet: { messageId: number }, cb: () => void): void };
+            _storeProcessingQueue?: { callback?: unknown }[];
+            messageIdProvider: { deallocate(id: number): void };
+        };
+        const inflights = client.outgoingStore._inflights instanceof Map ? client.outgoingStore._inflights as Map<number, Packet> : null;
+        const answered = (id: number | undefined): boolean => id !== undefined && inflights?.get(id)?.cmd === 'pubrel';
+        const forget = (id: number): void => {
+            if (client.outgoing[id]) {
+                this.client.removeOutgoingMessage(id);
+            } else {
+                client.outgoingStore.del({ messageId: id }, () => undefined);
+                client.messageIdProvider.deallocate(id);
+            }
+        };
+        const doomed = this._publishes.toArray().filter((publish) => publish.qos === 2 && !answered(publish.messageId));
         for (const publish of doomed) {
             this._publishes.remove(publish);
-            error = this._qos.refusal(publish.topic, 2, 'publish', 'no');
-            publish.reject(error);
+            if (publish.callback !== null) this._qos2Unsent.delete(publish.callback);
+            if (publish.messageId !== undefined) {
+                forget(publish.messageId);
+            } else {
+                // Not written yet: still in MQTT.js's queue of publishes made while it was busy or offline.
+                const queue = client._storeProcessingQueue;
+                const at = queue?.findIndex((entry) => entry.callback === publish.callback) ?? -1;
+                if (at >= 0) queue!.splice(at, 1);
+            }
+            publish.reject(this._qos.refusal(publish.topic, 2, 'publish', 'no'));
         }
-        // MQTT.js's store holds a QoS 2 PUBLISH until PUBREC (then its PUBREL): these are the unanswered ones.
-        const inflights = (this.client.outgoingStore as unknown as { _inflights?: unknown })._inflights;
-        if (inflights instanceof Map) {
-            const unanswered = [...(inflights as Map<number, Packet>).values()].filter((p) => p.cmd === 'publish' && p.qos === 2);
-            for (const packet of unanswered) this.client.removeOutgoingMessage(packet.messageId!);
+        // And any unanswered QoS 2 PUBLISH still stored (one whose publish() already settled, say).
+        for (const packet of [...(inflights?.values() ?? [])]) {
+            if (packet.cmd === 'publish' && packet.qos === 2 && packet.messageId !== undefined) forget(packet.messageId);
         }
-        if (error) {
-            this._host.logger.error(NO_CID, error, 'MQTT broker at %s closed the connection each time it received a QoS 2 publish: ' +
-                'it does not support QoS 2; failed %d QoS 2 publish(es), QoS 2 is refused from now on', this._displayUri, doomed.length);
+        if (doomed.length > 0) {
+            this._host.logger.error(NO_CID, this._qos.refusal(doomed[0].topic, 2, 'publish', 'no'),
+                'MQTT broker at %s takes no QoS 2; failed %d QoS 2 publish(es) it had not taken, QoS 2 is refused from now on',
+                this._displayUri, doomed.length);
         }
     }
 

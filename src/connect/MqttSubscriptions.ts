@@ -28,6 +28,12 @@ export class MqttFilterEntry {
     public readonly registrations = new Map<IMqttMessageListener, MqttRegistration>();
     /** The QoS of the broker's subscription to this filter, or null when it holds none. */
     public brokerQos: 0 | 1 | 2 | null = null;
+    /**
+     * Set when the broker granted the filter less than its confirmed listeners had (a
+     * resubscription after a reconnect): the QoS it grants. Listeners that come later asking for
+     * more are refused, and the filter is not sent again for the same answer until the next reconnect.
+     */
+    public ceiling: 0 | 1 | null = null;
     /** The MQTT 5 options (mqtt5Options) of the broker's subscription, when it holds one. */
     public brokerOptionsKey: string | null = null;
     /** The MQTT 5 options the listeners want, or null without listeners. */

@@ -2,10 +2,10 @@
 export class PendingPublish {
     public prev: PendingPublish | null = null;
     public next: PendingPublish | null = null;
-    /** QoS 2 only: the callback handed to MQTT.js, to find the publish in MQTT.js's outgoing table. */
+    /** QoS 2 only: the callback handed to MQTT.js, to find the publish in MQTT.js's tables. */
     public callback: ((...args: never[]) => void) | null = null;
-    /** QoS 2 only: closes right after it was sent, while the broker never completed a QoS 2 publish (MqttBrokerSupport). */
-    public closes = 0;
+    /** QoS 2 only: the message id MQTT.js gave it, once written. */
+    public messageId: number | undefined = undefined;
 
     public constructor(
         public readonly topic: string,

@@ -143,7 +143,7 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             await connection.publish(topic, 'qos 1', { qos: 1 });
             await waitFor(() => listener.received.length === 1, 5000, 'the QoS 1 message');
             assert.equal(listener.received[0].data.toString(), 'qos 1');
-            assert.ok(refs.logger.entries.some((e) => e.level === LogLevel.Error && /does not support QoS 2/.test(e.message)), 'logged');
+            assert.ok(refs.logger.entries.some((e) => e.level === LogLevel.Error && /takes no QoS 2/.test(e.message)), 'logged');
         });
 
         it('MQTT 5: the CONNACK maximum QoS refuses QoS 2 publishes before sending', async () => {
@@ -251,5 +251,83 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         await delay(300);
         assert.equal(subscribes, 2, 'subscribed once per connection, not again and again');
         assert.equal(connection.getSubscriptions().length, 1, 'the listener stays');
+        // A listener asking the filter for more than the broker now grants is refused, one within it is fine.
+        const more = await rejection(connection.subscribe('t/+', { qos: 2 }, new RecordingListener()));
+        assert.equal(more.code, MqttErrorCode.QosNotGranted);
+        assert.equal(more.details.getAsInteger('granted_qos'), 1);
+        await connection.subscribe('t/+', { qos: 1 }, new RecordingListener());
+        assert.equal(subscribes, 2, 'nothing sent again for them');
+        assert.equal(connection.getSubscriptions().length, 2);
+    });
+
+    it('a broker that answered a QoS 2 publish with PUBREC is never taken for one without QoS 2, whatever closes follow', async () => {
+        let received = 0;
+        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send, socket) => {
+            if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
+            if (packet.cmd === 'publish' && packet.qos === 2) {
+                received++;
+                // The first publish goes through; the second meets two closes before it is answered.
+                if (received === 2 || received === 3) socket.destroy();
+                else send({ cmd: 'pubrec', messageId: packet.messageId });
+            }
+            if (packet.cmd === 'pubrel') send({ cmd: 'pubcomp', messageId: packet.messageId });
+        });
+        cleanups.push(() => broker.stop());
+        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        cleanups.push(() => connection.close(null));
+        await connection.open(null);
+        await connection.publish('t', 'first', { qos: 2 });
+        await connection.publish('t', 'second', { qos: 2 });
+        assert.equal(received, 4, 'sent three times, answered the third');
+    });
+
+    it('closes count against a QoS 2 publish only when each comes right after it, twice in a row', async () => {
+        let received = 0;
+        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send, socket) => {
+            if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
+            if (packet.cmd === 'pingreq') return;
+            if (packet.cmd === 'publish' && packet.qos === 2) {
+                received++;
+                // Closed once right after it, then once after another packet came in between: no two in a row.
+                if (received === 1) socket.destroy();
+                else if (received === 2) setTimeout(() => { send({ cmd: 'pingresp' }); setTimeout(() => socket.destroy(), 20); }, 20);
+                else send({ cmd: 'pubrec', messageId: packet.messageId });
+            }
+            if (packet.cmd === 'pubrel') send({ cmd: 'pubcomp', messageId: packet.messageId });
+        });
+        cleanups.push(() => broker.stop());
+        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        cleanups.push(() => connection.close(null));
+        await connection.open(null);
+        await connection.publish('t', 'x', { qos: 2 });
+        assert.equal(received, 3);
+    });
+
+    it('MQTT 5: a CONNACK that lowers the maximum QoS takes back the QoS 2 publishes the broker had not answered', async () => {
+        let connections = 0;
+        const publishes: number[] = [];
+        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send) => {
+            if (packet.cmd === 'connect') {
+                connections++;
+                send({ cmd: 'connack', sessionPresent: false, reasonCode: 0, ...(connections > 1 ? { properties: { maximumQoS: 1 } } : {}) });
+            }
+            // The first broker never answers a QoS 2 publish.
+            if (packet.cmd === 'publish') publishes.push(connections);
+            if (packet.cmd === 'publish' && packet.qos === 1) send({ cmd: 'puback', messageId: packet.messageId, reasonCode: 0 });
+        });
+        cleanups.push(() => broker.stop());
+        const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.reconnect_timeout', 100);
+        cleanups.push(() => connection.close(null));
+        await connection.open(null);
+        const pending = connection.publish('t', 'x', { qos: 2 });
+        await waitFor(() => publishes.length === 1, 5000, 'the QoS 2 publish');
+        connection.getConnection()!.stream.destroy();
+        const error = await rejection(pending);
+        assert.equal(error.code, MqttErrorCode.QosNotSupported);
+        assert.equal(error.details.getAsString('source'), 'connack');
+        assert.equal(error.details.getAsString('delivered'), 'no');
+        await connection.publish('t', 'y', { qos: 1 });
+        assert.deepEqual(publishes, [1, 2], 'the QoS 2 publish was not sent to the second broker');
+        assert.equal(connections, 2, 'no reconnect storm');
     });
 });

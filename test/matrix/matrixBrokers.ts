@@ -1,4 +1,5 @@
 // The brokers of the compatibility matrix (npm run test:brokers): how to start each, and what each lacks.
+import { MqttErrorCode } from '../../src';
 import { mosquittoSkip, startAedes, startMosquitto, type TestBroker } from '../helpers/brokers';
 import { natsSkip, startNats } from '../helpers/nats';
 import { rabbitmqSkip, startRabbitMq } from '../helpers/rabbitmq';
@@ -43,6 +44,8 @@ export interface MatrixBroker {
     start(options?: MatrixBrokerOptions): Promise<MatrixTestBroker>;
     /** The features it lacks: each test checks that the module reports the lack as it should. */
     readonly lacks: ReadonlySet<Feature>;
+    /** Without MQTT 5: how open() with protocol_version 5 fails (the error code, and the CONNACK reason code when one comes). */
+    readonly mqtt5Refusal?: { readonly code: string; readonly reasonCode?: number };
     /** Where it departs from MQTT in what the conformance suites check (see ConformanceDeviations). */
     readonly raisedQosKeepsOldSubscription?: boolean;
 }
@@ -64,6 +67,7 @@ const ALL_BROKERS: readonly MatrixBroker[] = [
             return { ...broker, url: broker.url, cleanup: () => broker.stop() };
         },
         lacks: new Set<Feature>(['mqtt5']),
+        mqtt5Refusal: { code: MqttErrorCode.ConnectRefused, reasonCode: 1 },
     },
     {
         id: 'mosquitto',
@@ -78,6 +82,7 @@ const ALL_BROKERS: readonly MatrixBroker[] = [
         skip: natsSkip(),
         start: async (options) => startNats(options?.passwords ? { passwords: options.passwords } : {}),
         lacks: new Set<Feature>(['qos2', 'mqtt5', 'shared']),
+        mqtt5Refusal: { code: MqttErrorCode.ConnectRefused, reasonCode: 1 },
     },
     {
         id: 'rabbitmq',
@@ -85,6 +90,8 @@ const ALL_BROKERS: readonly MatrixBroker[] = [
         skip: rabbitmqSkip(),
         start: async (options) => startRabbitMq(options?.passwords ? { passwords: options.passwords } : {}),
         lacks: new Set<Feature>(['qos2', 'mqtt5', 'shared']),
+        // It cannot parse an MQTT 5 CONNECT and hangs up: the attempts fail until connect_timeout.
+        mqtt5Refusal: { code: MqttErrorCode.ConnectFailed },
         raisedQosKeepsOldSubscription: true,
     },
 ];
