@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
-import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
+import { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
 import {
     freePort,
     mosquittoSkip,
@@ -16,30 +16,11 @@ import {
     type MosquittoBroker,
     type MosquittoOptions,
 } from './brokers';
+import { TestClients } from './clients';
 
 const TEST = { timeout: 20_000 };
 
-const clients = new Set<MqttClient>();
-
-/** Connects without automatic reconnects and remembers the client so `after` can end it. */
-async function connectClient(url: string, options: IClientOptions = {}): Promise<MqttClient> {
-    const client = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
-    clients.add(client);
-    return client;
-}
-
-/** A client created synchronously, so 'message' listeners exist before CONNACK arrives. */
-function createClient(url: string, options: IClientOptions = {}): MqttClient {
-    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
-    clients.add(client);
-    return client;
-}
-
-async function endClients(): Promise<void> {
-    const all = [...clients];
-    clients.clear();
-    await Promise.all(all.map((client) => client.endAsync(true)));
-}
+const clients = new TestClients();
 
 /**
  * Resolves on the client's next `event` (its arguments), rejects on 'error' or after `timeoutMs`.
@@ -75,7 +56,7 @@ function nextEvent(client: MqttClient, event: 'connect' | 'message' | 'close', t
 /** Resolves with the error a refused connection attempt produces. */
 async function connectError(url: string, options: IClientOptions = {}): Promise<Error & { code?: unknown }> {
     try {
-        await connectClient(url, options);
+        await clients.connect(url, options);
     } catch (err) {
         assert.ok(err instanceof Error, `expected an Error, got ${String(err)}`);
         return err;
@@ -85,8 +66,8 @@ async function connectError(url: string, options: IClientOptions = {}): Promise<
 
 async function roundTrip(url: string): Promise<void> {
     const topic = uniqueTopic('helpers');
-    const subscriber = await connectClient(url);
-    const publisher = await connectClient(url);
+    const subscriber = await clients.connect(url);
+    const publisher = await clients.connect(url);
     const received = nextEvent(subscriber, 'message');
     await subscriber.subscribeAsync(topic, { qos: 1 });
     await publisher.publishAsync(topic, 'hello', { qos: 1 });
@@ -102,7 +83,7 @@ async function roundTrip(url: string): Promise<void> {
  * broker still had the session. Aedes reports a session as present only when it has subscriptions.
  */
 async function sessionPresent(url: string, clientId: string, topic?: string): Promise<boolean> {
-    const client = createClient(url, { clientId, clean: false });
+    const client = clients.create(url, { clientId, clean: false });
     const [connack] = await nextEvent(client, 'connect');
     if (topic) {
         await client.subscribeAsync(topic, { qos: 1 });
@@ -154,7 +135,7 @@ describe('generic helpers', () => {
 describe('startAedes', () => {
     const brokers: AedesTestBroker[] = [];
     after(async () => {
-        await endClients();
+        await clients.endAll();
         await Promise.all(brokers.map((broker) => broker.stop()));
     });
 
@@ -171,8 +152,8 @@ describe('startAedes', () => {
         assert.equal(broker.broker.connectionCount(), 2);
         await waitFor(() => broker.broker.clientCount() === 0, 5000, 'both clients to be gone');
 
-        const first = await connectClient(broker.url);
-        await connectClient(broker.url);
+        const first = await clients.connect(broker.url);
+        await clients.connect(broker.url);
         assert.equal(broker.broker.clientCount(), 2);
         assert.equal(broker.broker.connectionCount(), 4);
         await first.endAsync();
@@ -187,7 +168,7 @@ describe('startAedes', () => {
         assert.equal(await sessionPresent(broker.url, clientId, topic), false);
         assert.equal(await sessionPresent(broker.url, clientId), true);
 
-        const client = await connectClient(broker.url);
+        const client = await clients.connect(broker.url);
         const closed = nextEvent(client, 'close');
         await Promise.all([broker.stop(), broker.stop()]);
         await closed;
@@ -205,7 +186,7 @@ describe('startAedes', () => {
         await roundTrip(broker.url);
 
         // restart() while clients are connected drops them and comes back on the same port.
-        const survivor = await connectClient(broker.url);
+        const survivor = await clients.connect(broker.url);
         const dropped = nextEvent(survivor, 'close');
         await broker.restart();
         await dropped;
@@ -222,7 +203,7 @@ describe('startAedes', () => {
         });
         brokers.push(broker);
 
-        await connectClient(broker.url, { clientId: 'good', username: 'alice', password: 'secret' });
+        await clients.connect(broker.url, { clientId: 'good', username: 'alice', password: 'secret' });
         const bad = await connectError(broker.url, { clientId: 'bad', username: 'alice', password: 'wrong' });
         assert.equal(bad.code, 4);
         const anonymous = await connectError(broker.url);
@@ -235,7 +216,7 @@ describe('startAedes', () => {
 describe('startMosquitto', { skip: mosquittoSkip() }, () => {
     const brokers: MosquittoBroker[] = [];
     after(async () => {
-        await endClients();
+        await clients.endAll();
         await Promise.all(brokers.map((broker) => broker.cleanup()));
     });
 
@@ -258,8 +239,8 @@ describe('startMosquitto', { skip: mosquittoSkip() }, () => {
 
     it('with passwords: good credentials connect, bad and anonymous ones get return code 5', TEST, async () => {
         const broker = await start({ passwords: { alice: 'secret', bob: 'builder' } });
-        await connectClient(broker.url, { username: 'alice', password: 'secret' });
-        await connectClient(broker.url, { username: 'bob', password: 'builder' });
+        await clients.connect(broker.url, { username: 'alice', password: 'secret' });
+        await clients.connect(broker.url, { username: 'bob', password: 'builder' });
         // mosquitto answers a wrong password with 5 (not authorized), not 4 (bad user name or password).
         assert.equal((await connectError(broker.url, { username: 'alice', password: 'wrong' })).code, 5);
         assert.equal((await connectError(broker.url, { username: 'mallory', password: 'x' })).code, 5);
@@ -268,7 +249,7 @@ describe('startMosquitto', { skip: mosquittoSkip() }, () => {
 
     it('kill(SIGKILL) refuses connections; start() comes back on the same port', TEST, async () => {
         const broker = await start();
-        const client = await connectClient(broker.url);
+        const client = await clients.connect(broker.url);
         const closed = nextEvent(client, 'close');
         await broker.kill('SIGKILL');
         await closed;
@@ -291,17 +272,17 @@ describe('startMosquitto', { skip: mosquittoSkip() }, () => {
         const topic = uniqueTopic('persist');
         const clientId = `persist-${randomBytes(4).toString('hex')}`;
 
-        const subscriber = await connectClient(broker.url, { clientId, clean: false });
+        const subscriber = await clients.connect(broker.url, { clientId, clean: false });
         await subscriber.subscribeAsync(topic, { qos: 1 });
         await subscriber.endAsync();
-        const publisher = await connectClient(broker.url);
+        const publisher = await clients.connect(broker.url);
         await publisher.publishAsync(topic, 'sent while offline', { qos: 1 });
         await publisher.endAsync();
 
         await broker.stop();
         await broker.start();
 
-        const resumed = createClient(broker.url, { clientId, clean: false });
+        const resumed = clients.create(broker.url, { clientId, clean: false });
         const message = nextEvent(resumed, 'message');
         const [connack] = await nextEvent(resumed, 'connect');
         assert.equal(connack.sessionPresent, true);

@@ -1,10 +1,17 @@
 // Mosquitto for tests: spawned on a free port with a generated configuration in a temp folder.
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
+import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 
-import { canConnect, delay, freePort, HOST, type TestBroker } from './net';
+import {
+    BrokerProcess,
+    brokerRequired,
+    configuredExecutable,
+    findExecutable,
+    freePorts,
+    startInTempFolder,
+    type Readiness,
+} from './brokerProcess';
+import { canConnect, HOST, type TestBroker } from './net';
 
 const READY_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
@@ -52,7 +59,7 @@ export interface MosquittoBroker extends TestBroker {
     readonly wsUrl?: string;
     /** With options.secureWebsockets: `wss://127.0.0.1:<port>/mqtt`. */
     readonly wssUrl?: string;
-    /** The process id while it runs. */
+    /** The process id while it runs (the benchmark pins it to a CPU). */
     readonly pid: number | undefined;
     readonly dir: string;
     readonly configFile: string;
@@ -65,37 +72,9 @@ export interface MosquittoBroker extends TestBroker {
     cleanup(): Promise<void>;
 }
 
-function findExecutable(name: string, extraDirs: string[]): string | undefined {
-    const dirs = [...(process.env.PATH ?? '').split(path.delimiter), ...extraDirs];
-    for (const dir of dirs) {
-        if (!dir) {
-            continue;
-        }
-        const candidate = path.join(dir, name);
-        try {
-            fs.accessSync(candidate, fs.constants.X_OK);
-            if (fs.statSync(candidate).isFile()) {
-                return candidate;
-            }
-        } catch {
-            // not here
-        }
-    }
-    return undefined;
-}
-
 /** The mosquitto binary: MOSQUITTO_BIN when set (only that path), else PATH and the usual folders. */
 function mosquittoBinary(): string | undefined {
-    const configured = process.env.MOSQUITTO_BIN;
-    if (configured) {
-        try {
-            fs.accessSync(configured, fs.constants.X_OK);
-            return configured;
-        } catch {
-            return undefined;
-        }
-    }
-    return findExecutable('mosquitto', ['/usr/sbin', '/usr/local/sbin', '/usr/bin', '/usr/local/bin']);
+    return configuredExecutable('MOSQUITTO_BIN', 'mosquitto');
 }
 
 /** True when the `mosquitto` binary is on PATH (or in /usr/sbin). */
@@ -109,28 +88,10 @@ export function mosquittoAvailable(): boolean {
  * `mosquitto` (then the suite runs and fails loudly).
  */
 export function mosquittoSkip(): string | false {
-    const required = (process.env.REQUIRE_BROKERS ?? '').toLowerCase().split(/[\s,]+/);
-    if (mosquittoAvailable() || process.env.REQUIRE_MOSQUITTO === '1' || required.includes('all') || required.includes('mosquitto')) {
+    if (mosquittoAvailable() || process.env.REQUIRE_MOSQUITTO === '1' || brokerRequired('mosquitto')) {
         return false;
     }
     return 'mosquitto binary not found (install the Debian package mosquitto, or set MOSQUITTO_BIN)';
-}
-
-const children = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** Never leave a broker behind: kill whatever is still running when the test process exits. */
-function trackChild(child: ChildProcess): void {
-    if (!exitHookInstalled) {
-        exitHookInstalled = true;
-        process.on('exit', () => {
-            for (const c of children) {
-                c.kill('SIGKILL');
-            }
-        });
-    }
-    children.add(child);
-    child.once('exit', () => children.delete(child));
 }
 
 function writePasswordFile(file: string, passwords: Record<string, string>, mosquitto: string): void {
@@ -150,55 +111,31 @@ function writePasswordFile(file: string, passwords: Record<string, string>, mosq
     }
 }
 
-function tail(file: string, lines = 20): string {
-    try {
-        return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-    } catch {
-        return '(no output)';
-    }
-}
-
-class MosquittoProcess implements MosquittoBroker {
+class MosquittoProcess extends BrokerProcess implements MosquittoBroker {
     public readonly kind = 'mosquitto';
-    public readonly host = HOST;
-    public readonly logFile: string;
-    public readonly configFile: string;
-    private readonly _outputFile: string;
-    private _port = 0;
     /** The ports of the extra listeners asked for in the options (0 until picked). */
     private _tlsPort = 0;
     private _wsPort = 0;
     private _wssPort = 0;
-    private _logOffset = 0;
-    private _child?: ChildProcess;
-    private _exited?: Promise<void>;
-    private _starting?: Promise<void>;
-    private _stopping?: Promise<void>;
 
     public constructor(
-        public readonly dir: string,
-        private readonly _binary: string,
+        dir: string,
+        binary: string,
         private readonly _options: MosquittoOptions,
     ) {
-        this.logFile = path.join(dir, 'mosquitto.log');
-        this.configFile = path.join(dir, 'mosquitto.conf');
-        this._outputFile = path.join(dir, 'stderr.log');
+        const configFile = path.join(dir, 'mosquitto.conf');
+        super(dir, {
+            name: 'mosquitto',
+            executable: binary,
+            args: ['-c', configFile],
+            configFile,
+            logFile: path.join(dir, 'mosquitto.log'),
+            readyTimeoutMs: READY_TIMEOUT_MS,
+            stopGraceMs: STOP_GRACE_MS,
+        });
         if (_options.passwords) {
-            writePasswordFile(path.join(dir, 'passwords'), _options.passwords, _binary);
+            writePasswordFile(path.join(dir, 'passwords'), _options.passwords, binary);
         }
-    }
-
-    public get port(): number {
-        return this._port;
-    }
-
-    public get url(): string {
-        return `mqtt://${HOST}:${this._port}`;
-    }
-
-    /** The process id while it runs (the benchmark pins it to a CPU). */
-    public get pid(): number | undefined {
-        return this._child?.pid;
     }
 
     public get tlsUrl(): string | undefined {
@@ -213,40 +150,20 @@ class MosquittoProcess implements MosquittoBroker {
         return this._options.secureWebsockets ? `wss://${HOST}:${this._wssPort}/mqtt` : undefined;
     }
 
-    /** First start: picks free ports, retrying when another process grabs one first. */
-    public async startOnFreePort(): Promise<void> {
-        for (let attempt = 1; ; attempt++) {
-            const ports = new Set<number>();
-            const pick = async (wanted: unknown): Promise<number> => {
-                if (!wanted) {
-                    return 0;
-                }
-                // Two quick freePort() calls may hand out the same port: every listener needs its own.
-                for (;;) {
-                    const port = await freePort();
-                    if (!ports.has(port)) {
-                        ports.add(port);
-                        return port;
-                    }
-                }
-            };
-            this._port = await pick(true);
-            this._tlsPort = await pick(this._options.tls);
-            this._wsPort = await pick(this._options.websockets);
-            this._wssPort = await pick(this._options.secureWebsockets);
-            try {
-                await this.start();
-                return;
-            } catch (err) {
-                // A taken port: "Error: Address already in use" for TCP listeners, only
-                // "Error: Unable to create websockets listener on port N." for WebSocket ones.
-                const log = this.logSinceStart();
-                const taken = log.includes('Address already in use') || log.includes('Unable to create websockets listener');
-                if (!taken || attempt >= 5) {
-                    throw err;
-                }
-            }
-        }
+    /** A free port for the plain TCP listener, and one for each extra listener asked for. */
+    protected async pickPorts(): Promise<void> {
+        const o = this._options;
+        const extra = [o.tls, o.websockets, o.secureWebsockets].map(Boolean);
+        const [port, ...others] = await freePorts(1 + extra.filter((wanted) => wanted).length);
+        this._port = port;
+        [this._tlsPort, this._wsPort, this._wssPort] = extra.map((wanted) => (wanted ? (others.shift() ?? 0) : 0));
+    }
+
+    protected portTaken(): boolean {
+        // "Error: Address already in use" for TCP listeners, only
+        // "Error: Unable to create websockets listener on port N." for WebSocket ones.
+        const log = this.logSinceStart();
+        return log.includes('Address already in use') || log.includes('Unable to create websockets listener');
     }
 
     /** Every port the broker listens on: the plain TCP one first. */
@@ -254,71 +171,21 @@ class MosquittoProcess implements MosquittoBroker {
         return [this._port, this._tlsPort, this._wsPort, this._wssPort].filter((port) => port !== 0);
     }
 
-    /** Idempotent: resolves at once when running; concurrent calls share one launch. */
-    public async start(): Promise<void> {
-        this._starting ??= this.launch().finally(() => {
-            this._starting = undefined;
-        });
-        return this._starting;
+    protected where(): string {
+        return `port${this.ports().length > 1 ? 's' : ''} ${this.ports().join(', ')}`;
     }
 
-    private async launch(): Promise<void> {
-        if (this._stopping) {
-            await this._stopping;
-        }
-        if (this._child) {
-            return;
-        }
-        fs.writeFileSync(this.configFile, this.config());
-        this._logOffset = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
-        const output = fs.openSync(this._outputFile, 'w');
-        let child: ChildProcess;
-        try {
-            child = spawn(this._binary, ['-c', this.configFile], { stdio: ['ignore', output, output] });
-        } finally {
-            fs.closeSync(output);
-        }
-        trackChild(child);
-        let exited = false;
-        this._child = child;
-        this._exited = new Promise<void>((resolve) => {
-            child.once('exit', () => {
-                exited = true;
-                if (this._child === child) {
-                    this._child = undefined;
-                }
-                resolve();
-            });
-            child.once('error', () => {
-                exited = true;
-                if (this._child === child) {
-                    this._child = undefined;
-                }
-                resolve();
-            });
-        });
-        const deadline = Date.now() + READY_TIMEOUT_MS;
-        const startedHere = (): boolean => /mosquitto version \S+ running/.test(this.logSinceStart());
-        // The process is referenced only while we wait on it (see finally and kill()), so a test
-        // that forgets to stop the broker still lets Node exit; the 'exit' hook then kills it.
-        try {
-            for (;;) {
-                if (exited) {
-                    throw this.failure(`mosquitto exited during startup (code ${String(child.exitCode)})`);
-                }
-                // The log line proves *this* process bound the ports; the connects prove it accepts.
-                if (startedHere() && (await this.acceptsOnEveryPort())) {
-                    return;
-                }
-                if (Date.now() >= deadline) {
-                    await this.kill('SIGKILL');
-                    throw this.failure(`mosquitto did not accept connections within ${READY_TIMEOUT_MS} ms`);
-                }
-                await delay(50);
-            }
-        } finally {
-            child.unref();
-        }
+    protected readiness(): Readiness {
+        return {
+            // The log line proves *this* process bound the ports; the connects prove it accepts.
+            ready: async () => this.startedHere() && (await this.acceptsOnEveryPort()),
+            timeoutMessage: (timeoutMs) => `mosquitto did not accept connections within ${timeoutMs} ms`,
+        };
+    }
+
+    /** The log since this start has the line `mosquitto version <version> running`. */
+    private startedHere(): boolean {
+        return /mosquitto version \S+ running/.test(this.logSinceStart());
     }
 
     private async acceptsOnEveryPort(): Promise<boolean> {
@@ -330,70 +197,7 @@ class MosquittoProcess implements MosquittoBroker {
         return true;
     }
 
-    public async stop(): Promise<void> {
-        this._stopping ??= this.terminate().finally(() => {
-            this._stopping = undefined;
-        });
-        return this._stopping;
-    }
-
-    public async restart(): Promise<void> {
-        await this.stop();
-        await this.start();
-    }
-
-    public async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-        const child = this._child;
-        if (!child || !this._exited) {
-            return;
-        }
-        child.ref();
-        try {
-            child.kill(signal);
-            await this._exited;
-        } finally {
-            child.unref();
-        }
-    }
-
-    public async cleanup(): Promise<void> {
-        await this.stop();
-        fs.rmSync(this.dir, { recursive: true, force: true });
-    }
-
-    private async terminate(): Promise<void> {
-        const child = this._child;
-        const exited = this._exited;
-        if (!child || !exited) {
-            return;
-        }
-        const force = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-        try {
-            await this.kill('SIGTERM');
-        } finally {
-            clearTimeout(force);
-        }
-    }
-
-    /** The log written by the latest start() (the file is appended across restarts). */
-    private logSinceStart(): string {
-        try {
-            return fs.readFileSync(this.logFile).subarray(this._logOffset).toString('utf8');
-        } catch {
-            return '';
-        }
-    }
-
-    private failure(message: string): Error {
-        return new Error(
-            `${message} (port${this.ports().length > 1 ? 's' : ''} ${this.ports().join(', ')})\n` +
-                `--- ${this.configFile} ---\n${tail(this.configFile, 50)}\n` +
-                `--- ${this.logFile} (tail) ---\n${tail(this.logFile)}\n` +
-                `--- stdout/stderr ---\n${tail(this._outputFile)}`,
-        );
-    }
-
-    private config(): string {
+    protected config(): string {
         const o = this._options;
         const lines = [`listener ${this._port} ${HOST}`];
         if (o.passwords) {
@@ -460,13 +264,5 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     if (options.secureWebsockets && !options.tls) {
         throw new Error('secureWebsockets needs the certificate files of options.tls');
     }
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pip-mqtt-mosquitto-'));
-    const broker = new MosquittoProcess(dir, binary, options);
-    try {
-        await broker.startOnFreePort();
-    } catch (err) {
-        await broker.cleanup(); // the error already carries the config and the log tail
-        throw err;
-    }
-    return broker;
+    return startInTempFolder('pip-mqtt-mosquitto-', (dir) => new MosquittoProcess(dir, binary, options));
 }

@@ -7,22 +7,31 @@
 // messages survive restart(). A system NATS on the same machine (port 4222) is left alone: every
 // port here is picked free at the first start, the monitoring (http) port, cluster, gateway and
 // leaf node listeners are not configured (so not opened), and /etc/nats is not read.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import mqtt, { type IClientOptions } from 'mqtt';
 
-import { canConnect, delay, freePort, HOST, type TestBroker } from './net';
+import {
+    BrokerProcess,
+    brokerRequired,
+    configuredExecutable,
+    freePorts,
+    startInTempFolder,
+    tail,
+    type Readiness,
+} from './brokerProcess';
+import { canConnect, HOST, type TestBroker } from './net';
 
 /** A fresh start takes ~0.1 s here; the first MQTT CONNECT then sets up the MQTT streams (~50 ms). */
 const READY_TIMEOUT_MS = 15_000;
-/** A graceful stop (SIGTERM) takes well under a second to ~2 s; after this the process is killed. */
+/**
+ * A graceful stop (SIGTERM: NATS shuts JetStream down cleanly, flushing the store, and exits) takes
+ * well under a second to ~2 s; after this the process is killed.
+ */
 const STOP_GRACE_MS = 10_000;
 /** How long one readiness CONNECT may wait for its CONNACK. */
 const CONNACK_TIMEOUT_MS = 2_000;
-const POLL_MS = 50;
 
 /** How to configure a spawned NATS server. */
 export interface NatsOptions {
@@ -57,45 +66,14 @@ export interface NatsBroker extends TestBroker {
     cleanup(): Promise<void>;
 }
 
-function isExecutableFile(file: string): boolean {
-    try {
-        fs.accessSync(file, fs.constants.X_OK);
-        return fs.statSync(file).isFile();
-    } catch {
-        return false;
-    }
-}
-
 /** The nats-server binary: NATS_BIN when set (only that path), else PATH and the usual folders. */
 function natsBinary(): string | undefined {
-    const configured = process.env.NATS_BIN;
-    if (configured) {
-        return isExecutableFile(configured) ? configured : undefined;
-    }
-    const dirs = [
-        ...(process.env.PATH ?? '').split(path.delimiter),
-        '/usr/sbin',
-        '/usr/local/sbin',
-        '/usr/bin',
-        '/usr/local/bin',
-    ];
-    for (const dir of dirs) {
-        if (dir && isExecutableFile(path.join(dir, 'nats-server'))) {
-            return path.join(dir, 'nats-server');
-        }
-    }
-    return undefined;
+    return configuredExecutable('NATS_BIN', 'nats-server');
 }
 
 /** True when the `nats-server` binary is found (NATS_BIN, PATH, /usr/sbin and the like). */
 export function natsAvailable(): boolean {
     return natsBinary() !== undefined;
-}
-
-/** True when env REQUIRE_BROKERS is `all` or lists `nats` (comma or space separated). */
-function natsRequired(): boolean {
-    const required = (process.env.REQUIRE_BROKERS ?? '').toLowerCase().split(/[\s,]+/);
-    return required.includes('all') || required.includes('nats');
 }
 
 /**
@@ -104,35 +82,10 @@ function natsRequired(): boolean {
  * runs and fails loudly).
  */
 export function natsSkip(): string | false {
-    if (natsRequired() || natsAvailable()) {
+    if (brokerRequired('nats') || natsAvailable()) {
         return false;
     }
     return 'nats-server binary not found (install the Debian package nats-server, or set NATS_BIN)';
-}
-
-const children = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** Never leave a server behind: kill whatever is still running when the test process exits. */
-function trackChild(child: ChildProcess): void {
-    if (!exitHookInstalled) {
-        exitHookInstalled = true;
-        process.on('exit', () => {
-            for (const c of children) {
-                c.kill('SIGKILL');
-            }
-        });
-    }
-    children.add(child);
-    child.once('exit', () => children.delete(child));
-}
-
-function tail(file: string, lines = 20): string {
-    try {
-        return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-    } catch {
-        return '(no output)';
-    }
 }
 
 /** A string in the NATS config syntax: double-quoted, so `$`, `#` and spaces are literal. */
@@ -181,33 +134,31 @@ function mqttHandshake(port: number, credentials: { username: string; password: 
     });
 }
 
-class NatsProcess implements NatsBroker {
+class NatsProcess extends BrokerProcess implements NatsBroker {
     public readonly kind = 'nats';
-    public readonly host = HOST;
-    public readonly logFile: string;
-    public readonly configFile: string;
-    private readonly _outputFile: string;
     private readonly _storeDir: string;
     private readonly _serverName: string;
     /** Who the readiness CONNECT logs in as: the first user, or a hidden one when `passwords` is empty. */
     private readonly _probeUser?: { username: string; password: string };
     private readonly _hiddenProbeUser: boolean;
-    private _port = 0;
     private _clientPort = 0;
-    private _logOffset = 0;
-    private _child?: ChildProcess;
-    private _exited?: Promise<void>;
-    private _starting?: Promise<void>;
-    private _stopping?: Promise<void>;
 
     public constructor(
-        public readonly dir: string,
-        private readonly _binary: string,
+        dir: string,
+        binary: string,
         private readonly _options: NatsOptions,
     ) {
-        this.logFile = path.join(dir, 'nats-server.log');
-        this.configFile = path.join(dir, 'nats-server.conf');
-        this._outputFile = path.join(dir, 'stderr.log');
+        const configFile = path.join(dir, 'nats-server.conf');
+        // Only stdout/stderr of a failure before the log file is open (a config error) land in stderr.log.
+        super(dir, {
+            name: 'nats-server',
+            executable: binary,
+            args: ['-c', configFile],
+            configFile,
+            logFile: path.join(dir, 'nats-server.log'),
+            readyTimeoutMs: READY_TIMEOUT_MS,
+            stopGraceMs: STOP_GRACE_MS,
+        });
         this._storeDir = path.join(dir, 'jetstream');
         this._serverName = `pip-mqtt-nats-${randomBytes(4).toString('hex')}`;
         const passwords = _options.passwords;
@@ -225,113 +176,44 @@ class NatsProcess implements NatsBroker {
         }
     }
 
-    public get port(): number {
-        return this._port;
-    }
-
     public get clientPort(): number {
         return this._clientPort;
     }
 
-    public get url(): string {
-        return `mqtt://${HOST}:${this._port}`;
+    /** A free port for MQTT and another for the NATS client protocol. */
+    protected async pickPorts(): Promise<void> {
+        [this._port, this._clientPort] = await freePorts(2);
     }
 
-    public get pid(): number | undefined {
-        return this._child?.pid;
+    protected portTaken(): boolean {
+        // "[FTL] Unable to listen for MQTT connections: listen tcp 127.0.0.1:N: bind: address
+        // already in use", or "[FTL] Error listening on port: 127.0.0.1:N, ..." for the client port.
+        return `${this.logSinceStart()}\n${tail(this.outputFile)}`.includes('address already in use');
     }
 
-    /** First start: picks free ports, retrying when another process grabs one first. */
-    public async startOnFreePort(): Promise<void> {
-        for (let attempt = 1; ; attempt++) {
-            this._port = await freePort();
-            // Two quick freePort() calls may hand out the same port: each listener needs its own.
-            do {
-                this._clientPort = await freePort();
-            } while (this._clientPort === this._port);
-            try {
-                await this.start();
-                return;
-            } catch (err) {
-                // "[FTL] Unable to listen for MQTT connections: listen tcp 127.0.0.1:N: bind: address
-                // already in use", or "[FTL] Error listening on port: 127.0.0.1:N, ..." for the client port.
-                const taken = `${this.logSinceStart()}\n${tail(this._outputFile)}`.includes('address already in use');
-                if (!taken || attempt >= 5) {
-                    throw err;
-                }
-            }
-        }
+    protected where(): string {
+        return `MQTT port ${this._port}, client port ${this._clientPort}`;
     }
 
-    /** Idempotent: resolves at once when running; concurrent calls share one launch. */
-    public async start(): Promise<void> {
-        this._starting ??= this.launch().finally(() => {
-            this._starting = undefined;
-        });
-        return this._starting;
-    }
-
-    private async launch(): Promise<void> {
-        if (this._stopping) {
-            await this._stopping;
-        }
-        if (this._child) {
-            return;
-        }
-        fs.writeFileSync(this.configFile, this.config());
-        this._logOffset = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
-        const output = fs.openSync(this._outputFile, 'w');
-        let child: ChildProcess;
-        try {
-            // Only stdout/stderr of a failure before the log file is open (a config error) land here.
-            child = spawn(this._binary, ['-c', this.configFile], { stdio: ['ignore', output, output] });
-        } finally {
-            fs.closeSync(output);
-        }
-        trackChild(child);
-        let exited = false;
-        this._child = child;
-        this._exited = new Promise<void>((resolve) => {
-            const gone = (): void => {
-                exited = true;
-                if (this._child === child) {
-                    this._child = undefined;
-                }
-                resolve();
-            };
-            child.once('exit', gone);
-            child.once('error', gone);
-        });
-        const deadline = Date.now() + READY_TIMEOUT_MS;
+    protected readiness(child: ChildProcess): Readiness {
         let lastHandshake = 'not tried';
-        // The process is referenced only while we wait on it (see finally and kill()), so a test
-        // that forgets to stop the server still lets Node exit; the 'exit' hook then kills it.
-        try {
-            for (;;) {
-                if (exited) {
-                    throw this.failure(`nats-server exited during startup (code ${String(child.exitCode)})`);
-                }
+        return {
+            ready: async () => {
                 // The log lines of *this* process prove it bound our ports (an old process or a
                 // stranger on the port would not write them); the TCP connects prove it accepts, and
                 // a CONNACK 0 that the MQTT layer on top of JetStream answers.
-                if (child.pid !== undefined && this.startedHere(child.pid) && (await this.acceptsOnEveryPort())) {
-                    const handshake = await mqttHandshake(this._port, this._probeUser);
-                    if (handshake.ok) {
-                        return;
-                    }
+                if (child.pid === undefined || !this.startedHere(child.pid) || !(await this.acceptsOnEveryPort())) {
+                    return false;
+                }
+                const handshake = await mqttHandshake(this._port, this._probeUser);
+                if (!handshake.ok) {
                     lastHandshake = handshake.why;
                 }
-                if (Date.now() >= deadline) {
-                    await this.kill('SIGKILL');
-                    throw this.failure(
-                        `nats-server did not answer an MQTT CONNECT within ${READY_TIMEOUT_MS} ms (last try: ${lastHandshake})`,
-                    );
-                }
-                await delay(POLL_MS);
-            }
-        } finally {
-            child.unref();
-        }
+                return handshake.ok;
+            },
+            timeoutMessage: (timeoutMs) =>
+                `nats-server did not answer an MQTT CONNECT within ${timeoutMs} ms (last try: ${lastHandshake})`,
+        };
     }
 
     /** The log since this start has `[<pid>] ... Server is ready` after the MQTT listener line. */
@@ -347,71 +229,7 @@ class NatsProcess implements NatsBroker {
         return (await canConnect(this._port)) && (await canConnect(this._clientPort));
     }
 
-    public async stop(): Promise<void> {
-        this._stopping ??= this.terminate().finally(() => {
-            this._stopping = undefined;
-        });
-        return this._stopping;
-    }
-
-    public async restart(): Promise<void> {
-        await this.stop();
-        await this.start();
-    }
-
-    public async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-        const child = this._child;
-        if (!child || !this._exited) {
-            return;
-        }
-        child.ref();
-        try {
-            child.kill(signal);
-            await this._exited;
-        } finally {
-            child.unref();
-        }
-    }
-
-    public async cleanup(): Promise<void> {
-        await this.stop();
-        fs.rmSync(this.dir, { recursive: true, force: true });
-    }
-
-    private async terminate(): Promise<void> {
-        const child = this._child;
-        const exited = this._exited;
-        if (!child || !exited) {
-            return;
-        }
-        // SIGTERM: NATS shuts JetStream down cleanly (flushes the store) and exits.
-        const force = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-        try {
-            await this.kill('SIGTERM');
-        } finally {
-            clearTimeout(force);
-        }
-    }
-
-    /** The log written by the latest start() (the file is appended across restarts). */
-    private logSinceStart(): string {
-        try {
-            return fs.readFileSync(this.logFile).subarray(this._logOffset).toString('utf8');
-        } catch {
-            return '';
-        }
-    }
-
-    private failure(message: string): Error {
-        return new Error(
-            `${message} (MQTT port ${this._port}, client port ${this._clientPort})\n` +
-                `--- ${this.configFile} ---\n${tail(this.configFile, 50)}\n` +
-                `--- ${this.logFile} (tail) ---\n${tail(this.logFile)}\n` +
-                `--- stdout/stderr ---\n${tail(this._outputFile)}`,
-        );
-    }
-
-    private config(): string {
+    protected config(): string {
         const lines = [
             `server_name: ${quoted(this._serverName)}`,
             `listen: "${HOST}:${this._clientPort}"`,
@@ -458,19 +276,5 @@ export async function startNats(options: NatsOptions = {}): Promise<NatsBroker> 
     if (!binary) {
         throw new Error('nats-server binary not found; install the Debian package nats-server (or set NATS_BIN)');
     }
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pip-mqtt-nats-'));
-    let broker: NatsProcess;
-    try {
-        broker = new NatsProcess(dir, binary, options);
-    } catch (err) {
-        fs.rmSync(dir, { recursive: true, force: true });
-        throw err;
-    }
-    try {
-        await broker.startOnFreePort();
-    } catch (err) {
-        await broker.cleanup(); // the error already carries the config and the log tail
-        throw err;
-    }
-    return broker;
+    return startInTempFolder('pip-mqtt-nats-', (dir) => new NatsProcess(dir, binary, options));
 }

@@ -4,31 +4,15 @@ import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
 
+import { TestClients } from './clients';
 import { uniqueTopic } from './net';
 import { rabbitmqSkip, startRabbitMq, type RabbitMqBroker } from './rabbitmq';
 
 const MESSAGE_TIMEOUT_MS = 5000;
 const PASSWORDS = { alice: 'wonderland', bob: 'the builder' };
 
-const clients = new Set<MqttClient>();
-
-/** Connects (MQTT 3.1.1, no automatic reconnects) and remembers the client so `after` can end it. */
-async function connectClient(url: string, options: IClientOptions = {}): Promise<MqttClient> {
-    const client = await mqtt.connectAsync(url, {
-        protocolVersion: 4,
-        reconnectPeriod: 0,
-        connectTimeout: 5000,
-        ...options,
-    });
-    clients.add(client);
-    return client;
-}
-
-async function endClients(): Promise<void> {
-    const all = [...clients];
-    clients.clear();
-    await Promise.all(all.map((client) => client.endAsync(true)));
-}
+/** MQTT 3.1.1 clients, ended by endAll() at the end of each test. */
+const clients = new TestClients({ protocolVersion: 4 });
 
 /** The next message the client receives (its packet); rejects after MESSAGE_TIMEOUT_MS. */
 function nextMessage(client: MqttClient): Promise<IPublishPacket> {
@@ -48,11 +32,11 @@ function nextMessage(client: MqttClient): Promise<IPublishPacket> {
 /** A QoS 1 subscription, then a QoS 1 publish to it from a second client; resolves with the delivery. */
 async function roundTrip(url: string, options: IClientOptions = {}): Promise<IPublishPacket> {
     const topic = uniqueTopic('rabbitmq');
-    const subscriber = await connectClient(url, options);
+    const subscriber = await clients.connect(url, options);
     const granted = await subscriber.subscribeAsync(topic, { qos: 1 });
     assert.deepEqual(granted.map((grant) => grant.qos), [1]);
     const received = nextMessage(subscriber);
-    const publisher = await connectClient(url, options);
+    const publisher = await clients.connect(url, options);
     await publisher.publishAsync(topic, 'round trip', { qos: 1 }); // resolves on PUBACK
     const packet = await received;
     assert.equal(packet.topic, topic);
@@ -107,7 +91,7 @@ describe('RabbitMQ test helper (rabbitmq_mqtt)', { skip: rabbitmqSkip(), timeout
     });
 
     after(async () => {
-        await endClients();
+        await clients.endAll();
         await Promise.all([open?.cleanup(), secured?.cleanup()]);
     });
 
@@ -120,7 +104,7 @@ describe('RabbitMQ test helper (rabbitmq_mqtt)', { skip: rabbitmqSkip(), timeout
         assert.ok(open.pid, 'the VM pid is known');
         assert.equal(beamProcesses(open).length, 1);
         await roundTrip(open.url);
-        await endClients();
+        await clients.endAll();
     });
 
     it('restart() comes back on the same port, node name and data: clients connect again, a durable session survives', async (t) => {
@@ -130,13 +114,13 @@ describe('RabbitMQ test helper (rabbitmq_mqtt)', { skip: rabbitmqSkip(), timeout
         // A durable session (clean_session false) with a QoS 1 subscription and a message waiting.
         const clientId = `rabbitmq-restart-${Date.now()}`;
         const topic = uniqueTopic('rabbitmq-session');
-        const sessionClient = await connectClient(url, { clientId, clean: false });
+        const sessionClient = await clients.connect(url, { clientId, clean: false });
         await sessionClient.subscribeAsync(topic, { qos: 1 });
         await sessionClient.endAsync();
         clients.delete(sessionClient);
-        const publisher = await connectClient(url);
+        const publisher = await clients.connect(url);
         await publisher.publishAsync(topic, 'kept', { qos: 1 });
-        await endClients();
+        await clients.endAll();
 
         const started = Date.now();
         await open.restart();
@@ -146,8 +130,7 @@ describe('RabbitMQ test helper (rabbitmq_mqtt)', { skip: rabbitmqSkip(), timeout
         assert.equal(open.url, url);
         assert.equal(open.nodeName, nodeName);
         assert.notEqual(open.pid, pidBefore, 'a new VM');
-        const resumed = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, clientId, clean: false });
-        clients.add(resumed);
+        const resumed = clients.create(url, { clientId, clean: false });
         const message = nextMessage(resumed);
         const connack = await new Promise<boolean>((resolve, reject) => {
             resumed.once('connect', (packet) => resolve(packet.sessionPresent));
@@ -156,13 +139,13 @@ describe('RabbitMQ test helper (rabbitmq_mqtt)', { skip: rabbitmqSkip(), timeout
         assert.equal(connack, true, 'sessionPresent after the restart');
         assert.equal((await message).payload.toString(), 'kept');
         await roundTrip(url);
-        await endClients();
+        await clients.endAll();
     });
 
     it('restartApp() bounces RabbitMQ inside the same VM: connections drop, clients connect again', async (t) => {
         assert.ok(open);
         const pidBefore = open.pid;
-        const client = await connectClient(open.url);
+        const client = await clients.connect(open.url);
         const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
         const started = Date.now();
         await open.restartApp();
@@ -171,7 +154,7 @@ describe('RabbitMQ test helper (rabbitmq_mqtt)', { skip: rabbitmqSkip(), timeout
         assert.equal(open.pid, pidBefore, 'the same VM');
         assert.match(await open.rabbitmqctl('list_queues', 'name'), /^name/);
         await roundTrip(open.url);
-        await endClients();
+        await clients.endAll();
     });
 
     it('with passwords: refuses bad or missing credentials (CONNACK 4) and accepts the users', async () => {
@@ -185,7 +168,7 @@ describe('RabbitMQ test helper (rabbitmq_mqtt)', { skip: rabbitmqSkip(), timeout
         assert.equal(await connackCode(url, { username: 'alice', password: PASSWORDS.alice }), 0);
         assert.equal(await connackCode(url, { username: 'bob', password: PASSWORDS.bob }), 0);
         await roundTrip(url, { username: 'bob', password: PASSWORDS.bob });
-        await endClients();
+        await clients.endAll();
     });
 
     it('cleanup() leaves no process of the node and removes its folder', async (t) => {

@@ -19,7 +19,23 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 
-import { canConnect, delay, freePort, HOST, type TestBroker } from './net';
+import {
+    brokerRequired,
+    fileSize,
+    findExecutable,
+    forgetOnExit,
+    freePorts,
+    isExecutableFile,
+    killOnExit,
+    readFrom,
+    SingleFlight,
+    startInTempFolder,
+    startOnFreePorts,
+    startupFailure,
+    SYSTEM_BIN_DIRS,
+    tail,
+} from './brokerProcess';
+import { canConnect, delay, HOST, type TestBroker } from './net';
 
 /**
  * Measured on 2 CPUs: a first boot takes 10-17 s (Erlang loads ~1000 modules, and the MQTT plugin
@@ -96,25 +112,6 @@ export interface RabbitMqBroker extends TestBroker {
 
 // ---------------------------------------------------------------- binaries and skipping
 
-function isExecutableFile(file: string): boolean {
-    try {
-        fs.accessSync(file, fs.constants.X_OK);
-        return fs.statSync(file).isFile();
-    } catch {
-        return false;
-    }
-}
-
-function findOnPath(name: string, extraDirs: string[]): string | undefined {
-    const dirs = [...(process.env.PATH ?? '').split(path.delimiter), ...extraDirs];
-    for (const dir of dirs) {
-        if (dir && isExecutableFile(path.join(dir, name))) {
-            return path.join(dir, name);
-        }
-    }
-    return undefined;
-}
-
 /**
  * The rabbitmq-server start script itself: Debian's /usr/sbin/rabbitmq-server is a link to a
  * wrapper (rabbitmq-script-wrapper) that runs the script of that name next to it as user rabbitmq.
@@ -146,7 +143,7 @@ function rabbitmqServerScript(): string | undefined {
     if (isExecutableFile(debian)) {
         return debian;
     }
-    const found = findOnPath('rabbitmq-server', ['/usr/sbin', '/usr/local/sbin', '/usr/bin', '/usr/local/bin']);
+    const found = findExecutable('rabbitmq-server', SYSTEM_BIN_DIRS);
     return found ? unwrap(found) : undefined;
 }
 
@@ -184,12 +181,6 @@ function mqttPluginInstalled(script: string): boolean | undefined {
     return found;
 }
 
-/** True when env REQUIRE_BROKERS is `all` or lists `rabbitmq` (comma or space separated). */
-function rabbitmqRequired(): boolean {
-    const required = (process.env.REQUIRE_BROKERS ?? '').toLowerCase().split(/[\s,]+/);
-    return required.includes('all') || required.includes('rabbitmq');
-}
-
 /**
  * For `describe(name, { skip: rabbitmqSkip() }, ...)`: a reason when RabbitMQ is not installed or
  * cannot run here (no MQTT plugin, no Erlang `erl`, no writable temp folder); `false` when it can,
@@ -197,7 +188,7 @@ function rabbitmqRequired(): boolean {
  * loudly). Root is not needed: the node runs as the current user, in folders it owns.
  */
 export function rabbitmqSkip(): string | false {
-    if (rabbitmqRequired()) {
+    if (brokerRequired('rabbitmq')) {
         return false;
     }
     const script = rabbitmqServerScript();
@@ -207,7 +198,7 @@ export function rabbitmqSkip(): string | false {
     if (mqttPluginInstalled(script) === false) {
         return `the RabbitMQ installation of ${script} has no rabbitmq_mqtt plugin`;
     }
-    if (!findOnPath('erl', [])) {
+    if (!findExecutable('erl', [])) {
         return 'Erlang (erl) not found on PATH: rabbitmq-server cannot start';
     }
     try {
@@ -274,22 +265,6 @@ function processesWith(needles: string[]): number[] {
     return pids;
 }
 
-/** Every node this process started and has not seen stop: killed when the process exits. */
-const live = new Set<RabbitMqProcess>();
-let exitHookInstalled = false;
-
-function track(node: RabbitMqProcess): void {
-    if (!exitHookInstalled) {
-        exitHookInstalled = true;
-        process.on('exit', () => {
-            for (const n of live) {
-                n.killNow();
-            }
-        });
-    }
-    live.add(node);
-}
-
 /**
  * A detached shell that outlives a test process killed by a signal (no 'exit' hook then): once
  * `owner` is gone it SIGKILLs the node's process group. It ends by itself when the group ends.
@@ -334,14 +309,6 @@ function definitions(users: Record<string, string>): string {
         null,
         2,
     );
-}
-
-function tail(file: string, lines = 30): string {
-    try {
-        return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-    } catch {
-        return '(none)';
-    }
 }
 
 /** The environment of the node: the test process's, minus RabbitMQ and Erlang settings of its own. */
@@ -401,8 +368,8 @@ class RabbitMqProcess implements RabbitMqBroker {
     private _beamPid?: number;
     private _watchdog?: ChildProcess;
     private _exited?: Promise<void>;
-    private _starting?: Promise<void>;
-    private _stopping?: Promise<void>;
+    private readonly _starting = new SingleFlight();
+    private readonly _stopping = new SingleFlight();
 
     public constructor(
         public readonly dir: string,
@@ -449,33 +416,20 @@ class RabbitMqProcess implements RabbitMqBroker {
 
     /** First start: picks free ports, retrying when another process grabs one first. */
     public async startOnFreePort(): Promise<void> {
-        for (let attempt = 1; ; attempt++) {
-            const ports = new Set<number>();
-            // Quick freePort() calls may hand out the same port twice: every listener needs its own.
-            while (ports.size < 3) {
-                ports.add(await freePort());
-            }
-            [this._port, this._amqpPort, this._distPort] = [...ports];
-            try {
-                await this.start();
-                return;
-            } catch (err) {
-                // A taken listener port: eaddrinuse in the log; a taken distribution port:
-                // dist_port_already_used on stdout (before logging is set up).
-                const output = this.logSinceStart() + tail(this._outputFile, 200);
-                if (!/eaddrinuse|dist_port_already_used/.test(output) || attempt >= 5) {
-                    throw err;
-                }
-            }
-        }
+        await startOnFreePorts(
+            async () => {
+                [this._port, this._amqpPort, this._distPort] = await freePorts(3);
+            },
+            () => this.start(),
+            // A taken listener port: eaddrinuse in the log; a taken distribution port:
+            // dist_port_already_used on stdout (before logging is set up).
+            () => /eaddrinuse|dist_port_already_used/.test(this.logSinceStart() + tail(this._outputFile, 200)),
+        );
     }
 
     /** Idempotent: resolves at once when running; concurrent calls share one launch. */
     public async start(): Promise<void> {
-        this._starting ??= this.launch().finally(() => {
-            this._starting = undefined;
-        });
-        return this._starting;
+        return this._starting.run(() => this.launch());
     }
 
     private environment(): NodeJS.ProcessEnv {
@@ -524,15 +478,13 @@ class RabbitMqProcess implements RabbitMqBroker {
     }
 
     private async launch(): Promise<void> {
-        if (this._stopping) {
-            await this._stopping;
-        }
+        await this._stopping.current;
         if (this._child) {
             return;
         }
         fs.writeFileSync(this.configFile, this.config());
         fs.rmSync(this._pidFile, { force: true });
-        this._logOffset = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
+        this._logOffset = fileSize(this.logFile);
         const output = fs.openSync(this._outputFile, 'w');
         let child: ChildProcess;
         try {
@@ -549,7 +501,7 @@ class RabbitMqProcess implements RabbitMqBroker {
         this._child = child;
         this._group = child.pid;
         this._beamPid = undefined;
-        track(this);
+        killOnExit(this);
         if (child.pid !== undefined) {
             this._watchdog = spawnWatchdog(process.pid, child.pid);
         }
@@ -610,27 +562,24 @@ class RabbitMqProcess implements RabbitMqBroker {
     }
 
     public async restartApp(): Promise<void> {
-        if (this._starting || this._stopping) {
+        if (this._starting.current || this._stopping.current) {
             throw new Error(`restartApp(): ${this.nodeName} is starting or stopping`);
         }
         const child = this._child;
         if (!child) {
             throw new Error(`restartApp(): ${this.nodeName} is not running`);
         }
-        this._starting = (async () => {
+        return this._starting.run(async () => {
             child.ref();
             try {
                 await this.rabbitmqctl('stop_app');
-                this._logOffset = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
+                this._logOffset = fileSize(this.logFile);
                 await this.rabbitmqctl('start_app');
                 await this.waitReady(child, 'restartApp');
             } finally {
                 child.unref();
             }
-        })().finally(() => {
-            this._starting = undefined;
         });
-        return this._starting;
     }
 
     private readPidFile(): void {
@@ -648,10 +597,7 @@ class RabbitMqProcess implements RabbitMqBroker {
     }
 
     public async stop(): Promise<void> {
-        this._stopping ??= this.terminate().finally(() => {
-            this._stopping = undefined;
-        });
-        return this._stopping;
+        return this._stopping.run(() => this.terminate());
     }
 
     public async restart(): Promise<void> {
@@ -745,26 +691,24 @@ class RabbitMqProcess implements RabbitMqBroker {
         this._watchdog?.kill('SIGKILL');
         this._watchdog = undefined;
         this._group = undefined;
-        live.delete(this);
+        forgetOnExit(this);
     }
 
     /** The log written since the latest start() (the file is appended across restarts). */
     private logSinceStart(): string {
-        try {
-            return fs.readFileSync(this.logFile).subarray(this._logOffset).toString('utf8');
-        } catch {
-            return '';
-        }
+        return readFrom(this.logFile, this._logOffset);
     }
 
     private failure(message: string): Error {
         const log = this.logSinceStart().trimEnd().split('\n').slice(-40).join('\n');
-        return new Error(
+        return startupFailure(
             `${message} (node ${this.nodeName}, MQTT port ${this._port}, AMQP port ${this._amqpPort}, ` +
-                `distribution port ${this._distPort})\n` +
-                `--- ${this.configFile} ---\n${tail(this.configFile, 50)}\n` +
-                `--- ${this.logFile} (tail) ---\n${log || '(empty)'}\n` +
-                `--- stdout/stderr (tail) ---\n${tail(this._outputFile)}`,
+                `distribution port ${this._distPort})`,
+            [
+                [this.configFile, tail(this.configFile, 50, '(none)')],
+                [`${this.logFile} (tail)`, log || '(empty)'],
+                ['stdout/stderr (tail)', tail(this._outputFile, 30, '(none)')],
+            ],
         );
     }
 }
@@ -783,19 +727,5 @@ export async function startRabbitMq(options: RabbitMqOptions = {}): Promise<Rabb
     if (options.passwords && Object.keys(options.passwords).length === 0) {
         throw new Error('options.passwords needs at least one user');
     }
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pip-mqtt-rabbitmq-'));
-    let broker: RabbitMqProcess;
-    try {
-        broker = new RabbitMqProcess(dir, script, options);
-    } catch (err) {
-        fs.rmSync(dir, { recursive: true, force: true });
-        throw err;
-    }
-    try {
-        await broker.startOnFreePort();
-    } catch (err) {
-        await broker.cleanup(); // the error already carries the config and the log tail
-        throw err;
-    }
-    return broker;
+    return startInTempFolder('pip-mqtt-rabbitmq-', (dir) => new RabbitMqProcess(dir, script, options));
 }
