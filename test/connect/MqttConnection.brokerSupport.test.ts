@@ -1,13 +1,14 @@
 // Brokers without QoS 2 or other features: the module says so with typed errors instead of
 // degrading in silence, or sending the same publish again after every reconnect.
 import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 
 import type * as mqttPacket from 'mqtt-packet';
 import { ApplicationException, ConfigException, ConnectionException, UnsupportedException } from 'pip-services3-commons-nodex';
 import { LogLevel } from 'pip-services3-components-nodex';
 
-import { MqttErrorCode } from '../../src';
+import { type MqttConnection, MqttErrorCode } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
 import { newConnection, RecordingListener, testReferences } from '../helpers/components';
 import { startScriptedBroker } from '../helpers/scriptedBroker';
@@ -260,47 +261,44 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         assert.equal(connection.getSubscriptions().length, 2);
     });
 
-    it('a broker that answered a QoS 2 publish with PUBREC is never taken for one without QoS 2, whatever closes follow', async () => {
+    /**
+     * An MQTT 3.1.1 broker with QoS 2 that lets `unanswered(n, ...)` drop the n-th QoS 2 PUBLISH it
+     * gets (true: it did, no PUBREC), and a connection to it that reconnects fast, opened.
+     */
+    async function qos2Broker(unanswered: (n: number, socket: Socket, send: (packet: mqttPacket.Packet) => void) => boolean): Promise<{ connection: MqttConnection; received: () => number }> {
         let received = 0;
         const broker = await startScriptedBroker((packet: mqttPacket.Packet, send, socket) => {
             if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
-            if (packet.cmd === 'publish' && packet.qos === 2) {
-                received++;
-                // The first publish goes through; the second meets two closes before it is answered.
-                if (received === 2 || received === 3) socket.destroy();
-                else send({ cmd: 'pubrec', messageId: packet.messageId });
-            }
+            if (packet.cmd === 'publish' && packet.qos === 2 && !unanswered(++received, socket, send)) send({ cmd: 'pubrec', messageId: packet.messageId });
             if (packet.cmd === 'pubrel') send({ cmd: 'pubcomp', messageId: packet.messageId });
         });
         cleanups.push(() => broker.stop());
         const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
         cleanups.push(() => connection.close(null));
         await connection.open(null);
+        return { connection, received: () => received };
+    }
+
+    it('a broker that answered a QoS 2 publish with PUBREC is never taken for one without QoS 2, whatever closes follow', async () => {
+        // The first publish goes through; the second meets two closes before it is answered.
+        const { connection, received } = await qos2Broker((n, socket) => {
+            if (n === 2 || n === 3) socket.destroy();
+            return n === 2 || n === 3;
+        });
         await connection.publish('t', 'first', { qos: 2 });
         await connection.publish('t', 'second', { qos: 2 });
-        assert.equal(received, 4, 'sent three times, answered the third');
+        assert.equal(received(), 4, 'sent three times, answered the third');
     });
 
     it('closes count against a QoS 2 publish only when each comes right after it, twice in a row', async () => {
-        let received = 0;
-        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send, socket) => {
-            if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
-            if (packet.cmd === 'pingreq') return;
-            if (packet.cmd === 'publish' && packet.qos === 2) {
-                received++;
-                // Closed once right after it, then once after another packet came in between: no two in a row.
-                if (received === 1) socket.destroy();
-                else if (received === 2) setTimeout(() => { send({ cmd: 'pingresp' }); setTimeout(() => socket.destroy(), 20); }, 20);
-                else send({ cmd: 'pubrec', messageId: packet.messageId });
-            }
-            if (packet.cmd === 'pubrel') send({ cmd: 'pubcomp', messageId: packet.messageId });
+        // Closed once right after it, then once after another packet came in between: no two in a row.
+        const { connection, received } = await qos2Broker((n, socket, send) => {
+            if (n === 1) socket.destroy();
+            if (n === 2) setTimeout(() => { send({ cmd: 'pingresp' }); setTimeout(() => socket.destroy(), 20); }, 20);
+            return n <= 2;
         });
-        cleanups.push(() => broker.stop());
-        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
-        cleanups.push(() => connection.close(null));
-        await connection.open(null);
         await connection.publish('t', 'x', { qos: 2 });
-        assert.equal(received, 3);
+        assert.equal(received(), 3);
     });
 
     it('MQTT 5: a CONNACK that lowers the maximum QoS takes back the QoS 2 publishes the broker had not answered', async () => {
