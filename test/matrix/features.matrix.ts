@@ -253,7 +253,8 @@ for (const broker of MATRIX_BROKERS) {
             const during = pub.publish(topic, 'after', { qos: 1 });
             await waitFor(() => sub.isConnected() && pub.isConnected(), 60000, 'both connections back');
             await during;
-            await waitFor(() => listener.received.length >= 2, 15000, 'the message published across the restart')
+            // QoS 1 is at least once: 'before' may come again after the restart (Aedes sends it again at times).
+            await waitFor(() => listener.received.some((m) => m.data.toString() === 'after'), 15000, 'the message published across the restart')
                 .catch((err: Error) => assert.fail(`${err.message}\n--- subscriber log ---\n${logOf(sub)}\n--- publisher log ---\n${logOf(pub)}`));
             assert.deepEqual(listener.received.map((m) => m.data.toString()).filter((b, i, all) => all.indexOf(b) === i), ['before', 'after']);
         });
