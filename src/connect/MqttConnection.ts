@@ -239,6 +239,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             pendingPublishes: session?.pendingPublishes ?? 0,
             clientId: this._clientId,
             keepAlive: session ? session.client.keepalive : null,
+            maxQos: session ? session.maxQos : null,
         };
     }
 

@@ -37,6 +37,12 @@ export interface MqttConnectionStatus {
      * (server keepalive) instead of `keepalive_timeout`. 0: off. Null while closed.
      */
     readonly keepAlive: number | null;
+    /**
+     * While open: the highest QoS the broker takes, as far as known: `options.max_qos`, lowered by
+     * an MQTT 5 CONNACK or by what the broker did with a QoS 2 publish (see the README's Brokers
+     * section). Publishes and subscribes above it are refused. Null while closed.
+     */
+    readonly maxQos: 0 | 1 | 2 | null;
 }
 
 /** Called with the new status whenever the connection changes state. */

@@ -61,6 +61,7 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         assert.equal(publishError.code, MqttErrorCode.QosNotSupported);
         assert.equal(publishError.details.getAsString('source'), 'options.max_qos');
         assert.equal(publishError.details.getAsInteger('max_qos'), 1);
+        assert.equal(connection.getStatus().maxQos, 1);
         const subscribeError = await rejection(connection.subscribe(topic, { qos: 2 }, new RecordingListener()));
         assert.equal(subscribeError.code, MqttErrorCode.QosNotSupported);
         assert.deepEqual(sent, [], 'nothing was sent');
@@ -131,11 +132,13 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             await connection.subscribe(topic, { qos: 1 }, listener);
             let publishes = 0;
             connection.getConnection()!.on('packetsend', (packet) => { if (packet.cmd === 'publish' && packet.qos === 2) publishes++; });
+            assert.equal(connection.getStatus().maxQos, 2, 'nothing known yet');
             const error = await rejection(connection.publish(topic, 'exactly once', { qos: 2 }));
             assert.ok(error instanceof UnsupportedException);
             assert.equal(error.code, MqttErrorCode.QosNotSupported);
             assert.equal(error.details.getAsString('source'), 'broker_closed');
             assert.equal(error.details.getAsString('delivered'), 'no');
+            assert.equal(connection.getStatus().maxQos, 1);
             assert.equal(publishes, 2, 'sent, and sent again once after the reconnect');
             await waitFor(() => connection.isConnected(), 5000, 'the reconnect');
             await delay(500);
@@ -173,6 +176,7 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         assert.ok(error instanceof UnsupportedException);
         assert.equal(error.details.getAsString('source'), 'puback');
         assert.equal(error.details.getAsString('delivered'), 'at_least_once');
+        assert.equal(connection.getStatus().maxQos, 1);
         assert.match(error.message, /at least once/);
         assert.equal((await rejection(connection.publish('t', 'y', { qos: 2 }))).details.getAsString('source'), 'puback');
         await connection.publish('t', 'z', { qos: 1 });

@@ -28,7 +28,7 @@ describe('MqttConnection resilience', { timeout: 60000 }, () => {
             assert.equal(connection.isConnected(), true);
             assert.deepEqual({ ...connection.getStatus(), since: null }, {
                 state: 'connected', connected: true, since: null, reconnectAttempts: 0, nextAttemptDelay: null,
-                reconnects: 0, lastError: null, pendingPublishes: 0, clientId: connection.getConnection()!.options.clientId, keepAlive: 60,
+                reconnects: 0, lastError: null, pendingPublishes: 0, clientId: connection.getConnection()!.options.clientId, keepAlive: 60, maxQos: 2,
             });
 
             await broker.stop();
