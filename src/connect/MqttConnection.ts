@@ -95,6 +95,15 @@ import { nonEmpty } from './text';
  *                                (default: true)
  *   - __ssl_server_name__:       (optional) the host name the broker's certificate must name, also sent as TLS SNI
  *                                (default: the host of each connection)
+ *   - __max_qos__:               (optional) the highest QoS the broker supports (1 for NATS and RabbitMQ 3.x); publishes
+ *                                and subscribes above it reject with `MQTT_QOS_NOT_SUPPORTED` before anything is sent
+ *                                (default: 2). A broker's MQTT 5 CONNACK, or what it does with a QoS 2 publish, may
+ *                                lower it further: see getStatus().maxQos
+ *   - __will_topic__:            (optional) the last will: the topic the broker publishes will_message to when the
+ *                                connection ends without DISCONNECT (not at close()); the other will keys need it
+ *   - __will_message__:          (optional) the will's payload, UTF-8 text (default: empty)
+ *   - __will_qos__:              (optional) the will's QoS (default: 0)
+ *   - __will_retain__:           (optional) publish the will retained (default: false)
  *
  * The Go port's docs say 3000 for keepalive_timeout in one place and 60000 in another; this
  * port uses 60000.
@@ -453,7 +462,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * @param data    the payload, sent as is.
      * @param options (optional) QoS (default 0), retain, MQTT 5 properties; never modified.
      * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED` or
-     *   `MQTT_CLOSED`, ConnectionException `MQTT_NOT_CONNECTED` or `MQTT_PUBLISH_FAILED`.
+     *   `MQTT_CLOSED`, ConnectionException `MQTT_NOT_CONNECTED` or `MQTT_PUBLISH_FAILED`,
+     *   UnsupportedException `MQTT_QOS_NOT_SUPPORTED` (a QoS above what the broker takes) or
+     *   `MQTT_FEATURE_NOT_SUPPORTED` (retain, when an MQTT 5 broker has no retained messages).
      */
     public publish(topic: string, data: Buffer | string, options?: IClientPublishOptions): Promise<void> {
         let session: MqttSession;
@@ -485,7 +496,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      *                  all listeners of one filter must share; never modified.
      * @param listener  the listener; subscribing the same listener again to the same filter does nothing.
      * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED` or `MQTT_CLOSED`,
-     *   ConnectionException `MQTT_SUBSCRIBE_REJECTED` (SUBACK failure, details.reason_code) or `MQTT_NOT_CONNECTED`.
+     *   ConnectionException `MQTT_SUBSCRIBE_REJECTED` (SUBACK failure, details.reason_code), `MQTT_QOS_NOT_GRANTED`
+     *   (the SUBACK granted a lower QoS) or `MQTT_NOT_CONNECTED`, UnsupportedException `MQTT_QOS_NOT_SUPPORTED` or
+     *   `MQTT_FEATURE_NOT_SUPPORTED` (what an MQTT 5 broker's CONNACK says it lacks).
      */
     public async subscribe(topic: string, options: IClientSubscribeOptions | null, listener: IMqttMessageListener): Promise<void> {
         const parsed = parseFilter(topic);
