@@ -129,7 +129,7 @@ export class MqttBrokerSupport {
     }
 
     /** The error for a call at `qos` above the maximum; `what` is 'publish' or 'subscribe'. */
-    public refusal(topic: string, qos: number, what: string, delivered?: 'at_least_once' | 'no'): UnsupportedException {
+    public refusal(topic: string, qos: number, what: string, delivered?: 'at_least_once' | 'no' | 'unknown'): UnsupportedException {
         const source = this.source();
         const reason = {
             'options.max_qos': `options.max_qos is ${this._max}`,
@@ -138,7 +138,8 @@ export class MqttBrokerSupport {
             puback: 'it acknowledged a QoS 2 publish with PUBACK, as QoS 1',
         }[source];
         const outcome = delivered === 'at_least_once' ? '; this message was delivered at least once, not exactly once'
-            : delivered === 'no' ? '; this message was not delivered' : '';
+            : delivered === 'no' ? '; this message was not delivered'
+                : delivered === 'unknown' ? '; this message was sent before, unanswered, and may have been delivered' : '';
         const error = new UnsupportedException(NO_CID, MqttErrorCode.QosNotSupported,
             `MQTT broker at ${this._displayUri} does not support QoS ${qos} (${reason})${outcome}: ${what} at QoS ${this._max} or lower`)
             .withDetails('topic', topic).withDetails('qos', qos).withDetails('max_qos', this._max).withDetails('source', source);

@@ -84,7 +84,8 @@ export const MqttErrorCode = {
      * details.max_qos, details.source): `options.max_qos`, the broker's MQTT 5 CONNACK, or what the
      * broker did to an earlier QoS 2 publish (it closed the connection each time it got one, or
      * acknowledged it with PUBACK, as QoS 1; the publish that showed it fails with this code too,
-     * with details.delivered `at_least_once` or `no`).
+     * with details.delivered `at_least_once`, `no`, or `unknown` for one sent to a broker whose next
+     * CONNACK lowered its maximum QoS).
      */
     QosNotSupported: 'MQTT_QOS_NOT_SUPPORTED',
     /**

@@ -100,7 +100,7 @@ export class MqttSession {
             fromConnack(packet.properties);
             this._qos.onConnack(packet);
             // Emitted before MQTT.js sends what it kept: a broker that now takes less than QoS 2 must not get those.
-            if (this._qos.max < 2) this.takeBackQos2();
+            if (this._qos.max < 2) this.takeBackQos2(false);
         });
         this.on('packetsend', (packet: Packet) => {
             this._qos.written(packet);
@@ -110,7 +110,7 @@ export class MqttSession {
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => {
-            if (this._qos.onClose()) this.takeBackQos2();
+            if (this._qos.onClose()) this.takeBackQos2(true);
             this.onClose();
         });
         this.on('reconnect', () => {
@@ -469,8 +469,10 @@ export class MqttSession {
      * with PUBREC fail with `MQTT_QOS_NOT_SUPPORTED` and are taken back from MQTT.js, which would
      * send them after every reconnect (and a broker that closes the connection on them would get
      * them forever). Those it answered keep going: their PUBREL is allowed at any QoS.
+     * @param closedOnThem the broker closed the connection on them, so it did not take them
+     *   (`delivered` `no`); otherwise one written before may have arrived (`unknown`).
      */
-    private takeBackQos2(): void {
+    private takeBackQos2(closedOnThem: boolean): void {
         const client = this.client as unknown as {
             outgoing: Record<number, unknown>;
             outgoingStore: { _inflights?: unknown; del(packet: { messageId: number }, cb: () => void): void };
@@ -499,7 +501,7 @@ export class MqttSession {
                 const at = queue?.findIndex((entry) => entry.callback === publish.callback) ?? -1;
                 if (at >= 0) queue!.splice(at, 1);
             }
-            publish.reject(this._qos.refusal(publish.topic, 2, 'publish', 'no'));
+            publish.reject(this._qos.refusal(publish.topic, 2, 'publish', closedOnThem || publish.messageId === undefined ? 'no' : 'unknown'));
         }
         // And any unanswered QoS 2 PUBLISH still stored (one whose publish() already settled, say).
         for (const packet of [...(inflights?.values() ?? [])]) {
