@@ -139,6 +139,8 @@ export interface StartsOnFreePort {
  */
 export async function startInTempFolder<B extends StartsOnFreePort>(prefix: string, construct: (dir: string) => B): Promise<B> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    // A test that only stop()s its broker (TestBroker has no cleanup) must not leave the folder behind.
+    removeOnExit(dir);
     let broker: B;
     try {
         broker = construct(dir);
@@ -163,18 +165,36 @@ export interface KilledOnExit {
 }
 
 const killedOnExit = new Set<KilledOnExit>();
+/** The temp folders of the brokers started by this process, removed when it exits (after the kills). */
+const removedOnExit = new Set<string>();
 let exitHookInstalled = false;
+
+function installExitHook(): void {
+    if (exitHookInstalled) return;
+    exitHookInstalled = true;
+    process.on('exit', () => {
+        for (const t of killedOnExit) {
+            t.killNow();
+        }
+        for (const dir of removedOnExit) {
+            try {
+                fs.rmSync(dir, { recursive: true, force: true });
+            } catch {
+                // Best effort: the process is exiting.
+            }
+        }
+    });
+}
+
+/** Removes `dir` (recursively) when the test process exits. */
+export function removeOnExit(dir: string): void {
+    installExitHook();
+    removedOnExit.add(dir);
+}
 
 /** Never leave a broker behind: `target.killNow()` runs when the test process exits, unless forgotten first. */
 export function killOnExit(target: KilledOnExit): void {
-    if (!exitHookInstalled) {
-        exitHookInstalled = true;
-        process.on('exit', () => {
-            for (const t of killedOnExit) {
-                t.killNow();
-            }
-        });
-    }
+    installExitHook();
     killedOnExit.add(target);
 }
 
