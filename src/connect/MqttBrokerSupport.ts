@@ -44,8 +44,6 @@ export class MqttBrokerSupport {
     private _closesAfter: { messageId: number; closes: number } | null = null;
     /** The features the last CONNACK said the broker lacks. */
     private _lacking: ReadonlySet<MqttBrokerFeature> = new Set();
-    /** True when the last CONNACK said the broker keeps no retained messages (read on every publish). */
-    private _noRetain = false;
 
     public constructor(private readonly _configured: Qos, private readonly _displayUri: string) {
         this._max = _configured;
@@ -70,12 +68,6 @@ export class MqttBrokerSupport {
         if (properties?.sharedSubscriptionAvailable === false) lacking.add('shared_subscriptions');
         if (properties?.subscriptionIdentifiersAvailable === false) lacking.add('subscription_identifiers');
         this._lacking = lacking;
-        this._noRetain = lacking.has('retain');
-    }
-
-    /** True when the broker said in CONNACK that it keeps no retained messages. */
-    public get noRetain(): boolean {
-        return this._noRetain;
     }
 
     /** True when the broker said in CONNACK that it lacks the feature. */
@@ -110,11 +102,6 @@ export class MqttBrokerSupport {
     public read(packet: Packet): void {
         this._lastWritten = null;
         if (packet.cmd === 'pubrec' && (packet.reasonCode ?? 0) < 0x80) this._qos2Seen = true;
-    }
-
-    /** True once the broker answered a QoS 2 publish with PUBREC. */
-    public get qos2Seen(): boolean {
-        return this._qos2Seen;
     }
 
     private update(): void {

@@ -58,7 +58,7 @@ export class MqttSession {
     /** The publishes handed to MQTT.js and not settled yet. */
     private readonly _publishes = new PendingPublishes();
     /** The highest QoS the broker takes, and what else it supports. */
-    private readonly _qos: MqttBrokerSupport;
+    private readonly _support: MqttBrokerSupport;
     /** QoS 2 publishes not written yet, by the callback handed to MQTT.js (to learn their message id when written). */
     private readonly _qos2Unsent = new Map<unknown, PendingPublish>();
     /** MQTT 5: publishes waiting for a slot under the broker's receive maximum. */
@@ -87,30 +87,30 @@ export class MqttSession {
         // MQTT 5 limits from the last CONNACK, kept while disconnected (MQTT.js forgets them at
         // the close), so publishes made offline are held to them too.
         this._quota = new MqttSendQuota(() => this._receiveMaximum);
-        this._qos = new MqttBrokerSupport(_settings.maxQos, _displayUri);
+        this._support = new MqttBrokerSupport(_settings.maxQos, _displayUri);
         const fromConnack = (properties: IConnackPacket['properties']): void => {
             this._receiveMaximum = properties?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM;
             this._maximumPacketSize = properties?.maximumPacketSize;
         };
         fromConnack(client.serverProperties);
-        this._qos.onFirstConnack(client.serverProperties);
+        this._support.onFirstConnack(client.serverProperties);
         this.on('packetreceive', (packet: Packet) => {
-            this._qos.read(packet);
+            this._support.read(packet);
             if (packet.cmd !== 'connack') return;
             fromConnack(packet.properties);
-            this._qos.onConnack(packet);
+            this._support.onConnack(packet);
             // Emitted before MQTT.js sends what it kept: a broker that now takes less than QoS 2 must not get those.
-            if (this._qos.max < 2) this.takeBackQos2(false);
+            if (this._support.max < 2) this.takeBackQos2(false);
         });
         this.on('packetsend', (packet: Packet) => {
-            this._qos.written(packet);
+            this._support.written(packet);
             if (packet.cmd === 'publish' && packet.qos === 2 && this._qos2Unsent.size > 0) this.qos2Written(packet.messageId);
         });
         this._unrouted = _settings.cleanSession ? null : new MqttUnroutedHold(_settings.maxOfflineMessages);
         this.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => this.dispatch(topic, payload, packet));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => {
-            if (this._qos.onClose()) this.takeBackQos2(true);
+            if (this._support.onClose()) this.takeBackQos2(true);
             this.onClose();
         });
         this.on('reconnect', () => {
@@ -222,8 +222,8 @@ export class MqttSession {
                     .withDetails('topic', topic).withDetails('limit', this._settings.maxOfflineMessages);
             }
             if (this._settings.protocolVersion === 5) this.checkPacketSize(topic, data, options);
-            if ((options.qos ?? 0) > this._qos.max) throw this._qos.refusal(topic, options.qos ?? 0, 'publish');
-            if (options.retain === true && this._qos.noRetain) throw this._qos.featureRefusal(topic, 'retain', 'publish a retained message to');
+            if ((options.qos ?? 0) > this._support.max) throw this._support.refusal(topic, options.qos ?? 0, 'publish');
+            if (options.retain === true && this._support.lacks('retain')) throw this._support.featureRefusal(topic, 'retain', 'publish a retained message to');
         } catch (err) {
             return Promise.reject(toError(err));
         }
@@ -267,9 +267,9 @@ export class MqttSession {
             pending.reject(wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${pending.topic}`, pending.topic, packet));
             return;
         }
-        if (pending.qos === 2 && !this._qos.qos2Acknowledged(packet)) {
+        if (pending.qos === 2 && !this._support.qos2Acknowledged(packet)) {
             // A PUBACK: the broker took it as QoS 1. Not what was asked, and the caller must know.
-            const error = this._qos.refusal(pending.topic, 2, 'publish', 'at_least_once');
+            const error = this._support.refusal(pending.topic, 2, 'publish', 'at_least_once');
             this._host.logger.error(NO_CID, error, 'MQTT broker at %s does not support QoS 2', this._displayUri);
             pending.reject(error);
             return;
@@ -296,7 +296,7 @@ export class MqttSession {
         }
         try {
             // The broker may have shown meanwhile that it takes less (MqttBrokerSupport).
-            if ((options.qos ?? 0) > this._qos.max) throw this._qos.refusal(topic, options.qos ?? 0, 'publish');
+            if ((options.qos ?? 0) > this._support.max) throw this._support.refusal(topic, options.qos ?? 0, 'publish');
             await this.send(topic, data, options);
         } finally {
             quota.release();
@@ -501,14 +501,14 @@ export class MqttSession {
                 const at = queue?.findIndex((entry) => entry.callback === publish.callback) ?? -1;
                 if (at >= 0) queue!.splice(at, 1);
             }
-            publish.reject(this._qos.refusal(publish.topic, 2, 'publish', closedOnThem || publish.messageId === undefined ? 'no' : 'unknown'));
+            publish.reject(this._support.refusal(publish.topic, 2, 'publish', closedOnThem || publish.messageId === undefined ? 'no' : 'unknown'));
         }
         // And any unanswered QoS 2 PUBLISH still stored (one whose publish() already settled, say).
         for (const packet of [...(inflights?.values() ?? [])]) {
             if (packet.cmd === 'publish' && packet.qos === 2 && packet.messageId !== undefined) forget(packet.messageId);
         }
         if (doomed.length > 0) {
-            this._host.logger.error(NO_CID, this._qos.refusal(doomed[0].topic, 2, 'publish', 'no'),
+            this._host.logger.error(NO_CID, this._support.refusal(doomed[0].topic, 2, 'publish', 'no'),
                 'MQTT broker at %s takes no QoS 2; failed %d QoS 2 publish(es) it had not taken, QoS 2 is refused from now on',
                 this._displayUri, doomed.length);
         }
@@ -516,7 +516,7 @@ export class MqttSession {
 
     /** The highest QoS the broker takes, as far as known (see MqttBrokerSupport). */
     public get maxQos(): 0 | 1 | 2 {
-        return this._qos.max;
+        return this._support.max;
     }
 
     /**
@@ -526,11 +526,11 @@ export class MqttSession {
      */
     public checkSubscribeSupport(topic: string, options: IClientSubscribeOptions, shared: boolean, wildcard: boolean): void {
         const qos = options.qos ?? 0;
-        if (qos > this._qos.max) throw this._qos.refusal(topic, qos, 'subscribe');
-        if (shared && this._qos.lacks('shared_subscriptions')) throw this._qos.featureRefusal(topic, 'shared_subscriptions', 'subscribe to');
-        if (wildcard && this._qos.lacks('wildcard_subscriptions')) throw this._qos.featureRefusal(topic, 'wildcard_subscriptions', 'subscribe to');
-        if (options.properties?.subscriptionIdentifier !== undefined && this._qos.lacks('subscription_identifiers')) {
-            throw this._qos.featureRefusal(topic, 'subscription_identifiers', 'subscribe with a subscription identifier to');
+        if (qos > this._support.max) throw this._support.refusal(topic, qos, 'subscribe');
+        if (shared && this._support.lacks('shared_subscriptions')) throw this._support.featureRefusal(topic, 'shared_subscriptions', 'subscribe to');
+        if (wildcard && this._support.lacks('wildcard_subscriptions')) throw this._support.featureRefusal(topic, 'wildcard_subscriptions', 'subscribe to');
+        if (options.properties?.subscriptionIdentifier !== undefined && this._support.lacks('subscription_identifiers')) {
+            throw this._support.featureRefusal(topic, 'subscription_identifiers', 'subscribe with a subscription identifier to');
         }
     }
 

@@ -5,23 +5,13 @@ import type { Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 
 import type * as mqttPacket from 'mqtt-packet';
-import { ApplicationException, ConfigException, ConnectionException, UnsupportedException } from 'pip-services3-commons-nodex';
+import { ConfigException, ConnectionException, UnsupportedException } from 'pip-services3-commons-nodex';
 import { LogLevel } from 'pip-services3-components-nodex';
 
 import { type MqttConnection, MqttErrorCode } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection, RecordingListener, testReferences } from '../helpers/components';
+import { newConnection, RecordingListener, rejection, testReferences } from '../helpers/components';
 import { startScriptedBroker } from '../helpers/scriptedBroker';
-
-async function rejection(promise: Promise<unknown>): Promise<ApplicationException> {
-    try {
-        await promise;
-    } catch (err) {
-        assert.ok(err instanceof ApplicationException, String(err));
-        return err;
-    }
-    assert.fail('expected a rejection');
-}
 
 describe('MqttConnection and what the broker supports', { timeout: 60000 }, () => {
     const cleanups: (() => Promise<unknown>)[] = [];

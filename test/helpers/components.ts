@@ -1,4 +1,6 @@
-import { ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
+import assert from 'node:assert/strict';
+
+import { ApplicationException, ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
 import { type CounterTiming, type ICounters, Logger, LogLevel } from 'pip-services3-components-nodex';
 import { CounterTiming as Timing } from 'pip-services3-components-nodex';
 
@@ -61,6 +63,17 @@ export class RecordingCounters implements ICounters {
     public increment(name: string, value: number): void {
         this.increments.set(name, (this.increments.get(name) ?? 0) + value);
     }
+}
+
+/** The error a promise rejects with: a Pip.Services exception (the assertion fails when it resolves or rejects otherwise). */
+export async function rejection(promise: Promise<unknown>): Promise<ApplicationException> {
+    try {
+        await promise;
+    } catch (err) {
+        assert.ok(err instanceof ApplicationException, `a Pip.Services exception, not ${String(err)}`);
+        return err;
+    }
+    assert.fail('expected a rejection');
 }
 
 /** References holding a capturing logger and recording counters. */

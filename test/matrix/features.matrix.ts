@@ -3,27 +3,16 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import type { IPublishPacket } from 'mqtt';
-import { ApplicationException, ConnectionException, UnsupportedException } from 'pip-services3-commons-nodex';
+import { ConnectionException, UnsupportedException } from 'pip-services3-commons-nodex';
 
 import { type MqttConnection, MqttErrorCode } from '../../src';
 import { delay, uniqueTopic, waitFor } from '../helpers/brokers';
-import { type CapturingLogger, newConnection, RecordingListener, testReferences, uniqueClientId } from '../helpers/components';
+import { type CapturingLogger, newConnection, RecordingListener, rejection, testReferences, uniqueClientId } from '../helpers/components';
 import { recordUnsupported } from './evidence';
 import { cellTitle, type Feature, MATRIX_BROKERS, type MatrixTestBroker } from './matrixBrokers';
 
 const USER = 'matrix';
 const PASSWORD = 'matrix-secret';
-
-/** The error a promise rejects with (fails when it resolves). */
-async function rejection(promise: Promise<unknown>): Promise<ApplicationException> {
-    try {
-        await promise;
-    } catch (err) {
-        assert.ok(err instanceof ApplicationException, `a Pip.Services exception, not ${String(err)}`);
-        return err;
-    }
-    assert.fail('expected a rejection');
-}
 
 for (const broker of MATRIX_BROKERS) {
     describe(`[${broker.id}] Broker matrix features: ${broker.name}`, { skip: broker.skip, timeout: 300_000 }, () => {
