@@ -8,7 +8,25 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { delay, freePort, HOST } from './net';
+import { delay, freePort, HOST, type TestBroker } from './net';
+
+/** A broker the test helpers spawn (Mosquitto, NATS, RabbitMQ): a TestBroker with its process and files. */
+export interface SpawnedTestBroker extends TestBroker {
+    /** The process id while it runs. */
+    readonly pid: number | undefined;
+    /** The temp folder with the broker's configuration, data and log. */
+    readonly dir: string;
+    /** The generated configuration file. */
+    readonly configFile: string;
+    /** The broker's log (appended across restarts). */
+    readonly logFile: string;
+    /** Starts again on the same ports with the same configuration and data. */
+    start(): Promise<void>;
+    /** Sends a terminating signal (default SIGKILL) and waits for the process to exit. */
+    kill(signal?: NodeJS.Signals): Promise<void>;
+    /** Stops the broker and removes its temp folder. */
+    cleanup(): Promise<void>;
+}
 
 /** How often a start checks whether the broker is ready. */
 const POLL_MS = 50;

@@ -10,8 +10,9 @@ import {
     freePorts,
     startInTempFolder,
     type Readiness,
+    type SpawnedTestBroker,
 } from './brokerProcess';
-import { canConnect, HOST, type TestBroker } from './net';
+import { canConnect, HOST } from './net';
 
 const READY_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
@@ -51,7 +52,7 @@ export interface MosquittoOptions {
  * its plain TCP listener, always there; the others exist when asked for in MosquittoOptions, each
  * on its own port, kept across restarts like `port`.
  */
-export interface MosquittoBroker extends TestBroker {
+export interface MosquittoBroker extends SpawnedTestBroker {
     kind: 'mosquitto';
     /** With options.tls: `mqtts://127.0.0.1:<port>` (the test server certificate names IP 127.0.0.1). */
     readonly tlsUrl?: string;
@@ -61,15 +62,6 @@ export interface MosquittoBroker extends TestBroker {
     readonly wssUrl?: string;
     /** The process id while it runs (the benchmark pins it to a CPU). */
     readonly pid: number | undefined;
-    readonly dir: string;
-    readonly configFile: string;
-    readonly logFile: string;
-    /** Starts again on the same port with the same config and persistence folder. */
-    start(): Promise<void>;
-    /** Sends a terminating signal (default SIGKILL) and waits for the process to exit. */
-    kill(signal?: NodeJS.Signals): Promise<void>;
-    /** Stops the broker and removes its temp folder. */
-    cleanup(): Promise<void>;
 }
 
 /** The mosquitto binary: MOSQUITTO_BIN when set (only that path), else PATH and the usual folders. */

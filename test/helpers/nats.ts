@@ -20,8 +20,9 @@ import {
     startInTempFolder,
     tail,
     type Readiness,
+    type SpawnedTestBroker,
 } from './brokerProcess';
-import { canConnect, HOST, type TestBroker } from './net';
+import { canConnect, HOST } from './net';
 
 /** A fresh start takes ~0.1 s here; the first MQTT CONNECT then sets up the MQTT streams (~50 ms). */
 const READY_TIMEOUT_MS = 15_000;
@@ -47,23 +48,16 @@ export interface NatsOptions {
  * A spawned nats-server that can be stopped, killed and started again on the same ports. `url`
  * is its MQTT listener (`mqtt://127.0.0.1:<port>`, MQTT 3.1.1 only); `clientPort` its NATS one.
  */
-export interface NatsBroker extends TestBroker {
+export interface NatsBroker extends SpawnedTestBroker {
     kind: 'nats';
     /** The NATS client protocol port (kept across restarts). */
     readonly clientPort: number;
-    /** The process id while it runs. */
-    readonly pid: number | undefined;
     /** The temp folder with the config, the log and the JetStream store. */
     readonly dir: string;
-    readonly configFile: string;
     /** The server's log (appended across restarts; every line starts with `[<pid>]`). */
     readonly logFile: string;
     /** Starts again on the same ports with the same config and JetStream store; resolves once MQTT CONNECTs are answered. */
     start(): Promise<void>;
-    /** Sends a terminating signal (default SIGKILL) and waits for the process to exit. */
-    kill(signal?: NodeJS.Signals): Promise<void>;
-    /** Stops the server and removes its temp folder. */
-    cleanup(): Promise<void>;
 }
 
 /** The nats-server binary: NATS_BIN when set (only that path), else PATH and the usual folders. */

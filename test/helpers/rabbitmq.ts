@@ -29,13 +29,14 @@ import {
     killOnExit,
     readFrom,
     SingleFlight,
+    type SpawnedTestBroker,
     startInTempFolder,
     startOnFreePorts,
     startupFailure,
     SYSTEM_BIN_DIRS,
     tail,
 } from './brokerProcess';
-import { canConnect, delay, HOST, type TestBroker } from './net';
+import { canConnect, delay, HOST } from './net';
 
 /**
  * Measured on 2 CPUs: a first boot takes 10-17 s (Erlang loads ~1000 modules, and the MQTT plugin
@@ -70,7 +71,7 @@ export interface RabbitMqOptions {
  * `restart()` stops and starts it again with the same ports, node name and data folder (so durable
  * queues, durable MQTT sessions and retained messages survive it).
  */
-export interface RabbitMqBroker extends TestBroker {
+export interface RabbitMqBroker extends SpawnedTestBroker {
     kind: 'rabbitmq';
     /** The Erlang node name, unique per startRabbitMq(): `pip-mqtt-<hex>@localhost`. */
     readonly nodeName: string;
