@@ -3,7 +3,7 @@ import { inspect } from 'node:util';
 import type { IMessageQueue } from 'pip-services3-messaging-nodex';
 import { MessageQueueFactory } from 'pip-services3-messaging-nodex';
 
-import { redactConfig } from '../connect/redact';
+import { redactConfig } from '../connect/config/redact';
 import { MqttMessageQueue } from '../queues/MqttMessageQueue';
 import { MqttDescriptors } from './MqttDescriptors';
 import { queueName } from './queueName';

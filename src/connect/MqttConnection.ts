@@ -8,24 +8,23 @@ import {
 import { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 import type { IMessageQueueConnection } from 'pip-services3-messaging-nodex';
 
-import { NO_CID, cid } from './correlation';
+import { NO_CID, cid, nonEmpty } from '../shared/pip';
 import type { IMqttMessageListener } from './IMqttMessageListener';
-import { MqttConnectionResolver } from './MqttConnectionResolver';
+import { MqttConnectionResolver } from './config/MqttConnectionResolver';
 import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
-import { MQTT_CONNECTION_DEFAULTS, makeClientId, type MqttConnectionSettings } from './MqttConnectionSettings';
-import { MqttErrorCode } from './MqttErrorCode';
-import { closedError, toError } from './MqttErrors';
-import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions, QOS_0 } from './MqttInputs';
-import { MqttSession, type MqttSessionHost } from './MqttSession';
+import { MQTT_CONNECTION_DEFAULTS, makeClientId, type MqttConnectionSettings } from './config/MqttConnectionSettings';
+import { MqttErrorCode } from './errors/MqttErrorCode';
+import { closedError, toError } from './errors/MqttErrors';
+import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions, QOS_0 } from './errors/MqttInputs';
+import { MqttSession, type MqttSessionHost } from './link/MqttSession';
 import type { MqttSubscription } from './MqttSubscription';
-import { MqttSubscriptions, type MqttFilterEntry } from './MqttSubscriptions';
-import { checkTopicName, parseFilter } from './MqttTopics';
+import { MqttSubscriptions, type MqttFilterEntry } from './subscriptions/MqttSubscriptions';
+import { checkTopicName, parseFilter } from './subscriptions/MqttTopics';
 import { MqttStateTracker } from './MqttStateTracker';
-import { redactConfig } from './redact';
-import { prepareStart, type MqttStartPlan } from './prepareStart';
-import { SharedRun } from './SharedRun';
-import { startClient, type MqttStartedClient } from './startClient';
-import { nonEmpty } from './text';
+import { redactConfig } from './config/redact';
+import { prepareStart, type MqttStartPlan } from './config/prepareStart';
+import { SharedRun } from '../shared/SharedRun';
+import { startClient, type MqttStartedClient } from './link/startClient';
 
 /**
  * One MQTT broker connection shared by many subscribers and queues, on MQTT.js.

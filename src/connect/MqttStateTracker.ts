@@ -1,5 +1,5 @@
 import type { MqttConnectionState, MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
-import { toError } from './MqttErrors';
+import { toError } from './errors/MqttErrors';
 
 /**
  * The state of an [[MqttConnection]], when it was entered, and the listeners told of each change.

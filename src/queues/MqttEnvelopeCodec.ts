@@ -2,8 +2,8 @@ import type { IPublishPacket } from 'mqtt';
 import { BadRequestException, DateTimeConverter, IdGenerator } from 'pip-services3-commons-nodex';
 import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
-import { cid } from '../connect/correlation';
-import { MqttErrorCode } from '../connect/MqttErrorCode';
+import { cid } from '../shared/pip';
+import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
 
 /**
  * Converts between MessageEnvelope and MQTT payloads. Pure functions, no I/O.

@@ -8,14 +8,13 @@ import {
 import { LogLevel } from 'pip-services3-components-nodex';
 import { MessageEnvelope, MessageQueue, MessagingCapabilities, type IMessageReceiver } from 'pip-services3-messaging-nodex';
 
-import { cid } from '../connect/correlation';
+import { cid, logsAt } from '../shared/pip';
 import type { IMqttMessageListener } from '../connect/IMqttMessageListener';
-import { logsAt } from '../connect/loggerLevel';
 import { type MqttConnection } from '../connect/MqttConnection';
-import { MqttErrorCode } from '../connect/MqttErrorCode';
-import { toError } from '../connect/MqttErrors';
-import { redactConfig } from '../connect/redact';
-import { SharedRun } from '../connect/SharedRun';
+import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
+import { toError } from '../connect/errors/MqttErrors';
+import { redactConfig } from '../connect/config/redact';
+import { SharedRun } from '../shared/SharedRun';
 import { encodeEnvelope, envelopeUserProperties } from './MqttEnvelopeCodec';
 import { MqttQueueConnections } from './MqttQueueConnections';
 import { MqttQueueInbox, queueCounter, type MqttQueueInboxHost } from './MqttQueueInbox';

@@ -2,9 +2,9 @@ import {
     ConfigException, ConfigParams, DependencyResolver, Descriptor, References, type IReferences,
 } from 'pip-services3-commons-nodex';
 
-import { NO_CID } from '../connect/correlation';
+import { NO_CID } from '../shared/pip';
 import { MqttConnection } from '../connect/MqttConnection';
-import { MqttErrorCode } from '../connect/MqttErrorCode';
+import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
 
 /** The connection a queue looks for in its references, unless `dependencies.connection` says otherwise. */
 const CONNECTION_LOCATOR = new Descriptor('*', 'connection', 'mqtt', '*', '1.0');

@@ -2,8 +2,7 @@ import type { IPublishPacket } from 'mqtt';
 import { LogLevel, type CompositeCounters, type CompositeLogger } from 'pip-services3-components-nodex';
 import type { IMessageQueue, IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
 
-import { NO_CID } from '../connect/correlation';
-import { logsAt } from '../connect/loggerLevel';
+import { NO_CID, logsAt } from '../shared/pip';
 import { decodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttMessageBuffer } from './MqttMessageBuffer';
 

@@ -1,10 +1,9 @@
 import type { IClientSubscribeOptions } from 'mqtt';
 import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-commons-nodex';
 
-import { cid } from '../connect/correlation';
-import { MqttErrorCode } from '../connect/MqttErrorCode';
-import { parseFilter } from '../connect/MqttTopics';
-import { nonEmpty } from '../connect/text';
+import { cid, nonEmpty } from '../shared/pip';
+import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
+import { parseFilter } from '../connect/subscriptions/MqttTopics';
 
 type QoS = IClientSubscribeOptions['qos'];
 

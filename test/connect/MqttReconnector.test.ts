@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 
 import { ConfigParams } from 'pip-services3-commons-nodex';
 
-import { backoffDelay, RECONNECT_JITTER } from '../../src/connect/MqttReconnector';
-import { readSettings } from '../../src/connect/MqttConnectionSettings';
+import { backoffDelay, RECONNECT_JITTER } from '../../src/connect/link/MqttReconnector';
+import { readSettings } from '../../src/connect/config/MqttConnectionSettings';
 
 describe('reconnect backoff', () => {
     it('starts at reconnect_timeout and doubles up to the maximum, without jitter', () => {

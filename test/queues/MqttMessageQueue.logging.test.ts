@@ -5,7 +5,7 @@ import { ConfigParams, Descriptor, References } from 'pip-services3-commons-node
 import { CompositeLogger, LogLevel, type ILogger } from 'pip-services3-components-nodex';
 import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
-import { logsAt } from '../../src/connect/loggerLevel';
+import { logsAt } from '../../src/shared/pip';
 import { MqttMessageQueue } from '../../src';
 import { type AedesTestBroker, startAedes, uniqueTopic } from '../helpers/brokers';
 import { CapturingLogger } from '../helpers/components';

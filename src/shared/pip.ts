@@ -1,5 +1,25 @@
 import type { CompositeLogger, ILogger, LogLevel } from 'pip-services3-components-nodex';
 
+// Workarounds for the pip-services3 nodex packages: typings that say `string` where null is
+// passed, ConfigParams that reads a missing key as an empty string, and a Logger that formats
+// every line before any level check.
+
+/**
+ * The pip-services3 typings declare correlation ids as `string`, but every method accepts
+ * null (the ids are optional). These two helpers state that once, instead of casts everywhere.
+ */
+export function cid(correlationId: string | null | undefined): string {
+    return correlationId as string;
+}
+
+/** No correlation id. */
+export const NO_CID = null as unknown as string;
+
+/** A configured string, or undefined when it is missing or empty (an empty key means "not set"). */
+export function nonEmpty(value: string | null | undefined): string | undefined {
+    return value == null || value === '' ? undefined : value;
+}
+
 /**
  * True when a logger behind the composite logger writes messages of `level`. Pip's Logger
  * formats every message (util.format) before handing it on, even when no logger will write it

@@ -2,9 +2,9 @@ import type { IClientSubscribeOptions } from 'mqtt';
 import { ApplicationException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { ILogger } from 'pip-services3-components-nodex';
 
-import { NO_CID } from './correlation';
-import { MqttErrorCode } from './MqttErrorCode';
-import { brokerRefusal, wrapMqttError } from './MqttErrors';
+import { NO_CID } from '../../shared/pip';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
+import { brokerRefusal, wrapMqttError } from '../errors/MqttErrors';
 import type { MqttFilterEntry, MqttRegistration, MqttSubscriptions } from './MqttSubscriptions';
 
 /** The broker operations MqttFilterSync needs; MqttSession provides them. */

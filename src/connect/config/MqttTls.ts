@@ -4,8 +4,8 @@ import { createSecureContext } from 'node:tls';
 
 import { ConfigException } from 'pip-services3-commons-nodex';
 
-import { cid } from './correlation';
-import { MqttErrorCode } from './MqttErrorCode';
+import { cid } from '../../shared/pip';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
 
 /**
  * The TLS settings as configured (in a credential, from config or a credential store): file

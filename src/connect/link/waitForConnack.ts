@@ -1,10 +1,10 @@
 import type { IConnackPacket, MqttClient, Packet } from 'mqtt';
 import { ConnectionException } from 'pip-services3-commons-nodex';
 
-import { MqttErrorCode } from './MqttErrorCode';
-import { reasonStringOf } from './MqttErrors';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
+import { reasonStringOf } from '../errors/MqttErrors';
 import { tlsFailureOf } from './tlsFailure';
-import { cid } from './correlation';
+import { cid } from '../../shared/pip';
 
 /** What [[waitForConnack]] needs to know. */
 export interface ConnackWait {

@@ -1,11 +1,10 @@
 import { ConfigException, ConfigParams, Descriptor, type IReferences } from 'pip-services3-commons-nodex';
 import type { ICredentialStore } from 'pip-services3-components-nodex';
 
-import { cid } from './correlation';
-import { MqttErrorCode } from './MqttErrorCode';
-import { configConflict } from './MqttErrors';
+import { cid, nonEmpty } from '../../shared/pip';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
+import { configConflict } from '../errors/MqttErrors';
 import type { MqttTlsSources } from './MqttTls';
-import { nonEmpty } from './text';
 
 /** A credential to use: its values, and the configuration key they are reported under. */
 export interface MqttCredential {

@@ -1,8 +1,8 @@
 import type { IConnackPacket, Packet } from 'mqtt';
 import { UnsupportedException } from 'pip-services3-commons-nodex';
 
-import { NO_CID } from './correlation';
-import { MqttErrorCode } from './MqttErrorCode';
+import { NO_CID } from '../../shared/pip';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
 
 type Qos = 0 | 1 | 2;
 

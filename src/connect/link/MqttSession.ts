@@ -2,20 +2,20 @@ import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, ID
 import { ApplicationException, BadRequestException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 
-import { NO_CID, cid } from './correlation';
+import { NO_CID, cid } from '../../shared/pip';
 import { endClient } from './endClient';
-import { sessionOutlivesConnection, type MqttConnectionSettings } from './MqttConnectionSettings';
-import { MqttErrorCode } from './MqttErrorCode';
-import { MqttBrokerSupport } from './MqttBrokerSupport';
-import { MqttSendQuota } from './MqttSendQuota';
-import { PendingPublish, PendingPublishes } from './PendingPublishes';
-import { publishFits } from './publishPacketSize';
-import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf, toError, wrapMqttError } from './MqttErrors';
-import { MqttFilterSync, type MqttBrokerOperations } from './MqttFilterSync';
+import { sessionOutlivesConnection, type MqttConnectionSettings } from '../config/MqttConnectionSettings';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
+import { MqttBrokerSupport } from '../publish/MqttBrokerSupport';
+import { MqttSendQuota } from '../publish/MqttSendQuota';
+import { PendingPublish, PendingPublishes } from '../publish/PendingPublishes';
+import { publishFits } from '../publish/publishPacketSize';
+import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf, toError, wrapMqttError } from '../errors/MqttErrors';
+import { MqttFilterSync, type MqttBrokerOperations } from '../subscriptions/MqttFilterSync';
 import type { MqttReconnector } from './MqttReconnector';
-import type { MqttFilterEntry, MqttSubscriptions } from './MqttSubscriptions';
-import type { IMqttMessageListener } from './IMqttMessageListener';
-import { MqttUnroutedHold } from './MqttUnroutedHold';
+import type { MqttFilterEntry, MqttSubscriptions } from '../subscriptions/MqttSubscriptions';
+import type { IMqttMessageListener } from '../IMqttMessageListener';
+import { MqttUnroutedHold } from '../subscriptions/MqttUnroutedHold';
 
 /** MQTT 5: the receive maximum of a broker that gives none (section 3.2.2.3.3). */
 const DEFAULT_RECEIVE_MAXIMUM = 65535;

@@ -1,9 +1,9 @@
 import { ConfigException, type ConfigParams } from 'pip-services3-commons-nodex';
 
-import { cid } from './correlation';
+import { cid } from '../../shared/pip';
 import type { MqttConnectionResolver, MqttResolvedConnection } from './MqttConnectionResolver';
 import { readSettings, type MqttConnectionSettings } from './MqttConnectionSettings';
-import { MqttErrorCode } from './MqttErrorCode';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
 import { loadTls, type MqttTlsOptions } from './MqttTls';
 
 /** Everything a connection needs to start a client: where, how, and with which TLS material. */

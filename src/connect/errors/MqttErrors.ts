@@ -1,6 +1,6 @@
 import { ApplicationException, ConfigException, ConnectionException, InvalidStateException } from 'pip-services3-commons-nodex';
 
-import { cid, NO_CID } from './correlation';
+import { cid, NO_CID } from '../../shared/pip';
 import { MqttErrorCode } from './MqttErrorCode';
 
 /**

@@ -6,12 +6,11 @@ import type { IClientOptions } from 'mqtt';
 import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-commons-nodex';
 
 import type { MqttResolvedConnection } from './MqttConnectionResolver';
-import { MqttErrorCode } from './MqttErrorCode';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
 import type { MqttTlsOptions } from './MqttTls';
-import { ReplayCopyStore } from './ReplayCopyStore';
-import { checkTopicName } from './MqttTopics';
-import { nonEmpty } from './text';
-import { cid } from './correlation';
+import { ReplayCopyStore } from '../link/ReplayCopyStore';
+import { checkTopicName } from '../subscriptions/MqttTopics';
+import { nonEmpty, cid } from '../../shared/pip';
 
 /**
  * The defaults of [[MqttConnection]]'s options, by configuration key. `client_id` has no fixed

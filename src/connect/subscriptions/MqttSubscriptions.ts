@@ -1,7 +1,7 @@
 import type { IClientSubscribeOptions } from 'mqtt';
 
-import type { IMqttMessageListener } from './IMqttMessageListener';
-import { MqttSubscription } from './MqttSubscription';
+import type { IMqttMessageListener } from '../IMqttMessageListener';
+import { MqttSubscription } from '../MqttSubscription';
 import { type MqttRoute, MqttTopicRouter } from './MqttTopicRouter';
 import type { ParsedFilter } from './MqttTopics';
 

@@ -3,13 +3,12 @@ import { inspect } from 'node:util';
 import { ConfigException, ConfigParams, Descriptor, type IReferenceable, type IReferences, type IConfigurable } from 'pip-services3-commons-nodex';
 import { ConnectionParams, type IDiscovery } from 'pip-services3-components-nodex';
 
-import { MqttErrorCode } from './MqttErrorCode';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
 import { resolveCredential, tlsSources } from './MqttCredentials';
-import { configConflict } from './MqttErrors';
+import { configConflict } from '../errors/MqttErrors';
 import { firstTlsKey, type MqttTlsSources } from './MqttTls';
-import { cid } from './correlation';
+import { cid, nonEmpty } from '../../shared/pip';
 import { redactConfig } from './redact';
-import { nonEmpty } from './text';
 
 /** The MQTT transports, with their default ports. */
 export type MqttProtocol = 'mqtt' | 'mqtts' | 'ws' | 'wss';

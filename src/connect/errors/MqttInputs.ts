@@ -1,10 +1,10 @@
 import type { IClientPublishOptions, IClientSubscribeOptions } from 'mqtt';
 import { BadRequestException } from 'pip-services3-commons-nodex';
 
-import type { IMqttMessageListener } from './IMqttMessageListener';
+import type { IMqttMessageListener } from '../IMqttMessageListener';
 import { MqttErrorCode } from './MqttErrorCode';
-import { NO_CID } from './correlation';
-import { MAX_TOPIC_BYTES } from './MqttTopics';
+import { NO_CID } from '../../shared/pip';
+import { MAX_TOPIC_BYTES } from '../subscriptions/MqttTopics';
 
 /** The largest MQTT packet remaining length (MQTT 3.1.1 section 2.2.3). */
 const MAX_REMAINING_LENGTH = 268435455;

@@ -1,13 +1,13 @@
 import { connect, type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
 import { ConnectionException } from 'pip-services3-commons-nodex';
 
-import { cid } from './correlation';
+import { cid } from '../../shared/pip';
 import { endClient } from './endClient';
-import type { MqttResolvedConnection } from './MqttConnectionResolver';
-import { sessionOutlivesConnection, toClientOptions, type MqttConnectionSettings } from './MqttConnectionSettings';
-import { MqttErrorCode } from './MqttErrorCode';
+import type { MqttResolvedConnection } from '../config/MqttConnectionResolver';
+import { sessionOutlivesConnection, toClientOptions, type MqttConnectionSettings } from '../config/MqttConnectionSettings';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
 import { MqttReconnector, type MqttReconnectorEvents } from './MqttReconnector';
-import type { MqttTlsOptions } from './MqttTls';
+import type { MqttTlsOptions } from '../config/MqttTls';
 import { waitForConnack } from './waitForConnack';
 
 /** A message as MQTT.js emits it. */
