@@ -8,23 +8,32 @@ import {
 import { CompositeCounters, CompositeLogger } from 'pip-services3-components-nodex';
 import type { IMessageQueueConnection } from 'pip-services3-messaging-nodex';
 
-import { NO_CID, cid, nonEmpty } from '../shared/pip';
-import type { IMqttMessageListener } from './IMqttMessageListener';
+import { NO_CID, cid, nonEmpty, type MqttReporting } from '../shared/pip';
+import { OpenCloseGuard } from '../shared/OpenCloseGuard';
 import { MqttConnectionResolver } from './config/MqttConnectionResolver';
-import type { MqttConnectionStatus, MqttStateListener } from './MqttConnectionStatus';
-import { MQTT_CONNECTION_DEFAULTS, makeClientId, type MqttConnectionSettings } from './config/MqttConnectionSettings';
-import { MqttErrorCode } from './errors/MqttErrorCode';
-import { closedError, toError } from './errors/MqttErrors';
-import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions, QOS_0 } from './errors/MqttInputs';
-import { MqttSession, type MqttSessionHost } from './link/MqttSession';
-import type { MqttSubscription } from './MqttSubscription';
-import { MqttSubscriptions, type MqttFilterEntry } from './subscriptions/MqttSubscriptions';
-import { checkTopicName, parseFilter } from './subscriptions/MqttTopics';
-import { MqttStateTracker } from './MqttStateTracker';
+import {
+    MQTT_CONNECTION_DEFAULTS, makeClientId, readSettings, resolveSettings, type MqttConnectionOptions, type MqttConnectionSettings,
+} from './config/MqttConnectionSettings';
 import { redactConfig } from './config/redact';
-import { prepareStart, type MqttStartPlan } from './config/prepareStart';
-import { SharedRun } from '../shared/SharedRun';
-import { startClient, type MqttStartedClient } from './link/startClient';
+import { MqttErrorCode } from './errors/MqttErrorCode';
+import { toError } from './errors/MqttErrors';
+import { checkListener, checkPayload, checkProtocolOptions, checkPublishOptions, checkSubscribeOptions, QOS_0 } from './errors/MqttInputs';
+import type { IMqttMessageListener } from './IMqttMessageListener';
+import { MqttLink } from './link/MqttLink';
+import { MqttStateTracker, type MqttConnectionStatus, type MqttStateListener } from './MqttConnectionStatus';
+import { MqttPublisher } from './publish/MqttPublisher';
+import type { MqttSubscription } from './MqttSubscription';
+import { MqttDispatcher } from './subscriptions/MqttDispatcher';
+import { MqttSubscriptions } from './subscriptions/MqttSubscriptions';
+import { checkTopicName, parseFilter } from './subscriptions/MqttTopics';
+
+/** What lives from a successful open() to close(). */
+interface MqttOpenConnection {
+    readonly settings: MqttConnectionSettings;
+    readonly link: MqttLink;
+    readonly publisher: MqttPublisher;
+    readonly dispatcher: MqttDispatcher;
+}
 
 /**
  * One MQTT broker connection shared by many subscribers and queues, on MQTT.js.
@@ -147,36 +156,69 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     protected _counters: CompositeCounters = new CompositeCounters();
     /** The connection resolver. */
     protected _connectionResolver: MqttConnectionResolver = new MqttConnectionResolver();
-    /** The configuration as given (without defaults), read again at open. */
+    /** The configuration as given (without defaults), read at open(). */
     protected _config: ConfigParams = new ConfigParams();
-    /** The `options.*` section with defaults applied. */
-    protected _options: ConfigParams = MQTT_CONNECTION_DEFAULTS.getSection('options');
-    /** The client id: configured, or unique to this connection. */
+    /** The client id: configured, or unique to this connection; once open, the one in use. */
     protected _clientId: string;
-    protected _retryConnect = true;
-    protected _connectTimeout = 30000;
-    protected _reconnectTimeout = 1000;
-    protected _keepAliveTimeout = 60000;
-    protected _cleanSession = true;
     /** The subscriptions, by filter, with the router that dispatches incoming messages. */
     protected _subscriptions: MqttSubscriptions = new MqttSubscriptions();
 
-    /** The open client and its handlers; null while closed. */
-    private _session: MqttSession | null = null;
+    /** The settings open() read; null before it and after configure(). */
+    private _settings: MqttConnectionSettings | null = null;
+    /** The link and its parts; null while closed. */
+    private _open: MqttOpenConnection | null = null;
     private readonly _generatedClientId = makeClientId();
-    private readonly _opening = new SharedRun();
-    private readonly _closing = new SharedRun();
-    private _abortOpen: ((err: Error) => void) | null = null;
-    /** Set by a close() that came while open() was still resolving the configuration. */
-    private _pendingAbort: Error | null = null;
+    private readonly _guard = new OpenCloseGuard(closedWhileOpening);
     private _displayUri = '';
-    /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
-    private _closeCalls = 0;
     private readonly _state = new MqttStateTracker(() => this.getStatus(),
         (err) => this._logger.error(NO_CID, err, 'MQTT connection state listener failed'));
+    /** The logger and counters as the parts see them: read at each use, since references change. */
+    private readonly _reporting: MqttReporting = ((connection: MqttConnection): MqttReporting => ({
+        get logger() { return connection._logger; },
+        get counters() { return connection._counters; },
+    }))(this);
 
     public constructor() {
         this._clientId = this._generatedClientId;
+    }
+
+    /** Retry option (`options.retry_connect`): the settings in use once open, before that the configured ones. */
+    protected get _retryConnect(): boolean {
+        return this.effectiveOptions().retryConnect;
+    }
+
+    /** Connection timeout in ms (`options.connect_timeout`). */
+    protected get _connectTimeout(): number {
+        return this.effectiveOptions().connectTimeout;
+    }
+
+    /** First reconnect wait in ms (`options.reconnect_timeout`). */
+    protected get _reconnectTimeout(): number {
+        return this.effectiveOptions().reconnectTimeout;
+    }
+
+    /** Keepalive in ms (`options.keepalive_timeout`). */
+    protected get _keepAliveTimeout(): number {
+        return this.effectiveOptions().keepAliveTimeout;
+    }
+
+    /** The `options.*` section of the configuration, with the defaults applied. */
+    protected get _options(): ConfigParams {
+        return this._config.setDefaults(this._defaultConfig).getSection('options');
+    }
+
+    /**
+     * The settings open() read, or before that what it would read from the configuration alone
+     * (no uri query, discovery or credential store); a configuration it would refuse shows the defaults.
+     */
+    private effectiveOptions(): MqttConnectionOptions {
+        if (this._settings) return this._settings;
+        const none = new ConfigParams();
+        try {
+            return readSettings(null, this._config, none, this._generatedClientId);
+        } catch {
+            return readSettings(null, none, none, this._generatedClientId);
+        }
     }
 
     /**
@@ -185,15 +227,9 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      */
     public configure(config: ConfigParams): void {
         this._config = config;
-        const merged = config.setDefaults(this._defaultConfig);
-        this._connectionResolver.configure(merged);
-        this._options = merged.getSection('options');
+        this._settings = null;
+        this._connectionResolver.configure(config.setDefaults(this._defaultConfig));
         this._clientId = nonEmpty(config.getAsNullableString('client_id')) ?? this._generatedClientId;
-        this._retryConnect = this._options.getAsBooleanWithDefault('retry_connect', this._retryConnect);
-        this._connectTimeout = this._options.getAsIntegerWithDefault('connect_timeout', this._connectTimeout);
-        this._reconnectTimeout = this._options.getAsIntegerWithDefault('reconnect_timeout', this._reconnectTimeout);
-        this._keepAliveTimeout = this._options.getAsIntegerWithDefault('keepalive_timeout', this._keepAliveTimeout);
-        this._cleanSession = this._options.getAsBooleanWithDefault('clean_session', this._cleanSession);
     }
 
     /** Sets references: logger, counters, discovery and credential store. */
@@ -214,7 +250,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     /** True between a successful open() and close(), whether or not the broker is reachable right now. */
     public isOpen(): boolean {
-        return this._session != null;
+        return this._open != null;
     }
 
     /**
@@ -222,7 +258,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * false): subscriptions and queued QoS 1/2 messages then outlive disconnects and close().
      */
     public isCleanSession(): boolean {
-        return this._cleanSession;
+        return this.effectiveOptions().cleanSession;
     }
 
     /**
@@ -230,24 +266,24 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * connection is lost and reconnecting: use it (or getStatus()) for health checks.
      */
     public isConnected(): boolean {
-        return this._session?.connected === true;
+        return this._open?.link.connected === true;
     }
 
     /** A snapshot of the connection's state and health (see [[MqttConnectionStatus]]). */
     public getStatus(): MqttConnectionStatus {
-        const session = this._session;
+        const open = this._open;
         return {
             state: this._state.state,
-            connected: session?.connected === true,
+            connected: open?.link.connected === true,
             since: this._state.since,
-            reconnectAttempts: session?.attempts ?? 0,
-            nextAttemptDelay: session?.nextAttemptDelay ?? null,
-            reconnects: session?.reconnects ?? 0,
-            lastError: session?.lastError ?? null,
-            pendingPublishes: session?.pendingPublishes ?? 0,
+            reconnectAttempts: open?.link.attempts ?? 0,
+            nextAttemptDelay: open?.link.nextAttemptDelay ?? null,
+            reconnects: open?.link.reconnects ?? 0,
+            lastError: open?.link.lastError ?? null,
+            pendingPublishes: open?.publisher.pendingPublishes ?? 0,
             clientId: this._clientId,
-            keepAlive: session ? session.client.keepalive : null,
-            maxQos: session ? session.maxQos : null,
+            keepAlive: open ? open.link.client.keepalive : null,
+            maxQos: open ? open.publisher.support.max : null,
         };
     }
 
@@ -266,7 +302,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     /** The MQTT protocol version in use while open (3, 4 or 5), otherwise null. */
     public getProtocolVersion(): 3 | 4 | 5 | null {
-        return this._session?.protocolVersion ?? null;
+        return this._open?.settings.protocolVersion ?? null;
     }
 
     /** For logs: the broker, client id and state; never credentials. */
@@ -292,7 +328,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     /** The MQTT.js client while open, otherwise null. Its `connected` tells whether the broker is reachable now. */
     public getConnection(): MqttClient | null {
-        return this._session?.client ?? null;
+        return this._open?.link.client ?? null;
     }
 
     /** The subscriptions of all listeners (a snapshot). */
@@ -308,24 +344,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      *   `MQTT_CONNECT_TIMEOUT`, `MQTT_CONNECT_REFUSED` or `MQTT_TLS_FAILED`; InvalidStateException `MQTT_CLOSED`
      *   when close() is called meanwhile.
      */
-    public async open(correlationId: string | null): Promise<void> {
-        // Only when closing: an await here would let a close() made right after open() miss it.
-        if (this._closing.current) {
-            const closes = this._closeCalls;
-            await this._closing.settled();
-            if (this._closeCalls !== closes) {
-                throw closedWhileOpening(correlationId);
-            }
-        }
-        if (this._session && !this._opening.current) return;
-        return this._opening.run(() => this.doOpen(correlationId));
+    public open(correlationId: string | null): Promise<void> {
+        return this._guard.open(correlationId, () => this._open != null, (signal) => this.doOpen(correlationId, signal));
     }
 
-    private async doOpen(correlationId: string | null): Promise<void> {
-        this._pendingAbort = null;
+    private async doOpen(correlationId: string | null, signal: AbortSignal): Promise<void> {
         this._state.set('opening');
         try {
-            await this.connect(correlationId);
+            await this.connect(correlationId, signal);
         } catch (err) {
             this._state.set('closed');
             throw err;
@@ -333,46 +359,47 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         this._state.set('connected');
     }
 
-    private async connect(correlationId: string | null): Promise<void> {
-        let plan: MqttStartPlan;
+    /** Reads the configuration into the settings, starts the link, and wires its parts (see MqttLink). */
+    private async connect(correlationId: string | null, signal: AbortSignal): Promise<void> {
+        let settings: MqttConnectionSettings;
         try {
-            plan = await prepareStart(correlationId, this._connectionResolver, this._config, this._generatedClientId);
+            settings = await resolveSettings(correlationId, this._connectionResolver, this._config, this._generatedClientId);
         } catch (err) {
             // close() came while the configuration was read: that, not what failed since, is the answer.
-            this.throwIfAborted();
+            signal.throwIfAborted();
             throw err;
         }
-        const { resolved, settings, tls } = plan;
-        this.throwIfAborted();
-        this.applySettings(settings);
-        this._displayUri = resolved.displayUri;
+        signal.throwIfAborted();
+        this._settings = settings;
+        this._clientId = settings.clientId;
+        this._displayUri = settings.connection.displayUri;
 
-        let started: MqttStartedClient;
+        const dispatcher = new MqttDispatcher(this._subscriptions, this._reporting, this._displayUri, !settings.cleanSession,
+            settings.maxOfflineMessages);
+        let publisher: MqttPublisher | null = null;
+        let link: MqttLink;
         try {
-            started = await startClient({
-                correlationId,
-                settings,
-                resolved,
-                tls,
-                onAbort: (abort) => { this._abortOpen = abort; },
-                reconnectorEvents: {
-                    onStalled: (idleMs) => {
-                        this._counters.incrementOne('mqtt.watchdog_restarts');
-                        this._logger.warn(NO_CID, 'MQTT client for %s made no connection attempt for %d ms; the watchdog restarted it',
-                            this._displayUri, idleMs);
-                    },
+            link = await MqttLink.start(correlationId, settings, this._reporting, {
+                message: (topic, payload, packet) => dispatcher.dispatch(topic, payload, packet),
+                closed: () => publisher?.closed(),
+                failed: (err) => publisher?.failAll(err),
+                lost: (sessionKept) => {
+                    this._subscriptions.lost(sessionKept);
+                    this.linkChanged(false);
                 },
-            });
+                resumed: (sessionPresent) => {
+                    this._subscriptions.resumed(sessionPresent);
+                    this.linkChanged(true);
+                },
+            }, signal);
         } catch (err) {
             this._logger.error(cid(correlationId), err as Error, 'Failed to connect to MQTT broker at %s', this._displayUri);
             throw err;
-        } finally {
-            this._abortOpen = null;
         }
-        const session = new MqttSession(started.client, this.sessionHost(), settings, this._displayUri, started.reconnector);
-        this._session = session;
-        this._clientId = started.client.options.clientId ?? settings.clientId;
-        for (const message of started.takeEarly()) session.dispatch(...message);
+        publisher = new MqttPublisher(link, settings, this._reporting);
+        this._subscriptions.attach(link, dispatcher);
+        this._open = { settings, link, publisher, dispatcher };
+        this._clientId = link.client.options.clientId ?? settings.clientId;
         this._logger.info(cid(correlationId), 'Connected to MQTT broker at %s as %s', this._displayUri, this._clientId);
         if (!settings.cleanSession && settings.clientId === this._generatedClientId) {
             this._logger.warn(cid(correlationId), 'options.clean_session is false but no client_id is configured: ' +
@@ -380,34 +407,10 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
     }
 
-    /** Throws the error a close() left for the open() still resolving its configuration. */
-    private throwIfAborted(): void {
-        if (this._pendingAbort) throw this._pendingAbort;
-    }
-
-    private sessionHost(): MqttSessionHost {
-        // Getters: references can change while the session lives.
-        const logger = (): CompositeLogger => this._logger;
-        const counters = (): CompositeCounters => this._counters;
-        const subscriptions = (): MqttSubscriptions => this._subscriptions;
-        return {
-            get logger() { return logger(); },
-            get counters() { return counters(); },
-            get subscriptions() { return subscriptions(); },
-            connectedChanged: (connected) => {
-                if (this._closing.current) return;
-                this._state.set(connected ? 'connected' : this._retryConnect ? 'reconnecting' : 'disconnected');
-            },
-        };
-    }
-
-    private applySettings(settings: MqttConnectionSettings): void {
-        this._clientId = settings.clientId;
-        this._retryConnect = settings.retryConnect;
-        this._connectTimeout = settings.connectTimeout;
-        this._reconnectTimeout = settings.reconnectTimeout;
-        this._keepAliveTimeout = settings.keepAliveTimeout;
-        this._cleanSession = settings.cleanSession;
+    /** The link went down or came back. */
+    private linkChanged(connected: boolean): void {
+        if (this._guard.closing) return;
+        this._state.set(connected ? 'connected' : this._settings?.retryConnect === false ? 'disconnected' : 'reconnecting');
     }
 
     /**
@@ -415,24 +418,22 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * `MQTT_CLOSED`, DISCONNECT is sent when connected and nothing is in flight, and it resolves
      * once the client has ended. Drops all subscriptions. Idempotent; concurrent calls share one close.
      */
-    public async close(correlationId: string | null): Promise<void> {
-        this._closeCalls++;
-        return this._closing.run(() => this.doClose(correlationId));
+    public close(correlationId: string | null): Promise<void> {
+        return this._guard.close(() => this.doClose(correlationId));
     }
 
     private async doClose(correlationId: string | null): Promise<void> {
-        if (this._opening.current) {
-            const abort = closedWhileOpening(correlationId);
-            if (this._abortOpen) this._abortOpen(abort);
-            else this._pendingAbort = abort;
-            await this._opening.settled();
+        if (this._guard.opening) {
+            this._guard.abortOpening(correlationId);
+            await this._guard.openingSettled();
         }
-        const session = this._session;
-        if (!session) return;
+        const open = this._open;
+        if (!open) return;
         this._state.set('closing');
-        this._session = null;
-        this._subscriptions.clear();
-        await session.end(correlationId);
+        this._open = null;
+        this._subscriptions.detach();
+        open.dispatcher.dropHeld();
+        await open.link.end(correlationId);
         this._logger.info(cid(correlationId), 'Closed MQTT connection to %s', this._displayUri);
         this._state.set('closed');
     }
@@ -466,7 +467,7 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      *   `MQTT_FEATURE_NOT_SUPPORTED` (retain, when an MQTT 5 broker has no retained messages).
      */
     public publish(topic: string, data: Buffer | string, options?: IClientPublishOptions): Promise<void> {
-        let session: MqttSession;
+        let open: MqttOpenConnection;
         let publishOptions: IClientPublishOptions;
         try {
             const topicError = checkTopicName(topic);
@@ -475,14 +476,14 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
             }
             checkPayload(topic, data);
             publishOptions = checkPublishOptions(topic, options);
-            session = this.checkOpen();
-            if (publishOptions !== QOS_0) checkProtocolOptions(topic, publishOptions, session.protocolVersion);
+            open = this.checkOpen();
+            if (publishOptions !== QOS_0) checkProtocolOptions(topic, publishOptions, open.settings.protocolVersion);
         } catch (err) {
             return Promise.reject(toError(err));
         }
         // Not async: this is the hot path, where each extra promise per message shows in the
-        // benchmark (bench/, scenario 1). The session counts and times the publish.
-        return session.publish(topic, data, publishOptions);
+        // benchmark (bench/, scenario 1). The publisher counts and times the publish.
+        return open.publisher.publish(topic, data, publishOptions);
     }
 
     /**
@@ -506,22 +507,10 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
         }
         const subscribeOptions = checkSubscribeOptions(topic, options);
         checkListener(topic, listener);
-        const session = this.checkOpen();
-        checkProtocolOptions(topic, subscribeOptions, session.protocolVersion);
-        session.checkSubscribeSupport(topic, subscribeOptions, parsed.shareGroup !== null, parsed.hasWildcards);
-        if (this._subscriptions.optionsConflict(parsed, subscribeOptions, listener)) {
-            throw new BadRequestException(NO_CID, MqttErrorCode.InvalidOptions,
-                'Invalid MQTT subscribe options: the other listeners of this filter subscribed with other nl, rap, rh or properties, ' +
-                'and the broker holds one subscription per filter').withDetails('topic', topic);
-        }
-        session.checkUsable();
-
-        const { entry, registration, added } = this._subscriptions.add(parsed, subscribeOptions, listener);
-        if (added) session.releaseHeld(parsed.matchFilter, listener);
-        if (!added && !entry.isWaiting(registration)) return;
-        const covered = entry.waitFor(registration);
-        void session.sync(entry);
-        await covered;
+        const open = this.checkOpen();
+        checkProtocolOptions(topic, subscribeOptions, open.settings.protocolVersion);
+        open.publisher.support.checkSubscribe(topic, subscribeOptions, parsed.shareGroup !== null, parsed.hasWildcards);
+        return this._subscriptions.subscribe(parsed, subscribeOptions, listener);
     }
 
     /**
@@ -535,54 +524,19 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED` when the broker refuses, or
      *   InvalidStateException `MQTT_CLOSED` when closed meanwhile.
      */
-    public async unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
-        const entry = this._subscriptions.remove(topic, listener);
-        if (!entry) return;
-        const session = this._session;
-        if (!session) {
-            this._subscriptions.dropIfIdle(entry);
-            return;
-        }
-        if (entry.registrations.size === 0) session.released(entry.parsed.matchFilter);
-        const syncing = session.sync(entry);
-        // Other listeners keep the broker's subscription, or the broker holds none: nothing to wait for.
-        if (entry.registrations.size > 0 || entry.brokerQos === null) return;
-        // Down, or lost on the way: a persistent session gets the UNSUBSCRIBE after the reconnect.
-        const lost = !session.connected || await new Promise<boolean>((resolve) => {
-            const cancel = session.onNextLoss(() => resolve(true));
-            void syncing.then(() => {
-                cancel();
-                resolve(false);
-            });
-        });
-        if (session.ended) throw closedError(NO_CID);
-        if (lost) {
-            this.reportLateUnsubscribe(topic, entry, syncing);
-            return;
-        }
-        if (entry.unsubscribeError) throw entry.unsubscribeError;
-    }
-
-    /** Logs an UNSUBSCRIBE that is refused after a reconnect (nobody waits for it any more). */
-    private reportLateUnsubscribe(topic: string, entry: MqttFilterEntry, syncing: Promise<void>): void {
-        const logger = this._logger;
-        void syncing.then(() => {
-            const error = entry.unsubscribeError;
-            // Closed before the reconnect: the session keeps the subscription, as a closed persistent session does.
-            if (!error || (error instanceof InvalidStateException && error.code === MqttErrorCode.Closed)) return;
-            logger.error(NO_CID, error, 'Failed to unsubscribe from MQTT topic %s after a reconnect', topic);
-        });
+    public unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
+        return this._subscriptions.unsubscribe(topic, listener);
     }
 
     /**
      * Checks that the connection is open.
      * @throws InvalidStateException `MQTT_NOT_OPENED`.
      */
-    protected checkOpen(): MqttSession {
-        if (this._session == null) {
+    private checkOpen(): MqttOpenConnection {
+        if (this._open == null) {
             throw new InvalidStateException(NO_CID, MqttErrorCode.NotOpened, 'MQTT connection is not open');
         }
-        return this._session;
+        return this._open;
     }
 }
 

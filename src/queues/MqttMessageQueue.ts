@@ -14,7 +14,7 @@ import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
 import { toError } from '../connect/errors/MqttErrors';
 import { redactConfig } from '../connect/config/redact';
-import { SharedRun } from '../shared/SharedRun';
+import { OpenCloseGuard, untilAborted } from '../shared/OpenCloseGuard';
 import { encodeEnvelope, envelopeUserProperties } from './MqttEnvelopeCodec';
 import { MqttQueueConnections } from './MqttQueueConnections';
 import { MqttQueueInbox, queueCounter, type MqttQueueInboxHost } from './MqttQueueInbox';
@@ -97,14 +97,9 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private _opened = false;
     /** The connection's client when the queue opened: another client means it was closed and reopened. */
     private _openedOn: MqttClient | null = null;
-    private readonly _opening = new SharedRun();
-    private readonly _closing = new SharedRun();
-    /** Ends the wait of an open() for its connection; set while it waits. */
-    private _abortOpen: ((err: Error) => void) | null = null;
+    private readonly _guard = new OpenCloseGuard((correlationId) => this.closedWhileOpening(correlationId));
     /** Incremented by close(): an open() or receive() that sees it change was closed meanwhile. */
     private _generation = 0;
-    /** Counts close() calls: an open() queued behind a close() fails when another close() came meanwhile. */
-    private _closeCalls = 0;
 
     private readonly _inbox = new MqttQueueInbox(this.inboxHost());
     private readonly _buffer = this._inbox.buffer;
@@ -174,19 +169,11 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * @throws ConfigException for bad configuration, the connection's errors, InvalidStateException
      *   `MQTT_CLOSED` when close() is called meanwhile.
      */
-    public override async open(correlationId: string | null): Promise<void> {
-        if (this._closing.current) {
-            const closes = this._closeCalls;
-            await this._closing.settled();
-            if (this._closeCalls !== closes) {
-                throw this.closedWhileOpening(correlationId);
-            }
-        }
-        if (this.isOpen() && !this._opening.current) return;
-        return this._opening.run(() => this.doOpen(correlationId));
+    public override open(correlationId: string | null): Promise<void> {
+        return this._guard.open(correlationId, () => this.isOpen(), (signal) => this.doOpen(correlationId, signal));
     }
 
-    private async doOpen(correlationId: string | null): Promise<void> {
+    private async doOpen(correlationId: string | null, signal: AbortSignal): Promise<void> {
         const generation = this._generation;
         const settings = readQueueSettings(correlationId, this._config, this.getName());
         if (this.getName() == null || this.getName() === '') this._name = settings.topic;
@@ -196,12 +183,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         const connection = this._connections.pick();
         this._connection = connection;
         // close() ends this wait at once: a shared connection goes on opening for its owner.
-        const aborted = new Promise<never>((_resolve, reject) => { this._abortOpen = reject; });
-        try {
-            await Promise.race([connection.open(correlationId), aborted]);
-        } finally {
-            this._abortOpen = null;
-        }
+        await untilAborted(connection.open(correlationId), signal);
         const checkClosed = (): void => {
             if (this._generation !== generation) {
                 throw this.closedWhileOpening(correlationId);
@@ -231,14 +213,13 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * dropped (awaited), and a connection of its own is closed; a shared one stays open. Messages
      * already buffered stay for after a reopen (clear() drops them). Idempotent.
      */
-    public async close(correlationId: string | null): Promise<void> {
-        this._closeCalls++;
-        return this._closing.run(() => this.doClose(correlationId));
+    public close(correlationId: string | null): Promise<void> {
+        return this._guard.close(() => this.doClose(correlationId));
     }
 
     private async doClose(correlationId: string | null): Promise<void> {
         this._generation++;
-        this._abortOpen?.(this.closedWhileOpening(correlationId));
+        this._guard.abortOpening(correlationId);
         const connection = this._connection;
         const owned = this._connections.owns(connection);
         const wasOpen = this._opened;
@@ -248,7 +229,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         this._inbox.stop();
         this._buffer.releaseWaiters();
         // A local connection's close() also ends an open() in flight.
-        const opening = this._opening.current;
+        const opening = this._guard.opening;
         if (opening && owned) await connection.close(correlationId);
         // Removing the listener first also settles a subscribe() still waiting for it (a reconnect
         // may be far away), including the one of an open() in flight, which then fails with MQTT_CLOSED.
@@ -262,7 +243,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
             ? connection.unsubscribe(this._settings!.filter, this._listener)
             : Promise.resolve();
         unsubscribing.catch(() => undefined);
-        await this._opening.settled();
+        await this._guard.openingSettled();
         try {
             await unsubscribing;
         } catch (err) {

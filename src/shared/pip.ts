@@ -1,4 +1,4 @@
-import type { CompositeLogger, ILogger, LogLevel } from 'pip-services3-components-nodex';
+import type { CompositeCounters, CompositeLogger, ILogger, LogLevel } from 'pip-services3-components-nodex';
 
 // Workarounds for the pip-services3 nodex packages: typings that say `string` where null is
 // passed, ConfigParams that reads a missing key as an empty string, and a Logger that formats
@@ -14,6 +14,15 @@ export function cid(correlationId: string | null | undefined): string {
 
 /** No correlation id. */
 export const NO_CID = null as unknown as string;
+
+/**
+ * A component's logger and counters, as its parts see them: read at each use, since
+ * setReferences() and unsetReferences() replace them while the parts live.
+ */
+export interface MqttReporting {
+    readonly logger: CompositeLogger;
+    readonly counters: CompositeCounters;
+}
 
 /** A configured string, or undefined when it is missing or empty (an empty key means "not set"). */
 export function nonEmpty(value: string | null | undefined): string | undefined {

@@ -1,14 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 
-import type { IClientOptions } from 'mqtt';
 import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-commons-nodex';
 
-import type { MqttResolvedConnection } from './MqttConnectionResolver';
+import type { MqttConnectionResolver, MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from '../errors/MqttErrorCode';
-import type { MqttTlsOptions } from './MqttTls';
-import { ReplayCopyStore } from '../link/ReplayCopyStore';
+import { loadTls, type MqttTlsOptions } from './MqttTls';
 import { checkTopicName } from '../subscriptions/MqttTopics';
 import { nonEmpty, cid } from '../../shared/pip';
 
@@ -40,8 +37,8 @@ const MAX_TIMEOUT_MS = 2147483647;
 /** MQTT packet ids are 16-bit, but QoS 0 messages and queued publishes are not bounded by them. */
 const MAX_OFFLINE_MESSAGES = 100_000_000;
 
-/** The effective settings of a connection. */
-export interface MqttConnectionSettings {
+/** The settings read from `client_id` and `options.*` (in the configuration or the uri query). */
+export interface MqttConnectionOptions {
     readonly clientId: string;
     readonly retryConnect: boolean;
     readonly connectTimeout: number;
@@ -80,12 +77,42 @@ export interface MqttWill {
     readonly retain: boolean;
 }
 
+/** Everything a connection needs to start: where, who, how, and with which TLS material. Read once at open(), immutable. */
+export interface MqttConnectionSettings extends MqttConnectionOptions {
+    /** The brokers and credentials. */
+    readonly connection: MqttResolvedConnection;
+    /** The loaded TLS options when a server uses mqtts or wss. */
+    readonly tls?: MqttTlsOptions;
+    /**
+     * True when the broker keeps the session across a lost connection, so a reconnect resumes it:
+     * `clean_session` false, or MQTT 5 with a session expiry (a clean start at open(), resumed by reconnects).
+     */
+    readonly sessionOutlivesConnection: boolean;
+}
+
 /**
- * True when the broker keeps the session across a lost connection, so a reconnect resumes it:
- * `clean_session` false, or MQTT 5 with a session expiry (a clean start at open(), resumed by reconnects).
+ * Reads and checks the whole configuration before any connection is made: brokers and
+ * credentials (from config, discovery and credential stores), options, and TLS files.
+ *
+ * @throws ConfigException naming the key at fault.
  */
-export function sessionOutlivesConnection(settings: MqttConnectionSettings): boolean {
-    return !settings.cleanSession || (settings.sessionExpiry ?? 0) > 0;
+export async function resolveSettings(
+    correlationId: string | null, resolver: MqttConnectionResolver, config: ConfigParams, generatedClientId: string,
+): Promise<MqttConnectionSettings> {
+    const connection = await resolver.resolve(correlationId);
+    const options = readSettings(correlationId, config, connection.uriOptions, generatedClientId);
+    const sessionOutlivesConnection = !options.cleanSession || (options.sessionExpiry ?? 0) > 0;
+    const usesTls = connection.servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss');
+    if (!usesTls) {
+        if (options.sslServerName !== undefined) {
+            throw new ConfigException(cid(correlationId), MqttErrorCode.BadTls,
+                'MQTT TLS setting options.ssl_server_name is set, but no connection uses mqtts or wss')
+                .withDetails('key', 'options.ssl_server_name');
+        }
+        return Object.freeze({ ...options, connection, sessionOutlivesConnection });
+    }
+    const tls = await loadTls(correlationId, connection.tls, options.sslServerName, options.sslRejectUnauthorized);
+    return Object.freeze({ ...options, connection, tls, sessionOutlivesConnection });
 }
 
 /** MQTT 5 session expiry meaning "never" (section 3.1.2.11.2). */
@@ -109,7 +136,7 @@ export function makeClientId(): string {
  */
 export function readSettings(
     correlationId: string | null, config: ConfigParams, uriOptions: ConfigParams, defaultClientId: string,
-): MqttConnectionSettings {
+): MqttConnectionOptions {
     /** The value set in the configuration or the uri query, or undefined. */
     const given = (key: string): string | undefined => {
         const fromConfig = nonEmpty(config.getAsNullableString(key));
@@ -215,88 +242,6 @@ function readWill(
         qos: integer('options.will_qos', 0, 2, 'QoS') as 0 | 1 | 2,
         retain: boolean('options.will_retain'),
     };
-}
-
-/**
- * Builds the MQTT.js client options. A new object each time: MQTT.js writes into it.
- * @param tls the loaded TLS options when a server uses mqtts or wss.
- */
-export function toClientOptions(settings: MqttConnectionSettings, resolved: MqttResolvedConnection, tls?: MqttTlsOptions): IClientOptions {
-    const first = resolved.servers[0];
-    const options: IClientOptions = {
-        // Empty: an MQTT 5 broker assigns one in CONNACK, and MQTT.js uses it for the reconnects.
-        clientId: settings.brokerAssignsClientId ? '' : settings.clientId,
-        protocolVersion: settings.protocolVersion,
-        // MQTT 3.1 names its protocol differently.
-        protocolId: settings.protocolVersion === 3 ? 'MQIsdp' : 'MQTT',
-        // False: the broker keeps our subscriptions and queues QoS 1/2 messages while we are away.
-        // A broker-assigned id has no session to resume yet: a clean start (MQTT.js refuses clean
-        // false with an empty id); startClient turns clean off for the reconnects once the id is known.
-        clean: settings.cleanSession || settings.brokerAssignsClientId,
-        // MQTT keepalive is in seconds; a value under one second rounds up, 0 turns it off.
-        keepalive: Math.ceil(settings.keepAliveTimeout / 1000),
-        // Per attempt. With failover servers each gets its share of connect_timeout, so a silent
-        // first server cannot use up the whole wait of open().
-        connectTimeout: Math.max(1, Math.floor(settings.connectTimeout / resolved.servers.length)),
-        // A refused CONNACK after open() (a restarting broker answering "server unavailable", say)
-        // must not end reconnecting for good; open() itself fails at the first refusal.
-        reconnectOnConnackError: true,
-        // MQTT.js moves to the next failover server on each reconnect, so several servers need
-        // reconnects while opening even without retry_connect (the connection turns them off after).
-        reconnectPeriod: settings.retryConnect || resolved.servers.length > 1 ? settings.reconnectTimeout : 0,
-        // The connection restores its subscriptions itself after a reconnect.
-        resubscribe: false,
-        protocol: first.protocol,
-        host: first.host,
-        hostname: first.host,
-        port: first.port,
-    };
-    if (settings.protocolVersion === 5) {
-        // MQTT 5 ends a session at disconnect unless told otherwise; clean_session false means
-        // what it means in 3.1.1 (kept until the broker's own limit) unless session_expiry says.
-        const expiry = settings.sessionExpiry ?? (settings.cleanSession ? undefined : SESSION_NEVER_EXPIRES);
-        options.properties = {};
-        if (expiry !== undefined) options.properties.sessionExpiryInterval = expiry;
-        if (settings.topicAliasMaximum > 0) {
-            // What the broker may use towards us; towards the broker, MQTT.js keeps within its CONNACK maximum.
-            options.properties.topicAliasMaximum = settings.topicAliasMaximum;
-            options.autoAssignTopicAlias = true;
-            options.autoUseTopicAlias = true;
-            // Replays after a reconnect must not carry an alias of an earlier connection.
-            options.outgoingStore = new ReplayCopyStore();
-        }
-    }
-    if (first.path !== undefined) options.path = first.path;
-    if (resolved.servers.length > 1) {
-        options.servers = resolved.servers.map((s) => ({ protocol: s.protocol, host: s.host, port: s.port }));
-    }
-    if (tls !== undefined) {
-        Object.assign(options, tls);
-        followHostForServerName(options, tls.servername);
-        // For wss, the WebSocket gets its TLS options from here (MQTT.js passes wsOptions to ws).
-        if (resolved.servers.some((s) => s.protocol === 'wss')) options.wsOptions = { ...tls };
-    }
-    if (settings.will !== undefined) {
-        const { topic, message, qos, retain } = settings.will;
-        options.will = { topic, payload: Buffer.from(message, 'utf8'), qos, retain };
-    }
-    if (resolved.username !== undefined) options.username = resolved.username;
-    if (resolved.password !== undefined) options.password = resolved.password;
-    return options;
-}
-
-/**
- * MQTT.js sets `servername` to the host of the first TLS attempt and keeps it, so a failover
- * server would be checked against the first server's name. A getter gives each attempt the
- * configured name, or its own host (none for an IP address, which Node then checks itself).
- */
-function followHostForServerName(options: IClientOptions, configured: string | undefined): void {
-    Object.defineProperty(options, 'servername', {
-        enumerable: true,
-        configurable: true,
-        get: () => configured ?? (options.host !== undefined && isIP(options.host) === 0 ? options.host : undefined),
-        set: () => { /* MQTT.js's own choice is ignored: see above. */ },
-    });
 }
 
 function badOption(correlationId: string | null, key: string, message: string): ConfigException {

@@ -1,5 +1,7 @@
 import type { MqttClient } from 'mqtt';
 
+import { clearReconnectTimer, reconnectNow } from './mqttInternals';
+
 /** The share of each wait taken off at random, so clients that lost a broker together do not all return together. */
 export const RECONNECT_JITTER = 0.25;
 
@@ -15,16 +17,6 @@ export function backoffDelay(attempt: number, base: number, max: number, random:
     return Math.max(1, Math.round(full * (1 - RECONNECT_JITTER * random)));
 }
 
-/** The MQTT.js client internals the reconnector drives (MQTT.js 5 has no public API for them). */
-interface ClientInternals {
-    connected: boolean;
-    disconnecting: boolean;
-    reconnectTimer: unknown;
-    stream?: { destroyed?: boolean; destroy(): void };
-    options: { reconnectPeriod?: number; connectTimeout?: number };
-    _reconnect(): void;
-    _clearReconnect(): void;
-}
 
 /** What a reconnector reports to its connection. */
 export interface MqttReconnectorEvents {
@@ -87,7 +79,7 @@ export class MqttReconnector {
         private readonly _interval: number = Math.min(5000, Math.max(500, _base)),
     ) {
         // No reconnects asked for (retry_connect off, one server): nothing to drive or watch.
-        if (this.internals.options.reconnectPeriod === 0) {
+        if (_client.options.reconnectPeriod === 0) {
             this._enabled = false;
             return;
         }
@@ -102,13 +94,13 @@ export class MqttReconnector {
 
     /** The wait MQTT.js arms (or has armed) before its next attempt, in milliseconds. */
     public get nextDelay(): number {
-        return this.internals.options.reconnectPeriod ?? 0;
+        return this._client.options.reconnectPeriod ?? 0;
     }
 
     /** Stops reconnecting for good (retry_connect off): MQTT.js makes no more attempts. */
     public disable(): void {
         this._enabled = false;
-        this.internals.options.reconnectPeriod = 0;
+        this._client.options.reconnectPeriod = 0;
         this.stopWatchdog();
         this.clearStable();
     }
@@ -134,16 +126,12 @@ export class MqttReconnector {
         this._stable = null;
     }
 
-    private get internals(): ClientInternals {
-        return this._client as unknown as ClientInternals;
-    }
-
     private setPeriod(attempt: number): void {
-        if (this._enabled) this.internals.options.reconnectPeriod = backoffDelay(attempt, this._base, this._max);
+        if (this._enabled) this._client.options.reconnectPeriod = backoffDelay(attempt, this._base, this._max);
     }
 
     private check(): void {
-        const client = this.internals;
+        const client = this._client;
         const now = Date.now();
         if (!this._enabled || client.connected) {
             this._lastProgress = now;
@@ -155,10 +143,11 @@ export class MqttReconnector {
         this._lastProgress = now;
         this._events.onStalled(idle);
         // Start over: no timer, not "disconnecting" (only close() ends the client, and it stops us first).
-        client._clearReconnect();
+        clearReconnectTimer(client);
         client.disconnecting = false;
         // A hanging attempt: destroying its socket makes MQTT.js handle 'close' and arm its timer.
-        if (client.stream && client.stream.destroyed !== true) client.stream.destroy();
-        else client._reconnect();
+        const stream = client.stream as MqttClient['stream'] | undefined;
+        if (stream && stream.destroyed !== true) stream.destroy();
+        else reconnectNow(client);
     }
 }

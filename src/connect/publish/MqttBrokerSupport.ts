@@ -1,5 +1,6 @@
-import type { IConnackPacket, Packet } from 'mqtt';
-import { UnsupportedException } from 'pip-services3-commons-nodex';
+import type { IClientPublishOptions, IClientSubscribeOptions, IConnackPacket, Packet } from 'mqtt';
+import { generate } from 'mqtt-packet';
+import { BadRequestException, UnsupportedException } from 'pip-services3-commons-nodex';
 
 import { NO_CID } from '../../shared/pip';
 import { MqttErrorCode } from '../errors/MqttErrorCode';
@@ -19,8 +20,14 @@ export type MqttBrokerFeature = 'retain' | 'wildcard_subscriptions' | 'shared_su
  */
 const CLOSES_TO_GIVE_UP = 2;
 
+/** MQTT 5: the receive maximum of a broker that gives none (section 3.2.2.3.3). */
+const DEFAULT_RECEIVE_MAXIMUM = 65535;
+
 /**
- * What the broker supports. Its MQTT 5 CONNACK may say that it has no retained messages, wildcard
+ * What the broker supports, and every check of a publish or subscribe against it. Its MQTT 5
+ * CONNACK gives the largest packet it takes and how many QoS 1/2 publishes it takes
+ * unacknowledged (its receive maximum); both are kept while disconnected (MQTT.js forgets them
+ * at the close), so publishes made offline are held to them too. Its MQTT 5 CONNACK may also say that it has no retained messages, wildcard
  * or shared subscriptions, or subscription identifiers; using them anyway would make it drop the
  * connection (MQTT 5, 3.2.2.3), so they are refused up front.
  *
@@ -44,9 +51,27 @@ export class MqttBrokerSupport {
     private _closesAfter: { messageId: number; closes: number } | null = null;
     /** The features the last CONNACK said the broker lacks. */
     private _lacking: ReadonlySet<MqttBrokerFeature> = new Set();
+    private _receiveMaximum = DEFAULT_RECEIVE_MAXIMUM;
+    /** MQTT 5: the largest packet the broker accepts, when it said. */
+    private _maximumPacketSize: number | undefined;
 
-    public constructor(private readonly _configured: Qos, private readonly _displayUri: string) {
+    /**
+     * @param _configured   `options.max_qos`.
+     * @param _protocolVersion the MQTT version in use: only MQTT 5 has packet size limits.
+     * @param _topicAliases MQTT 5: our publishes use topic aliases (they take room in the packet).
+     */
+    public constructor(
+        private readonly _configured: Qos,
+        private readonly _displayUri: string,
+        private readonly _protocolVersion: 3 | 4 | 5 = 4,
+        private readonly _topicAliases = false,
+    ) {
         this._max = _configured;
+    }
+
+    /** MQTT 5: the QoS 1/2 publishes the broker accepts unacknowledged, from its last CONNACK. */
+    public get receiveMaximum(): number {
+        return this._receiveMaximum;
     }
 
     /** The highest QoS to publish or subscribe with. */
@@ -54,8 +79,10 @@ export class MqttBrokerSupport {
         return this._max;
     }
 
-    /** Reads a CONNACK (MQTT 5: its maximum QoS; a missing one means 2). */
+    /** Reads a CONNACK (MQTT 5: its maximum QoS, a missing one meaning 2, its limits and features). */
     public onConnack(packet: Pick<IConnackPacket, 'returnCode' | 'reasonCode' | 'properties'>): void {
+        this._receiveMaximum = packet.properties?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM;
+        this._maximumPacketSize = packet.properties?.maximumPacketSize;
         if ((packet.returnCode ?? packet.reasonCode ?? 0) !== 0) return;
         this._connected = true;
         const properties = packet.properties;
@@ -73,6 +100,50 @@ export class MqttBrokerSupport {
     /** True when the broker said in CONNACK that it lacks the feature. */
     public lacks(feature: MqttBrokerFeature): boolean {
         return this._lacking.has(feature);
+    }
+
+    /**
+     * Checks a publish against what the broker takes: (MQTT 5) its maximum packet size, the QoS,
+     * and a retained message.
+     * @throws BadRequestException `MQTT_INVALID_PAYLOAD`, UnsupportedException `MQTT_QOS_NOT_SUPPORTED`
+     *   or `MQTT_FEATURE_NOT_SUPPORTED`.
+     */
+    public checkPublish(topic: string, data: Buffer | string, options: IClientPublishOptions): void {
+        if (this._protocolVersion === 5) this.checkPacketSize(topic, data, options);
+        this.checkQos(topic, options.qos ?? 0, 'publish');
+        if (options.retain === true && this.lacks('retain')) throw this.featureRefusal(topic, 'retain', 'publish a retained message to');
+    }
+
+    /**
+     * Checks a subscribe against what the broker supports: its QoS, and (MQTT 5) the wildcard and
+     * shared subscriptions and subscription identifiers its CONNACK says it lacks.
+     * @throws UnsupportedException `MQTT_QOS_NOT_SUPPORTED` or `MQTT_FEATURE_NOT_SUPPORTED`.
+     */
+    public checkSubscribe(topic: string, options: IClientSubscribeOptions, shared: boolean, wildcard: boolean): void {
+        this.checkQos(topic, options.qos ?? 0, 'subscribe');
+        if (shared && this.lacks('shared_subscriptions')) throw this.featureRefusal(topic, 'shared_subscriptions', 'subscribe to');
+        if (wildcard && this.lacks('wildcard_subscriptions')) throw this.featureRefusal(topic, 'wildcard_subscriptions', 'subscribe to');
+        if (options.properties?.subscriptionIdentifier !== undefined && this.lacks('subscription_identifiers')) {
+            throw this.featureRefusal(topic, 'subscription_identifiers', 'subscribe with a subscription identifier to');
+        }
+    }
+
+    /** @throws UnsupportedException `MQTT_QOS_NOT_SUPPORTED` for a QoS above the maximum; `what` is 'publish' or 'subscribe'. */
+    public checkQos(topic: string, qos: number, what: string): void {
+        if (qos > this._max) throw this.refusal(topic, qos, what);
+    }
+
+    /**
+     * MQTT 5: refuses a publish above the broker's maximum packet size (from its last CONNACK).
+     * Sent, it would make the broker drop the connection, and MQTT.js would send it again after
+     * every reconnect.
+     */
+    private checkPacketSize(topic: string, data: Buffer | string, options: IClientPublishOptions): void {
+        const maximum = this._maximumPacketSize;
+        if (maximum === undefined || publishFits(topic, data, options, maximum, this._topicAliases)) return;
+        throw new BadRequestException(NO_CID, MqttErrorCode.InvalidPayload,
+            `Invalid MQTT payload: the message does not fit in the broker's maximum packet size of ${maximum} bytes`)
+            .withDetails('topic', topic).withDetails('limit', maximum);
     }
 
     /** The error for a call that needs a feature the broker said it lacks; `what` is 'publish' or 'subscribe'. */
@@ -184,4 +255,25 @@ export class MqttBrokerSupport {
         this.learn(1, 'broker_closed');
         return true;
     }
+}
+
+/** More than the fixed header, topic length, packet id and empty properties of a PUBLISH take. */
+const HEADER_ALLOWANCE = 64;
+
+/**
+ * Whether an MQTT 5 PUBLISH fits in `maximum` bytes (the broker's maximum packet size). Counted
+ * with mqtt-packet, MQTT.js's own codec, only when the payload and topic alone leave it unclear.
+ */
+export function publishFits(topic: string, payload: Buffer | string, options: IClientPublishOptions, maximum: number, aliased = false): boolean {
+    const bulk = Buffer.byteLength(topic, 'utf8') + (Buffer.isBuffer(payload) ? payload.length : Buffer.byteLength(payload, 'utf8'));
+    if (bulk > maximum) return false;
+    // MQTT.js adds a topic alias (3 bytes) to a publish with its full topic when aliases are on.
+    const properties = { ...(options.properties ?? {}), ...(aliased && options.properties?.topicAlias === undefined ? { topicAlias: 1 } : {}) };
+    if (Object.keys(properties).length === 0 && bulk + HEADER_ALLOWANCE <= maximum) return true;
+    const qos = options.qos ?? 0;
+    const packet = generate({
+        cmd: 'publish', topic, payload, qos, retain: options.retain ?? false, dup: false,
+        ...(qos > 0 ? { messageId: 1 } : {}), properties,
+    }, { protocolVersion: 5 });
+    return packet.length <= maximum;
 }

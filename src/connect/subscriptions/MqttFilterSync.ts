@@ -5,10 +5,10 @@ import type { ILogger } from 'pip-services3-components-nodex';
 import { NO_CID } from '../../shared/pip';
 import { MqttErrorCode } from '../errors/MqttErrorCode';
 import { brokerRefusal, wrapMqttError } from '../errors/MqttErrors';
-import type { MqttFilterEntry, MqttRegistration, MqttSubscriptions } from './MqttSubscriptions';
+import type { MqttFilterEntry, MqttRegistration } from './MqttFilterEntry';
 
-/** The broker operations MqttFilterSync needs; MqttSession provides them. */
-export interface MqttBrokerOperations {
+/** What MqttFilterSync needs of the connection to the broker; the link (MqttLink) provides it. */
+export interface MqttFilterBroker {
     /** True while the client can send (whenConnected() would resolve at once). */
     isConnected(): boolean;
     /** Resolves when connected; rejects `MQTT_CLOSED` at close, `MQTT_NOT_CONNECTED` when down for good. */
@@ -48,7 +48,16 @@ function notGranted(topic: string, want: 0 | 1 | 2, granted: 0 | 1): ConnectionE
  * since, so a reconciliation always ends.
  */
 export class MqttFilterSync {
-    public constructor(private readonly _broker: MqttBrokerOperations, private readonly _registry: MqttSubscriptions) {}
+    /**
+     * @param _broker  the connection to the broker.
+     * @param _remove  removes a registration from the registry (a refused listener).
+     * @param _settled called when a reconciliation ended, so an idle entry can be forgotten.
+     */
+    public constructor(
+        private readonly _broker: MqttFilterBroker,
+        private readonly _remove: (entry: MqttFilterEntry, registration: MqttRegistration) => void,
+        private readonly _settled: (entry: MqttFilterEntry) => void,
+    ) {}
 
     /**
      * Starts the reconciliation of an entry, or asks the one in progress to look again. The
@@ -56,7 +65,7 @@ export class MqttFilterSync {
      */
     public sync(entry: MqttFilterEntry): Promise<void> {
         if (entry.syncing) {
-            entry.dirty = true;
+            entry.changed();
             return entry.syncing;
         }
         const run = (async (): Promise<void> => {
@@ -64,23 +73,20 @@ export class MqttFilterSync {
                 // A change that came in while run() finished gets another round, within this promise.
                 do await this.run(entry); while (entry.dirty);
             } finally {
-                entry.syncing = null;
-                this._registry.dropIfIdle(entry);
+                entry.syncingWith(null);
+                this._settled(entry);
             }
         })();
-        entry.syncing = run;
+        entry.syncingWith(run);
         return run;
     }
 
     private async run(entry: MqttFilterEntry): Promise<void> {
         const topic = entry.parsed.brokerFilter;
         for (;;) {
-            entry.dirty = false;
+            entry.looked();
             const want = entry.wantedQos();
-            const satisfied = want === null ? entry.brokerQos === null
-                : entry.brokerQos !== null && Math.min(want, entry.ceiling ?? 2) <= entry.brokerQos && !entry.verify
-                    && entry.brokerOptionsKey === entry.wantedOptionsKey();
-            if (satisfied) {
+            if (entry.isSatisfied()) {
                 if (entry.ceiling !== null) this.refuseAboveCeiling(entry, entry.ceiling);
                 entry.settleCovered();
                 if (entry.dirty) continue;
@@ -93,34 +99,29 @@ export class MqttFilterSync {
                     if (entry.dirty) continue;
                 }
                 if (want === null) {
-                    entry.unsubscribeError = null;
+                    entry.unsubscribing();
+                    let error: Error | null = null;
                     try {
                         await this._broker.unsubscribe(topic);
                     } catch (err) {
                         // A persistent session may still hold the subscription: UNSUBSCRIBE again after the reconnect.
                         if (this._broker.isLost(err) && this._broker.persistent) continue;
-                        if (!this._broker.isLost(err)) entry.unsubscribeError = err as Error;
+                        if (!this._broker.isLost(err)) error = err as Error;
                     }
                     // Dropped or refused, the broker's subscription is of no more use to anyone.
-                    entry.brokerQos = null;
+                    entry.unsubscribed(error);
                     continue;
                 }
                 const asked = new Set(entry.registrations.values());
                 const verifying = entry.verify;
                 const sentKey = entry.wantedOptionsKey();
                 const { code, reasonString } = await this._broker.subscribe(topic, entry.brokerOptions(want), verifying);
-                entry.verify = false;
                 if ((code & 0x80) === 0) {
-                    entry.brokerOptionsKey = sentKey;
-                    if (code < want) {
-                        this.downgraded(entry, want, code as 0 | 1, asked);
-                    } else {
-                        entry.brokerQos = want;
-                        entry.ceiling = null;
-                    }
+                    if (code < want) this.downgraded(entry, want, code as 0 | 1, sentKey, asked);
+                    else entry.granted(want, sentKey);
                 } else {
                     // A refused verification: the broker may hold nothing for this filter.
-                    if (verifying) entry.brokerQos = null;
+                    entry.refused(verifying);
                     this.refused(entry, want, code, asked, reasonString);
                 }
             } catch (err) {
@@ -158,14 +159,13 @@ export class MqttFilterSync {
      * confirmed listeners are left (a resubscription after a reconnect, to a broker that now grants
      * less), they stay, and the downgrade is logged as an error.
      */
-    private downgraded(entry: MqttFilterEntry, want: 0 | 1 | 2, granted: 0 | 1, asked: Set<MqttRegistration>): void {
+    private downgraded(entry: MqttFilterEntry, want: 0 | 1 | 2, granted: 0 | 1, optionsKey: string | null, asked: Set<MqttRegistration>): void {
         const topic = entry.parsed.brokerFilter;
         const error = notGranted(topic, want, granted);
         const victims = [...entry.registrations.values()].filter((r) => asked.has(r) && !r.confirmed && r.subscription.qos > granted);
-        entry.brokerQos = granted;
+        // Without victims, the ceiling keeps the filter from being sent again and again for the same answer.
+        entry.downgraded(granted, optionsKey, victims.length === 0);
         if (victims.length === 0) {
-            // The ceiling keeps the filter from being sent again and again for the same answer.
-            entry.ceiling = granted;
             this._broker.logger.error(NO_CID, error, 'MQTT broker granted QoS %d for %s after a reconnect; its listeners now get messages at that QoS',
                 granted, topic);
             return;
@@ -187,14 +187,14 @@ export class MqttFilterSync {
         const error: ApplicationException = err instanceof ApplicationException
             ? err
             : wrapMqttError(err, MqttErrorCode.SubscribeRejected, `Failed to subscribe to MQTT topic ${topic}`, topic);
-        if (want === null) entry.unsubscribeError = error;
+        if (want === null) entry.unsubscribeFailed(error);
         this.remove(entry, [...entry.registrations.values()].filter((r) => !r.confirmed), error);
         entry.rejectAllWaiters(error);
     }
 
     private remove(entry: MqttFilterEntry, registrations: MqttRegistration[], error: Error): void {
         for (const registration of registrations) {
-            this._registry.removeRegistration(entry, registration);
+            this._remove(entry, registration);
             entry.rejectWaiter(registration, error);
         }
     }

@@ -1,128 +1,42 @@
 import type { IClientSubscribeOptions } from 'mqtt';
+import { BadRequestException, InvalidStateException } from 'pip-services3-commons-nodex';
 
+import { NO_CID } from '../../shared/pip';
+import { MqttErrorCode } from '../errors/MqttErrorCode';
+import { closedError } from '../errors/MqttErrors';
 import type { IMqttMessageListener } from '../IMqttMessageListener';
 import { MqttSubscription } from '../MqttSubscription';
-import { type MqttRoute, MqttTopicRouter } from './MqttTopicRouter';
+import { MqttFilterEntry, mqtt5Options, type MqttRegistration } from './MqttFilterEntry';
+import { MqttFilterSync, type MqttFilterBroker } from './MqttFilterSync';
+import { MqttTopicRouter } from './MqttTopicRouter';
 import type { ParsedFilter } from './MqttTopics';
 
-/** One listener on one filter. */
-export interface MqttRegistration {
-    readonly subscription: MqttSubscription;
-    readonly route: MqttRoute<IMqttMessageListener>;
-    /** True once a SUBACK covered this listener's QoS. */
-    confirmed: boolean;
+/** What the subscriptions need of the live connection (MqttLink), beyond what MqttFilterSync needs. */
+export interface MqttSubscriptionLink extends MqttFilterBroker {
+    /** True from a CONNACK (once MQTT.js has resent what it kept) to the loss. */
+    readonly connected: boolean;
+    /** True once the link is ending (close()). */
+    readonly ended: boolean;
+    /** Throws `MQTT_NOT_CONNECTED` when the connection is down and will not come back. */
+    checkUsable(): void;
+    /** Calls `callback` once at the next loss of the connection or at its end; returns a function that cancels it. */
+    onNextLoss(callback: () => void): () => void;
 }
 
-/** A subscribe() call waiting for the broker to cover its listener. */
-interface Waiter {
-    readonly promise: Promise<void>;
-    resolve(): void;
-    reject(err: Error): void;
-}
-
-/**
- * The listeners of one broker filter, and what the broker holds for it. The broker holds one
- * subscription per filter, at the highest QoS any of its listeners asked for.
- */
-export class MqttFilterEntry {
-    public readonly registrations = new Map<IMqttMessageListener, MqttRegistration>();
-    /** The QoS of the broker's subscription to this filter, or null when it holds none. */
-    public brokerQos: 0 | 1 | 2 | null = null;
-    /**
-     * Set when the broker granted the filter less than its confirmed listeners had (a
-     * resubscription after a reconnect): the QoS it grants. Listeners that come later asking for
-     * more are refused, and the filter is not sent again for the same answer until the next reconnect.
-     */
-    public ceiling: 0 | 1 | null = null;
-    /** The MQTT 5 options (mqtt5Options) of the broker's subscription, when it holds one. */
-    public brokerOptionsKey: string | null = null;
-    /** The MQTT 5 options the listeners want, or null without listeners. */
-    public wantedOptionsKey(): string | null {
-        const first = this.registrations.values().next().value;
-        return first ? mqtt5Options(first.subscription.options) : null;
-    }
-    /**
-     * Set after a reconnect to a broker that says it kept the session: it may still have lost the
-     * subscription (a crash between two saves), so it is sent again while listeners want it.
-     */
-    public verify = false;
-    /** The reconciliation with the broker in progress, if any (see MqttFilterSync). */
-    public syncing: Promise<void> | null = null;
-    /** Set when listeners change during a reconciliation, so that it looks again. */
-    public dirty = false;
-    /** The failure of the last UNSUBSCRIBE, for the unsubscribe() call that waits on it. */
-    public unsubscribeError: Error | null = null;
-    /** Made when first needed and dropped when empty: most entries have no waiter most of the time (bench scenario 3: memory per subscription). */
-    private _waiters: Map<MqttRegistration, Waiter> | null = null;
-
-    public constructor(public readonly parsed: ParsedFilter) {}
-
-    /** The highest QoS asked for by the listeners, or null without listeners. */
-    public wantedQos(): 0 | 1 | 2 | null {
-        let qos: 0 | 1 | 2 | null = null;
-        for (const r of this.registrations.values()) if (qos === null || r.subscription.qos > qos) qos = r.subscription.qos;
-        return qos;
-    }
-
-    /** The options to send to the broker: the first listener's, at the given QoS. */
-    public brokerOptions(qos: 0 | 1 | 2): IClientSubscribeOptions {
-        const first = this.registrations.values().next().value;
-        return { ...(first ? first.subscription.options : {}), qos };
-    }
-
-    /** A promise that settles when the broker covers (or refuses) this registration. */
-    public waitFor(registration: MqttRegistration): Promise<void> {
-        const waiters = this._waiters ??= new Map<MqttRegistration, Waiter>();
-        const existing = waiters.get(registration);
-        if (existing) return existing.promise;
-        let resolve!: () => void;
-        let reject!: (err: Error) => void;
-        const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
-        waiters.set(registration, { promise, resolve, reject });
-        return promise;
-    }
-
-    /** True while some subscribe() call waits on this registration. */
-    public isWaiting(registration: MqttRegistration): boolean {
-        return this._waiters?.has(registration) ?? false;
-    }
-
-    /** Resolves the waiters the broker's subscription now covers, and marks them confirmed. */
-    public settleCovered(): void {
-        const waiters = this._waiters;
-        if (!waiters) return;
-        for (const [registration, waiter] of waiters) {
-            const covered = this.brokerQos !== null && registration.subscription.qos <= this.brokerQos;
-            const gone = this.registrations.get(registration.subscription.listener) !== registration;
-            if (covered || gone) {
-                if (covered) registration.confirmed = true;
-                waiters.delete(registration);
-                waiter.resolve();
-            }
-        }
-        if (waiters.size === 0 && this._waiters === waiters) this._waiters = null;
-    }
-
-    /** Rejects the waiter of a registration, if any. */
-    public rejectWaiter(registration: MqttRegistration, err: Error): void {
-        const waiters = this._waiters;
-        const waiter = waiters?.get(registration);
-        if (!waiters || !waiter) return;
-        waiters.delete(registration);
-        if (waiters.size === 0) this._waiters = null;
-        waiter.reject(err);
-    }
-
-    /** Rejects every waiter. */
-    public rejectAllWaiters(err: Error): void {
-        if (!this._waiters) return;
-        for (const registration of [...this._waiters.keys()]) this.rejectWaiter(registration, err);
-    }
+/** Messages a persistent session brought for filters no listener has yet (MqttDispatcher keeps them). */
+export interface MqttBacklog {
+    /** Hands a new listener the held messages of its filter. */
+    releaseHeld(matchFilter: string, listener: IMqttMessageListener): void;
+    /** This process let go of a filter: messages still coming for it are not held. */
+    released(matchFilter: string): void;
 }
 
 /**
- * The subscriptions of one connection: filter entries by broker filter, and the router that
- * finds the listeners of an incoming topic. No I/O: MqttFilterSync talks to the broker.
+ * The subscriptions of one connection, and the one owner of their state: filter entries by
+ * broker filter, the router that finds the listeners of an incoming topic, and the policy of
+ * subscribe() and unsubscribe(). While the connection is open it is attached to the link, and
+ * its [[MqttFilterSync]] keeps the broker in line with the listeners; the link tells it when the
+ * connection is lost and when it is back ([[lost]], [[resumed]]).
  *
  * An entry stays here while the broker may still hold its filter, even without listeners, so
  * that an UNSUBSCRIBE and a later SUBSCRIBE of the same filter go out in order.
@@ -130,10 +44,116 @@ export class MqttFilterEntry {
 export class MqttSubscriptions {
     private readonly _entries = new Map<string, MqttFilterEntry>();
     private readonly _router = new MqttTopicRouter<IMqttMessageListener>();
+    /** While open: the link, its filter sync, and where held messages wait. */
+    private _attached: { link: MqttSubscriptionLink; sync: MqttFilterSync; backlog: MqttBacklog } | null = null;
 
-    /** The entry of a broker filter, if any. */
-    public get(topic: string): MqttFilterEntry | undefined {
-        return this._entries.get(topic);
+    /** The connection opened: subscriptions from now on go to the broker through `link`. */
+    public attach(link: MqttSubscriptionLink, backlog: MqttBacklog): void {
+        const sync = new MqttFilterSync(link, (entry, registration) => this.removeRegistration(entry, registration), (entry) => this.dropIfIdle(entry));
+        this._attached = { link, sync, backlog };
+    }
+
+    /** The connection closes: every subscription is dropped. */
+    public detach(): void {
+        this._attached = null;
+        this.clear();
+    }
+
+    /**
+     * Adds a listener to a filter, and resolves once the broker's SUBACK covers its QoS (at once when
+     * the filter is already subscribed at this QoS or higher). The caller checked the input and the
+     * broker's support; this checks the options against the filter's other listeners.
+     * @throws BadRequestException `MQTT_INVALID_OPTIONS`, or what the broker's answer says (see MqttFilterSync).
+     */
+    public async subscribe(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener): Promise<void> {
+        const attached = this.checkAttached();
+        if (this.optionsConflict(parsed, options, listener)) {
+            throw new BadRequestException(NO_CID, MqttErrorCode.InvalidOptions,
+                'Invalid MQTT subscribe options: the other listeners of this filter subscribed with other nl, rap, rh or properties, ' +
+                'and the broker holds one subscription per filter').withDetails('topic', parsed.brokerFilter);
+        }
+        attached.link.checkUsable();
+
+        const { entry, registration, added } = this.add(parsed, options, listener);
+        if (added) attached.backlog.releaseHeld(parsed.matchFilter, listener);
+        if (!added && !entry.isWaiting(registration)) return;
+        const covered = entry.waitFor(registration);
+        void attached.sync.sync(entry);
+        await covered;
+    }
+
+    /**
+     * Removes a listener from a filter; when it was the last, the broker subscription is dropped
+     * (UNSUBSCRIBE, awaited while connected; see MqttConnection.unsubscribe).
+     * @throws ConnectionException `MQTT_UNSUBSCRIBE_FAILED`, InvalidStateException `MQTT_CLOSED`.
+     */
+    public async unsubscribe(topic: string, listener: IMqttMessageListener): Promise<void> {
+        const entry = this.remove(topic, listener);
+        if (!entry) return;
+        const attached = this._attached;
+        if (!attached) {
+            this.dropIfIdle(entry);
+            return;
+        }
+        const { link, sync, backlog } = attached;
+        if (entry.registrations.size === 0) backlog.released(entry.parsed.matchFilter);
+        const syncing = sync.sync(entry);
+        // Other listeners keep the broker's subscription, or the broker holds none: nothing to wait for.
+        if (entry.registrations.size > 0 || entry.brokerQos === null) return;
+        // Down, or lost on the way: a persistent session gets the UNSUBSCRIBE after the reconnect.
+        const lost = !link.connected || await new Promise<boolean>((resolve) => {
+            const cancel = link.onNextLoss(() => resolve(true));
+            void syncing.then(() => {
+                cancel();
+                resolve(false);
+            });
+        });
+        if (link.ended) throw closedError(NO_CID);
+        if (lost) {
+            this.reportLateUnsubscribe(link, topic, entry, syncing);
+            return;
+        }
+        if (entry.unsubscribeError) throw entry.unsubscribeError;
+    }
+
+    /** Logs an UNSUBSCRIBE that is refused after a reconnect (nobody waits for it any more). */
+    private reportLateUnsubscribe(link: MqttSubscriptionLink, topic: string, entry: MqttFilterEntry, syncing: Promise<void>): void {
+        void syncing.then(() => {
+            const error = entry.unsubscribeError;
+            // Closed before the reconnect: the session keeps the subscription, as a closed persistent session does.
+            if (!error || (error instanceof InvalidStateException && error.code === MqttErrorCode.Closed)) return;
+            link.logger.error(NO_CID, error, 'Failed to unsubscribe from MQTT topic %s after a reconnect', topic);
+        });
+    }
+
+    /**
+     * The connection was lost. With a clean session the broker forgets the subscriptions with it;
+     * with `sessionKept` it should keep them (they are checked at the reconnect).
+     */
+    public lost(sessionKept: boolean): void {
+        if (sessionKept) return;
+        for (const entry of this._entries.values()) entry.lost();
+    }
+
+    /**
+     * The connection is back. Every filter is subscribed again: the broker has no session (a
+     * clean one, or it lost ours), or says it kept it but may have lost subscriptions made since
+     * its last save. An identical SUBSCRIBE replaces a subscription without interrupting it
+     * (MQTT 3.1.1, 3.8.4); the broker does send its retained messages again.
+     */
+    public resumed(sessionPresent: boolean): void {
+        const attached = this._attached;
+        if (!attached) return;
+        for (const entry of this.entries()) {
+            if (sessionPresent) entry.resumed();
+            else entry.lost();
+            void attached.sync.sync(entry);
+        }
+    }
+
+    private checkAttached(): NonNullable<MqttSubscriptions['_attached']> {
+        if (!this._attached) throw closedError(NO_CID);
+        return this._attached;
     }
 
     /** All filter entries, including those only waiting for their UNSUBSCRIBE. */
@@ -154,7 +174,7 @@ export class MqttSubscriptions {
      * True when other listeners of the filter subscribed with other MQTT 5 subscribe options (nl,
      * rap, rh, properties): the broker holds one subscription per filter, with one set of them.
      */
-    public optionsConflict(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener): boolean {
+    private optionsConflict(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener): boolean {
         const entry = this._entries.get(parsed.brokerFilter);
         if (!entry) return false;
         const wanted = mqtt5Options(options);
@@ -168,7 +188,7 @@ export class MqttSubscriptions {
      * Adds a listener to a filter.
      * @returns the entry, the listener's registration, and whether it was added now.
      */
-    public add(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener):
+    private add(parsed: ParsedFilter, options: IClientSubscribeOptions, listener: IMqttMessageListener):
         { entry: MqttFilterEntry; registration: MqttRegistration; added: boolean } {
         let entry = this._entries.get(parsed.brokerFilter);
         if (!entry) {
@@ -182,21 +202,21 @@ export class MqttSubscriptions {
         const subscription = new MqttSubscription(parsed.brokerFilter, parsed.matchFilter, Object.freeze(Object.assign({}, options)), listener);
         const registration: MqttRegistration = { subscription, route: this._router.add(parsed.matchFilter, listener), confirmed: false };
         entry.registrations.set(listener, registration);
-        entry.dirty = true;
+        entry.changed();
         return { entry, registration, added: true };
     }
 
     /** Removes one registration (only if it is still the listener's current one). */
-    public removeRegistration(entry: MqttFilterEntry, registration: MqttRegistration): void {
+    private removeRegistration(entry: MqttFilterEntry, registration: MqttRegistration): void {
         const listener = registration.subscription.listener;
         if (entry.registrations.get(listener) !== registration) return;
         this._router.remove(registration.route);
         entry.registrations.delete(listener);
-        entry.dirty = true;
+        entry.changed();
     }
 
     /** Removes a listener from a filter; returns the entry, or undefined when the pair is unknown. */
-    public remove(topic: string, listener: IMqttMessageListener): MqttFilterEntry | undefined {
+    private remove(topic: string, listener: IMqttMessageListener): MqttFilterEntry | undefined {
         const entry = this._entries.get(topic);
         const registration = entry?.registrations.get(listener);
         if (!entry || !registration) return undefined;
@@ -206,7 +226,7 @@ export class MqttSubscriptions {
     }
 
     /** Forgets an entry that has no listeners and no broker subscription. */
-    public dropIfIdle(entry: MqttFilterEntry): void {
+    private dropIfIdle(entry: MqttFilterEntry): void {
         const topic = entry.parsed.brokerFilter;
         if (entry.registrations.size === 0 && entry.brokerQos === null && entry.syncing === null && this._entries.get(topic) === entry) {
             this._entries.delete(topic);
@@ -214,7 +234,7 @@ export class MqttSubscriptions {
     }
 
     /** Removes everything. */
-    public clear(): void {
+    private clear(): void {
         for (const entry of this._entries.values()) {
             for (const r of entry.registrations.values()) this._router.remove(r.route);
         }
@@ -227,16 +247,3 @@ export class MqttSubscriptions {
     }
 }
 
-const DEFAULT_MQTT5_OPTIONS = JSON.stringify([false, false, 0, []]);
-
-/** The MQTT 5 subscribe options of a subscription, with their defaults, as one comparable string. */
-export function mqtt5Options(options: IClientSubscribeOptions): string {
-    // The usual case (no MQTT 5 options) as one shared string, not a new one per filter.
-    if (options.nl === undefined && options.rap === undefined && options.rh === undefined
-        && (options.properties === undefined || Object.keys(options.properties).length === 0)) {
-        return DEFAULT_MQTT5_OPTIONS;
-    }
-    const properties = options.properties ?? {};
-    const sorted = Object.keys(properties).sort().map((k) => [k, (properties as Record<string, unknown>)[k]]);
-    return JSON.stringify([options.nl ?? false, options.rap ?? false, options.rh ?? 0, sorted]);
-}

@@ -1,0 +1,49 @@
+import type { IStore, MqttClient, Packet } from 'mqtt';
+
+// The private parts of MQTT.js 5 this module relies on, each behind one typed accessor, and
+// nowhere else. MQTT.js has no public API for them. test/connect/link/mqttInternals.test.ts
+// checks each accessor against the installed MQTT.js, so an upgrade that moves one fails there
+// first. Each accessor says what it returns when the field is not there.
+
+/** An entry of MQTT.js's queue of publishes made while it resends its store or is offline. */
+export interface MqttQueuedPublish {
+    readonly callback?: unknown;
+}
+
+interface ClientPrivates {
+    _storeProcessingQueue?: MqttQueuedPublish[];
+    _reconnect?: () => void;
+    _clearReconnect?: () => void;
+}
+
+/**
+ * The publishes MQTT.js queues while it resends its stored ones after a CONNACK (or while it is
+ * offline and has not stored them yet), in order: `client._storeProcessingQueue`. Undefined
+ * when MQTT.js has no such queue.
+ */
+export function storeProcessingQueue(client: MqttClient): MqttQueuedPublish[] | undefined {
+    const queue = (client as unknown as ClientPrivates)._storeProcessingQueue;
+    return Array.isArray(queue) ? queue : undefined;
+}
+
+/**
+ * The packets an MQTT.js `Store` (the default outgoing store) holds, by message id: its private
+ * `_inflights` Map. Null for a store of another kind.
+ */
+export function storedPackets(store: IStore): ReadonlyMap<number, Packet> | null {
+    const inflights = (store as unknown as { _inflights?: unknown })._inflights;
+    return inflights instanceof Map ? inflights as Map<number, Packet> : null;
+}
+
+/**
+ * Clears MQTT.js's reconnect timer (`_clearReconnect`), as its own close handling does before it
+ * arms a new one.
+ */
+export function clearReconnectTimer(client: MqttClient): void {
+    (client as unknown as ClientPrivates)._clearReconnect?.();
+}
+
+/** Starts a reconnect attempt now (`_reconnect`), as MQTT.js's reconnect timer does. */
+export function reconnectNow(client: MqttClient): void {
+    (client as unknown as ClientPrivates)._reconnect?.();
+}
