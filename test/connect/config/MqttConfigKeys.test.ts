@@ -170,23 +170,31 @@ describe('MqttConfigKeys', () => {
     });
 
     it('MqttConnection uses the table\'s defaults', () => {
-        assert.deepEqual(MqttConnection.defaultConfig.getAsObject(), tableDefaults(),
-            'MqttConnection.defaultConfig differs from the defaults of MqttConfigKeys');
+        const expected = tableDefaults();
+        /** What differs between the values a place has and the table's defaults, by key. */
+        const differences = (place: string, actual: Record<string, string | undefined>): string[] =>
+            [...new Set([...Object.keys(expected), ...Object.keys(actual)])]
+                .filter((key) => actual[key] !== expected[key])
+                .map((key) => `${key}: ${place} has ${actual[key] ?? 'no value'}, the table ${expected[key] ?? 'no default'}`);
 
         const connection = new ConfiguredConnection();
         connection.configure(new ConfigParams());
         const seen = connection.seen();
-        const options = Object.fromEntries(Object.entries(tableDefaults())
-            .filter(([key]) => key.startsWith('options.')).map(([key, value]) => [key.substring('options.'.length), value]));
-        assert.deepEqual(seen.options, options, 'the options MqttConnection sees with an empty configuration');
-        const value = (key: string): number | boolean | undefined => MQTT_CONFIG_KEYS.find((k) => k.key === key)?.default;
-        assert.equal(seen.retryConnect, value('options.retry_connect'), 'options.retry_connect');
-        assert.equal(seen.connectTimeout, value('options.connect_timeout'), 'options.connect_timeout');
-        assert.equal(seen.reconnectTimeout, value('options.reconnect_timeout'), 'options.reconnect_timeout');
-        assert.equal(seen.keepAliveTimeout, value('options.keepalive_timeout'), 'options.keepalive_timeout');
-        assert.equal(seen.cleanSession, value('options.clean_session'), 'options.clean_session');
+        const options = Object.fromEntries(Object.entries(seen.options).map(([name, value]) => [`options.${name}`, value]));
+        noProblems([
+            ...differences('MqttConnection.defaultConfig', MqttConnection.defaultConfig.getAsObject() as Record<string, string>),
+            ...differences('MqttConnection configured with nothing', options),
+            ...differences('MqttConnection configured with nothing', {
+                ...expected,
+                'options.retry_connect': String(seen.retryConnect),
+                'options.connect_timeout': String(seen.connectTimeout),
+                'options.reconnect_timeout': String(seen.reconnectTimeout),
+                'options.keepalive_timeout': String(seen.keepAliveTimeout),
+                'options.clean_session': String(seen.cleanSession),
+            }),
+        ]);
         // No fixed default: at most 23 letters and digits, as documented.
-        assert.match(connection.getStatus().clientId, /^[0-9A-Za-z]{1,23}$/, 'client_id');
+        assert.match(connection.getStatus().clientId, /^[0-9A-Za-z]{1,23}$/, 'client_id: the one MqttConnection made');
     });
 
     describe('agrees with the docs', () => {
