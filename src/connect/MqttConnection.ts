@@ -54,12 +54,13 @@ interface MqttOpenConnection {
  * - __connection(s)__:           one broker (`connection.*`) or several for failover (`connections.N.*`: all TCP,
  *                                or all WebSocket with one path; without retry_connect, open() tries each once)
  *   - __discovery_key__:         (optional) key to resolve the connection in an IDiscovery
- *   - __uri__:                   (optional) `mqtt://[user[:password]@]host[:port][?client_id=...&connect_timeout=...]`
+ *   - __uri__:                   (optional) `mqtt://[user[:password]@]host[:port][/path][?client_id=...&connect_timeout=...]`
  *   - __protocol__:              (optional) mqtt (default), mqtts, ws, wss; aliases tcp = mqtt, ssl and tls = mqtts
  *   - __host__:                  host name or IP address (required unless in the uri)
  *   - __port__:                  (optional) port; default by protocol: 1883, 8883, 80, 443
  *   - __path__:                  (optional) WebSocket path for ws and wss (default: /mqtt)
- * - __credential(s)__:
+ * - __credential(s)__:           one credential (`credential.*`) or several (`credentials.N.*`, which then replace
+ *                                `credential.*`): the first without a store_key, else the first found in a store
  *   - __store_key__:             (optional) key to look the credential up in an ICredentialStore
  *   - __username__:              (optional) user name
  *   - __password__:              (optional) password

@@ -89,7 +89,7 @@ export function defaultPort(protocol: MqttProtocol): number {
  * - __connection(s)__: one broker (`connection.*`) or several for failover (`connections.N.*`)
  *   - __discovery_key__:  (optional) key to resolve the connection in an IDiscovery
  *   - __uri__:            (optional) `protocol://[user[:password]@]host[:port][/path][?query]`;
- *                         query keys: client_id, retry_connect, connect_timeout, reconnect_timeout,
+ *                         query keys: client_id (or clientId), retry_connect, connect_timeout, reconnect_timeout,
  *                         max_reconnect_timeout, keepalive_timeout, clean_session, max_offline_messages,
  *                         protocol_version, session_expiry, broker_assigns_client_id, topic_alias_maximum,
  *                         ssl_server_name, ssl_reject_unauthorized
@@ -97,7 +97,8 @@ export function defaultPort(protocol: MqttProtocol): number {
  *   - __host__:           host name or IP address (required unless in the uri)
  *   - __port__:           (optional) port; default by protocol: 1883, 8883, 80, 443
  *   - __path__:           (optional) WebSocket path for ws and wss (default: /mqtt)
- * - __credential(s)__:
+ * - __credential(s)__: one credential (`credential.*`) or several (`credentials.N.*`, which then replace
+ *                      `credential.*`): the first without a store_key, else the first found in a store
  *   - __store_key__:      (optional) key to look the credential up in an ICredentialStore
  *   - __username__:       (optional) user name
  *   - __password__:       (optional) password
