@@ -65,6 +65,31 @@ export function encodeEnvelope(
 }
 
 /**
+ * The envelope sendAsObject() sends for a value: a Buffer as is, a string as UTF-8, anything
+ * else as JSON (the messaging package's own version would turn a Buffer into JSON).
+ * @throws BadRequestException `MQTT_INVALID_ENVELOPE` for a value JSON cannot hold.
+ */
+export function envelopeOf(correlationId: string | null, messageType: string, message: unknown): MessageEnvelope {
+    const envelope = new MessageEnvelope(cid(correlationId), messageType, null);
+    if (Buffer.isBuffer(message)) envelope.message = message;
+    else if (typeof message === 'string') envelope.setMessageAsString(message);
+    else if (message !== undefined) {
+        let json: string | undefined;
+        try {
+            json = JSON.stringify(message);
+        } catch (err) {
+            throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope,
+                `The message cannot be sent as JSON: ${(err as Error).message}`).withCause(err as Error);
+        }
+        if (json === undefined) {
+            throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope, `A ${typeof message} cannot be sent as JSON`);
+        }
+        envelope.setMessageAsString(json);
+    }
+    return envelope;
+}
+
+/**
  * The MQTT 5 user properties for a raw message: message_id (generated when the envelope has
  * none), correlation_id (the envelope's, or `correlationId`), message_type and sent_time (ISO 8601,
  * now when the envelope has none). Unset fields are left out. Call after [[encodeEnvelope]].

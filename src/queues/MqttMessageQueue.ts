@@ -6,20 +6,20 @@ import {
     type ICleanable, type IOpenable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
 import { LogLevel } from 'pip-services3-components-nodex';
-import { MessageEnvelope, MessageQueue, MessagingCapabilities, type IMessageReceiver } from 'pip-services3-messaging-nodex';
+import { type MessageEnvelope, MessageQueue, MessagingCapabilities, type IMessageReceiver } from 'pip-services3-messaging-nodex';
 
-import { cid, logsAt } from '../shared/pip';
-import type { IMqttMessageListener } from '../connect/IMqttMessageListener';
+import { cid, logsAt, reportingOf } from '../shared/pip';
 import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
-import { toError } from '../connect/errors/MqttErrors';
+import { closedWhileOpening, toError } from '../connect/errors/MqttErrors';
 import { redactConfig } from '../connect/config/redact';
-import { OpenCloseGuard, untilAborted } from '../shared/OpenCloseGuard';
-import { encodeEnvelope, envelopeUserProperties } from './MqttEnvelopeCodec';
+import { OpenCloseGuard } from '../shared/OpenCloseGuard';
+import { settlesWithin, untilAborted } from '../shared/promises';
+import { encodeEnvelope, envelopeOf, envelopeUserProperties } from './MqttEnvelopeCodec';
 import { MqttQueueConnections } from './MqttQueueConnections';
-import { MqttQueueInbox, queueCounter, type MqttQueueInboxHost } from './MqttQueueInbox';
+import { MqttQueueInbox, queueCounter } from './MqttQueueInbox';
+import { MqttQueueSubscription } from './MqttQueueSubscription';
 import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from './MqttQueueSettings';
-import { settlesWithin } from './settlesWithin';
 
 /** The pip-services typings say MessageEnvelope where null is returned (no message). */
 const NO_MESSAGE = null as unknown as MessageEnvelope;
@@ -101,14 +101,11 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     /** Incremented by close(): an open() or receive() that sees it change was closed meanwhile. */
     private _generation = 0;
 
-    private readonly _inbox = new MqttQueueInbox(this.inboxHost());
+    private readonly _inbox = new MqttQueueInbox(this, () => this.getName(), reportingOf(() => this._logger, () => this._counters));
     private readonly _buffer = this._inbox.buffer;
-    private readonly _listener: IMqttMessageListener = {
+    private readonly _subscription = new MqttQueueSubscription({
         onMessage: (topic, data, packet) => this.onMessage(topic, data, packet),
-    };
-    /** The subscription in flight or made, and the client it was made on. */
-    private _subscribing: Promise<void> | null = null;
-    private _subscribedOn: MqttClient | null = null;
+    });
 
     /** @param name (optional) the queue name; also the default topic. */
     public constructor(name?: string) {
@@ -233,14 +230,12 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         if (opening && owned) await connection.close(correlationId);
         // Removing the listener first also settles a subscribe() still waiting for it (a reconnect
         // may be far away), including the one of an open() in flight, which then fails with MQTT_CLOSED.
-        const subscribed = this._subscribing;
-        this._subscribing = null;
-        this._subscribedOn = null;
+        const subscribed = this._subscription.forget();
         // A connection of its own with a persistent session goes away without unsubscribing, so the
         // broker keeps collecting the queue's messages for the next open().
         const keepSession = owned && connection != null && !connection.isCleanSession();
         const unsubscribing = connection && subscribed && !keepSession
-            ? connection.unsubscribe(this._settings!.filter, this._listener)
+            ? connection.unsubscribe(this._settings!.filter, this._subscription.listener)
             : Promise.resolve();
         unsubscribing.catch(() => undefined);
         await this._guard.openingSettled();
@@ -257,7 +252,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     }
 
     private closedWhileOpening(correlationId: string | null): InvalidStateException {
-        return new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `MQTT queue ${this.getName()} was closed while opening`);
+        return closedWhileOpening(correlationId, `MQTT queue ${this.getName()}`);
     }
 
     /** Throws InvalidStateException `MQTT_NOT_OPENED` unless the queue is open. */
@@ -275,21 +270,9 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     /** Subscribes the queue at the broker, once per open connection; concurrent calls share it. */
     private subscribeOnce(correlationId: string | null): Promise<void> {
         const connection = this.openConnection(correlationId);
-        const client = connection.getConnection();
-        if (this._subscribing && this._subscribedOn === client) return this._subscribing;
-        const settings = this._settings!;
-        const subscribing = connection.subscribe(settings.filter, { qos: settings.qos }, this._listener);
-        this._subscribing = subscribing;
-        this._subscribedOn = client;
-        void subscribing.then(
-            () => this._logger.debug(cid(correlationId), 'MQTT queue %s subscribed to %s', this.getName(), settings.filter),
-            () => {
-                if (this._subscribing !== subscribing) return;
-                this._subscribing = null;
-                this._subscribedOn = null;
-            },
-        );
-        return subscribing;
+        const { filter, qos } = this._settings!;
+        return this._subscription.once(connection, filter, qos,
+            () => this._logger.debug(cid(correlationId), 'MQTT queue %s subscribed to %s', this.getName(), filter));
     }
 
     private peekFirst(correlationId: string | null, count: number): Promise<MessageEnvelope[]> {
@@ -307,17 +290,6 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
             this._logger.error(cid(correlationId), err as Error, 'MQTT queue %s cannot subscribe to %s',
                 this.getName(), this._settings?.filter ?? '');
         });
-    }
-
-    private inboxHost(): MqttQueueInboxHost {
-        // Getters: references and the name can change after construction.
-        const queue = (): MqttMessageQueue => this;
-        return {
-            get queue() { return queue(); },
-            get name() { return queue().getName(); },
-            get logger() { return queue()._logger; },
-            get counters() { return queue()._counters; },
-        };
     }
 
     private onMessage(topic: string, data: Buffer, packet: IPublishPacket): void {
@@ -362,23 +334,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * package's own version would turn a Buffer into JSON.)
      */
     public override async sendAsObject(correlationId: string | null, messageType: string, message: unknown): Promise<void> {
-        const envelope = new MessageEnvelope(cid(correlationId), messageType, null);
-        if (Buffer.isBuffer(message)) envelope.message = message;
-        else if (typeof message === 'string') envelope.setMessageAsString(message);
-        else if (message !== undefined) {
-            let json: string | undefined;
-            try {
-                json = JSON.stringify(message);
-            } catch (err) {
-                throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope,
-                    `The message cannot be sent as JSON: ${(err as Error).message}`).withCause(err as Error);
-            }
-            if (json === undefined) {
-                throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidEnvelope, `A ${typeof message} cannot be sent as JSON`);
-            }
-            envelope.setMessageAsString(json);
-        }
-        await this.send(correlationId, envelope);
+        await this.send(correlationId, envelopeOf(correlationId, messageType, message));
     }
 
     /**
@@ -421,24 +377,13 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     }
 
     /** MQTT has no message locks: does nothing (capabilities.canRenewLock is false). */
-    public renewLock(_message: MessageEnvelope, _lockTimeout: number): Promise<void> {
-        return Promise.resolve();
-    }
-
+    public renewLock(_message: MessageEnvelope, _lockTimeout: number): Promise<void> { return Promise.resolve(); }
     /** MQTT acknowledges on arrival: does nothing. */
-    public complete(_message: MessageEnvelope): Promise<void> {
-        return Promise.resolve();
-    }
-
+    public complete(_message: MessageEnvelope): Promise<void> { return Promise.resolve(); }
     /** MQTT cannot return a message to the broker: does nothing (capabilities.canAbandon is false). */
-    public abandon(_message: MessageEnvelope): Promise<void> {
-        return Promise.resolve();
-    }
-
+    public abandon(_message: MessageEnvelope): Promise<void> { return Promise.resolve(); }
     /** MQTT has no dead-letter queue: does nothing (capabilities.canDeadLetter is false). */
-    public moveToDeadLetter(_message: MessageEnvelope): Promise<void> {
-        return Promise.resolve();
-    }
+    public moveToDeadLetter(_message: MessageEnvelope): Promise<void> { return Promise.resolve(); }
 
     /**
      * Delivers messages to `receiver`, one at a time and in order: first those already buffered,

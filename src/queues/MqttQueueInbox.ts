@@ -1,22 +1,14 @@
 import type { IPublishPacket } from 'mqtt';
-import { LogLevel, type CompositeCounters, type CompositeLogger } from 'pip-services3-components-nodex';
+import { LogLevel } from 'pip-services3-components-nodex';
 import type { IMessageQueue, IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
 
-import { NO_CID, logsAt } from '../shared/pip';
+import { NO_CID, logsAt, type MqttReporting } from '../shared/pip';
 import { decodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttMessageBuffer } from './MqttMessageBuffer';
 
 /** The name of a queue's counter: `queue.<queue name>.<counter>`. */
 export function queueCounter(queueName: string, counter: string): string {
     return `queue.${queueName}.${counter}`;
-}
-
-/** What the inbox needs of its queue; getters, since references and the name can change. */
-export interface MqttQueueInboxHost {
-    readonly queue: IMessageQueue;
-    readonly name: string;
-    readonly logger: CompositeLogger;
-    readonly counters: CompositeCounters;
 }
 
 /**
@@ -36,7 +28,12 @@ export class MqttQueueInbox {
     /** Messages dropped since the buffer last had room; > 0 while dropping. */
     private _dropping = 0;
 
-    public constructor(private readonly _host: MqttQueueInboxHost) {}
+    /**
+     * @param _queue     the queue, handed to the receiver with each message.
+     * @param _name      the queue's name now (it can change until open()).
+     * @param _reporting the queue's logger and counters.
+     */
+    public constructor(private readonly _queue: IMessageQueue, private readonly _name: () => string, private readonly _reporting: MqttReporting) {}
 
     /** The listening receiver, or null. */
     public get receiver(): IMessageReceiver | null {
@@ -49,12 +46,13 @@ export class MqttQueueInbox {
     }
 
     private counter(name: string): string {
-        return queueCounter(this._host.name, name);
+        return queueCounter(this._name(), name);
     }
 
     /** Takes an incoming message: decoded, then to a waiting receive(), the receiver or the buffer. */
     public accept(topic: string, data: Buffer, packet: IPublishPacket, serializeEnvelope: boolean): void {
-        const { logger, counters, name } = this._host;
+        const { logger, counters } = this._reporting;
+        const name = this._name();
         const envelope = decodeEnvelope(topic, data, serializeEnvelope, packet.properties);
         if (typeof envelope === 'string') {
             counters.incrementOne(this.counter('malformed_messages'));
@@ -117,7 +115,7 @@ export class MqttQueueInbox {
                 // every message a listening queue gets, so no promises of its own per message.
                 let result: unknown;
                 try {
-                    result = receiver.receiveMessage(message, this._host.queue);
+                    result = receiver.receiveMessage(message, this._queue);
                 } catch (err) {
                     this.receiverFailed(message, err);
                     continue;
@@ -140,7 +138,7 @@ export class MqttQueueInbox {
     }
 
     private receiverFailed(message: MessageEnvelope, err: unknown): void {
-        this._host.logger.error(NO_CID, err as Error, 'MQTT queue %s: the receiver failed on message %s', this._host.name, message.message_id);
+        this._reporting.logger.error(NO_CID, err as Error, 'MQTT queue %s: the receiver failed on message %s', this._name(), message.message_id);
     }
 }
 

@@ -95,19 +95,3 @@ export class OpenCloseGuard {
         return this._opening.settled();
     }
 }
-
-/** Settles like `promise`, or rejects with the signal's reason once it is aborted. */
-export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-    if (signal.aborted) return Promise.reject(signal.reason as Error);
-    return new Promise<T>((resolve, reject) => {
-        const onAbort = (): void => reject(signal.reason as Error);
-        signal.addEventListener('abort', onAbort, { once: true });
-        promise.then((value) => {
-            signal.removeEventListener('abort', onAbort);
-            resolve(value);
-        }, (err: Error) => {
-            signal.removeEventListener('abort', onAbort);
-            reject(err);
-        });
-    });
-}

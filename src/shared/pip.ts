@@ -24,6 +24,14 @@ export interface MqttReporting {
     readonly counters: CompositeCounters;
 }
 
+/** A reporting that reads the component's current logger and counters at each use. */
+export function reportingOf(logger: () => CompositeLogger, counters: () => CompositeCounters): MqttReporting {
+    return {
+        get logger() { return logger(); },
+        get counters() { return counters(); },
+    };
+}
+
 /** A configured string, or undefined when it is missing or empty (an empty key means "not set"). */
 export function nonEmpty(value: string | null | undefined): string | undefined {
     return value == null || value === '' ? undefined : value;

@@ -3,32 +3,12 @@ import { hostname } from 'node:os';
 
 import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-commons-nodex';
 
+import { MQTT_CONNECTION_DEFAULTS } from './MqttConfigKeys';
 import type { MqttConnectionResolver, MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from '../errors/MqttErrorCode';
 import { loadTls, type MqttTlsOptions } from './MqttTls';
 import { checkTopicName } from '../subscriptions/MqttTopics';
 import { nonEmpty, cid } from '../../shared/pip';
-
-/**
- * The defaults of [[MqttConnection]]'s options, by configuration key. `client_id` has no fixed
- * default: each connection makes its own (see [[makeClientId]]).
- */
-export const MQTT_CONNECTION_DEFAULTS: ConfigParams = ConfigParams.fromTuples(
-    'options.retry_connect', true,
-    'options.connect_timeout', 30000,
-    'options.reconnect_timeout', 1000,
-    'options.max_reconnect_timeout', 30000,
-    'options.keepalive_timeout', 60000,
-    'options.clean_session', true,
-    'options.max_offline_messages', 10000,
-    'options.protocol_version', 4,
-    'options.broker_assigns_client_id', false,
-    'options.topic_alias_maximum', 0,
-    'options.ssl_reject_unauthorized', true,
-    'options.max_qos', 2,
-    'options.will_qos', 0,
-    'options.will_retain', false,
-);
 
 /** MQTT keepalive is sent in whole seconds as a 16-bit value. */
 const MAX_KEEPALIVE_MS = 65535 * 1000;
@@ -94,9 +74,24 @@ export interface MqttConnectionSettings extends MqttConnectionOptions {
  * Reads and checks the whole configuration before any connection is made: brokers and
  * credentials (from config, discovery and credential stores), options, and TLS files.
  *
- * @throws ConfigException naming the key at fault.
+ * @param signal aborted by a close() meanwhile: then its reason, not what failed since, is the answer.
+ * @throws ConfigException naming the key at fault, or the signal's reason.
  */
 export async function resolveSettings(
+    correlationId: string | null, resolver: MqttConnectionResolver, config: ConfigParams, generatedClientId: string, signal: AbortSignal,
+): Promise<MqttConnectionSettings> {
+    let settings: MqttConnectionSettings;
+    try {
+        settings = await readAllSettings(correlationId, resolver, config, generatedClientId);
+    } catch (err) {
+        signal.throwIfAborted();
+        throw err;
+    }
+    signal.throwIfAborted();
+    return settings;
+}
+
+async function readAllSettings(
     correlationId: string | null, resolver: MqttConnectionResolver, config: ConfigParams, generatedClientId: string,
 ): Promise<MqttConnectionSettings> {
     const connection = await resolver.resolve(correlationId);
@@ -126,6 +121,19 @@ export const SESSION_NEVER_EXPIRES = 0xFFFFFFFF;
 export function makeClientId(): string {
     const host = hostname().replace(/[^A-Za-z0-9]/g, '').substring(0, 11) || 'mqtt';
     return `${host}${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * What readSettings() makes of the configuration alone (no uri query, discovery or credential
+ * store), as [[MqttConnection]]'s fields show it before open(); a configuration it refuses shows the defaults.
+ */
+export function previewSettings(config: ConfigParams, defaultClientId: string): MqttConnectionOptions {
+    const none = new ConfigParams();
+    try {
+        return readSettings(null, config, none, defaultClientId);
+    } catch {
+        return readSettings(null, none, none, defaultClientId);
+    }
 }
 
 /**

@@ -64,6 +64,11 @@ export function closedError(correlationId: string): InvalidStateException {
     return new InvalidStateException(correlationId, MqttErrorCode.Closed, 'MQTT connection was closed');
 }
 
+/** The error of an open() that a close() ended; `what` names the component ("MQTT connection", "MQTT queue jobs"). */
+export function closedWhileOpening(correlationId: string | null, what: string): InvalidStateException {
+    return new InvalidStateException(cid(correlationId), MqttErrorCode.Closed, `${what} was closed while opening`);
+}
+
 /**
  * A value given twice with different values (in the uri and as its own key, in a credential
  * store and beside its store_key, ...). The message names the key, never the values: they may be secrets.

@@ -4,7 +4,7 @@ import { BadRequestException } from 'pip-services3-commons-nodex';
 import type { IMqttMessageListener } from '../IMqttMessageListener';
 import { MqttErrorCode } from './MqttErrorCode';
 import { NO_CID } from '../../shared/pip';
-import { MAX_TOPIC_BYTES } from '../subscriptions/MqttTopics';
+import { checkTopicName, MAX_TOPIC_BYTES, parseFilter, type ParsedFilter } from '../subscriptions/MqttTopics';
 
 /** The largest MQTT packet remaining length (MQTT 3.1.1 section 2.2.3). */
 const MAX_REMAINING_LENGTH = 268435455;
@@ -185,4 +185,29 @@ export function checkListener(topic: string, listener: unknown): asserts listene
     if (typeof onMessage !== 'function') {
         throw bad(MqttErrorCode.InvalidListener, 'Invalid MQTT message listener: it must have an onMessage(topic, data, packet) function', topic);
     }
+}
+
+/**
+ * Checks the arguments of a publish(): a topic name, a payload that fits in one packet, and the
+ * options, returned with `qos` set (see checkPublishOptions).
+ * @throws BadRequestException `MQTT_INVALID_TOPIC`, `MQTT_INVALID_PAYLOAD`, `MQTT_INVALID_QOS` or `MQTT_INVALID_OPTIONS`.
+ */
+export function checkPublishArguments(topic: string, data: unknown, options: unknown): IClientPublishOptions {
+    const topicError = checkTopicName(topic);
+    if (topicError != null) throw bad(MqttErrorCode.InvalidTopic, `Invalid MQTT topic: ${topicError}`, topic);
+    checkPayload(topic, data);
+    return checkPublishOptions(topic, options);
+}
+
+/**
+ * Checks the arguments of a subscribe(): a topic filter, the options (returned as a copy with
+ * `qos` set) and the listener.
+ * @throws BadRequestException `MQTT_INVALID_FILTER`, `MQTT_INVALID_QOS`, `MQTT_INVALID_OPTIONS` or `MQTT_INVALID_LISTENER`.
+ */
+export function checkSubscribeArguments(topic: string, options: unknown, listener: unknown): { parsed: ParsedFilter; options: IClientSubscribeOptions } {
+    const parsed = parseFilter(topic);
+    if (typeof parsed === 'string') throw bad(MqttErrorCode.InvalidFilter, `Invalid MQTT topic filter: ${parsed}`, topic);
+    const checked = checkSubscribeOptions(topic, options);
+    checkListener(topic, listener);
+    return { parsed, options: checked };
 }

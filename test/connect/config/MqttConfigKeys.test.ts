@@ -110,7 +110,7 @@ class ConfiguredConnection extends MqttConnection {
             connectTimeout: this._connectTimeout,
             reconnectTimeout: this._reconnectTimeout,
             keepAliveTimeout: this._keepAliveTimeout,
-            cleanSession: this._cleanSession,
+            cleanSession: this.isCleanSession(),
         };
     }
 }
@@ -200,7 +200,7 @@ describe('MqttConfigKeys', () => {
     describe('agrees with the docs', () => {
         const readme = readSource('README.md');
         const connection = readSource('src/connect/MqttConnection.ts');
-        const resolver = readSource('src/connect/MqttConnectionResolver.ts', 'src/connect/config/MqttConnectionResolver.ts');
+        const resolver = readSource('src/connect/config/MqttConnectionResolver.ts');
         const allKeys = MQTT_CONFIG_KEYS.map((k) => k.key);
         const uriNames = MQTT_CONFIG_KEYS.flatMap((k) => k.uriQuery ?? []);
 
