@@ -1,17 +1,18 @@
 import { inspect } from 'node:util';
 
-import type { IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, MqttClient } from 'mqtt';
 import {
-    BadRequestException, ConfigParams, InvalidStateException,
+    ConfigParams, InvalidStateException,
     type ICleanable, type IOpenable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
 import { LogLevel } from 'pip-services3-components-nodex';
 import { type MessageEnvelope, MessageQueue, MessagingCapabilities, type IMessageReceiver } from 'pip-services3-messaging-nodex';
 
-import { cid, logsAt, reportingOf } from '../shared/pip';
+import { cid, logsAt, NO_MESSAGE, reportingOf } from '../shared/pip';
 import { type MqttConnection } from '../connect/MqttConnection';
 import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
 import { closedWhileOpening, toError } from '../connect/errors/MqttErrors';
+import { checkArgument } from '../connect/errors/MqttInputs';
 import { redactConfig } from '../connect/config/redact';
 import { OpenCloseGuard } from '../shared/OpenCloseGuard';
 import { settlesWithin, untilAborted } from '../shared/promises';
@@ -20,9 +21,6 @@ import { MqttQueueConnections } from './MqttQueueConnections';
 import { MqttQueueInbox, queueCounter } from './MqttQueueInbox';
 import { MqttQueueSubscription } from './MqttQueueSubscription';
 import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from './MqttQueueSettings';
-
-/** The pip-services typings say MessageEnvelope where null is returned (no message). */
-const NO_MESSAGE = null as unknown as MessageEnvelope;
 
 /**
  * A Pip.Services message queue over MQTT: messages sent are published to one topic, and the
@@ -98,14 +96,18 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     /** The connection's client when the queue opened: another client means it was closed and reopened. */
     private _openedOn: MqttClient | null = null;
     private readonly _guard = new OpenCloseGuard((correlationId) => this.closedWhileOpening(correlationId));
+    private readonly closedWhileOpening = (correlationId: string | null): InvalidStateException =>
+        closedWhileOpening(correlationId, `MQTT queue ${this.getName()}`);
     /** Incremented by close(): an open() or receive() that sees it change was closed meanwhile. */
     private _generation = 0;
 
-    private readonly _inbox = new MqttQueueInbox(this, () => this.getName(), reportingOf(() => this._logger, () => this._counters));
+    private readonly _reporting = reportingOf(() => this._logger, () => this._counters);
+    private readonly _inbox = new MqttQueueInbox(this, () => this.getName(), this._reporting);
     private readonly _buffer = this._inbox.buffer;
     private readonly _subscription = new MqttQueueSubscription({
-        onMessage: (topic, data, packet) => this.onMessage(topic, data, packet),
-    });
+        // Until close() has removed the listener, a message is kept (MQTT.js has acknowledged it).
+        onMessage: (topic, data, packet) => { if (this._settings) this._inbox.accept(topic, data, packet, this._settings.serializeEnvelope); },
+    }, () => this.getName(), this._reporting);
 
     /** @param name (optional) the queue name; also the default topic. */
     public constructor(name?: string) {
@@ -181,11 +183,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         this._connection = connection;
         // close() ends this wait at once: a shared connection goes on opening for its owner.
         await untilAborted(connection.open(correlationId), signal);
-        const checkClosed = (): void => {
-            if (this._generation !== generation) {
-                throw this.closedWhileOpening(correlationId);
-            }
-        };
+        const checkClosed = (): void => { if (this._generation !== generation) throw this.closedWhileOpening(correlationId); };
         checkClosed();
         this._opened = true;
         this._openedOn = connection.getConnection();
@@ -230,29 +228,15 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         if (opening && owned) await connection.close(correlationId);
         // Removing the listener first also settles a subscribe() still waiting for it (a reconnect
         // may be far away), including the one of an open() in flight, which then fails with MQTT_CLOSED.
-        const subscribed = this._subscription.forget();
         // A connection of its own with a persistent session goes away without unsubscribing, so the
         // broker keeps collecting the queue's messages for the next open().
         const keepSession = owned && connection != null && !connection.isCleanSession();
-        const unsubscribing = connection && subscribed && !keepSession
-            ? connection.unsubscribe(this._settings!.filter, this._subscription.listener)
-            : Promise.resolve();
-        unsubscribing.catch(() => undefined);
+        const unsubscribing = this._subscription.end(correlationId, connection, this._settings?.filter, keepSession);
         await this._guard.openingSettled();
-        try {
-            await unsubscribing;
-        } catch (err) {
-            this._logger.warn(cid(correlationId), 'MQTT queue %s could not unsubscribe from %s: %s',
-                this.getName(), this._settings!.filter, (err as Error).message);
-        }
-        await subscribed?.catch(() => undefined);
+        await unsubscribing;
         if (owned) await connection.close(correlationId);
         this._connection = null;
         if (wasOpen) this._logger.debug(cid(correlationId), 'Closed MQTT queue %s', this.getName());
-    }
-
-    private closedWhileOpening(correlationId: string | null): InvalidStateException {
-        return closedWhileOpening(correlationId, `MQTT queue ${this.getName()}`);
     }
 
     /** Throws InvalidStateException `MQTT_NOT_OPENED` unless the queue is open. */
@@ -270,9 +254,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     /** Subscribes the queue at the broker, once per open connection; concurrent calls share it. */
     private subscribeOnce(correlationId: string | null): Promise<void> {
         const connection = this.openConnection(correlationId);
-        const { filter, qos } = this._settings!;
-        return this._subscription.once(connection, filter, qos,
-            () => this._logger.debug(cid(correlationId), 'MQTT queue %s subscribed to %s', this.getName(), filter));
+        return this._subscription.once(correlationId, connection, this._settings!.filter, this._settings!.qos);
     }
 
     private peekFirst(correlationId: string | null, count: number): Promise<MessageEnvelope[]> {
@@ -286,16 +268,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     /** Subscribes if not yet subscribed, without waiting; a failure is logged. @throws `MQTT_NOT_OPENED`. */
     private startSubscription(correlationId: string | null): void {
-        this.subscribeOnce(correlationId).catch((err: unknown) => {
-            this._logger.error(cid(correlationId), err as Error, 'MQTT queue %s cannot subscribe to %s',
-                this.getName(), this._settings?.filter ?? '');
-        });
-    }
-
-    private onMessage(topic: string, data: Buffer, packet: IPublishPacket): void {
-        // Until close() has removed the listener, a message is kept (MQTT.js has acknowledged it).
-        const settings = this._settings;
-        if (settings) this._inbox.accept(topic, data, packet, settings.serializeEnvelope);
+        this._subscription.start(correlationId, this.openConnection(correlationId), this._settings!.filter, this._settings!.qos);
     }
 
     /**
@@ -347,10 +320,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     /** Up to `messageCount` buffered messages, oldest first, without removing them. Like peek(), starts the subscription. */
     public async peekBatch(correlationId: string | null, messageCount: number): Promise<MessageEnvelope[]> {
-        if (typeof messageCount !== 'number' || !Number.isInteger(messageCount) || messageCount < 0) {
-            throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidArgument,
-                `messageCount must be a non-negative integer, not ${String(messageCount)}`);
-        }
+        checkArgument(correlationId, Number.isInteger(messageCount) && messageCount >= 0,
+            () => `messageCount must be a non-negative integer, not ${String(messageCount)}`);
         return this.peekFirst(correlationId, messageCount);
     }
 
@@ -360,10 +331,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * close() resolves waiting calls with null.
      */
     public async receive(correlationId: string | null, waitTimeout: number): Promise<MessageEnvelope> {
-        if (typeof waitTimeout !== 'number' || Number.isNaN(waitTimeout) || waitTimeout < 0) {
-            throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidArgument,
-                `waitTimeout must be a non-negative number of milliseconds, not ${String(waitTimeout)}`);
-        }
+        checkArgument(correlationId, typeof waitTimeout === 'number' && !Number.isNaN(waitTimeout) && waitTimeout >= 0,
+            () => `waitTimeout must be a non-negative number of milliseconds, not ${String(waitTimeout)}`);
         const started = Date.now();
         const generation = this._generation;
         // The subscription may wait for a reconnect: that counts against waitTimeout too.
@@ -393,9 +362,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
      * @throws BadRequestException `MQTT_INVALID_ARGUMENT` without a receiver, InvalidStateException `MQTT_NOT_OPENED`.
      */
     public listen(correlationId: string | null, receiver: IMessageReceiver): void {
-        if (receiver == null || typeof receiver.receiveMessage !== 'function') {
-            throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidArgument, 'receiver must have a receiveMessage method');
-        }
+        checkArgument(correlationId, typeof receiver?.receiveMessage === 'function', () => 'receiver must have a receiveMessage method');
         this.openConnection(correlationId);
         this._logger.trace(cid(correlationId), 'MQTT queue %s started listening', this.getName());
         this.startSubscription(correlationId);
@@ -404,15 +371,8 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     /** Like listen(), on the next turn of the event loop; errors are logged, not thrown. */
     public override beginListen(correlationId: string | null, receiver: IMessageReceiver): void {
-        const epoch = this._inbox.epoch;
-        setImmediate(() => {
-            if (this._inbox.epoch !== epoch) return; // endListen(), listen() or close() came first
-            try {
-                this.listen(correlationId, receiver);
-            } catch (err) {
-                this._logger.error(cid(correlationId), err as Error, 'MQTT queue %s cannot listen', this.getName());
-            }
-        });
+        this._inbox.onNextTurn(() => this.listen(correlationId, receiver),
+            (err) => this._logger.error(cid(correlationId), err, 'MQTT queue %s cannot listen', this.getName()));
     }
 
     /** Stops listening; messages go to the buffer again. The message being delivered finishes. */

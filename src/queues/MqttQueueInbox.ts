@@ -3,6 +3,7 @@ import { LogLevel } from 'pip-services3-components-nodex';
 import type { IMessageQueue, IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { NO_CID, logsAt, type MqttReporting } from '../shared/pip';
+import { toError } from '../connect/errors/MqttErrors';
 import { decodeEnvelope } from './MqttEnvelopeCodec';
 import { MqttMessageBuffer } from './MqttMessageBuffer';
 
@@ -40,9 +41,17 @@ export class MqttQueueInbox {
         return this._receiver;
     }
 
-    /** Changes at each listen() and stop(). */
-    public get epoch(): number {
-        return this._epoch;
+    /** Runs `run` on the next turn of the event loop unless listen() or stop() came first; `failed` gets what it throws. */
+    public onNextTurn(run: () => void, failed: (err: Error) => void): void {
+        const epoch = this._epoch;
+        setImmediate(() => {
+            if (this._epoch !== epoch) return;
+            try {
+                run();
+            } catch (err) {
+                failed(toError(err));
+            }
+        });
     }
 
     private counter(name: string): string {

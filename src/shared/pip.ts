@@ -1,4 +1,5 @@
 import type { CompositeCounters, CompositeLogger, ILogger, LogLevel } from 'pip-services3-components-nodex';
+import type { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 // Workarounds for the pip-services3 nodex packages: typings that say `string` where null is
 // passed, ConfigParams that reads a missing key as an empty string, and a Logger that formats
@@ -14,6 +15,9 @@ export function cid(correlationId: string | null | undefined): string {
 
 /** No correlation id. */
 export const NO_CID = null as unknown as string;
+
+/** The pip-services typings say MessageEnvelope where null is returned (no message). */
+export const NO_MESSAGE = null as unknown as MessageEnvelope;
 
 /**
  * A component's logger and counters, as its parts see them: read at each use, since

@@ -3,7 +3,7 @@ import { BadRequestException } from 'pip-services3-commons-nodex';
 
 import type { IMqttMessageListener } from '../IMqttMessageListener';
 import { MqttErrorCode } from './MqttErrorCode';
-import { NO_CID } from '../../shared/pip';
+import { cid, NO_CID } from '../../shared/pip';
 import { checkTopicName, MAX_TOPIC_BYTES, parseFilter, type ParsedFilter } from '../subscriptions/MqttTopics';
 
 /** The largest MQTT packet remaining length (MQTT 3.1.1 section 2.2.3). */
@@ -210,4 +210,9 @@ export function checkSubscribeArguments(topic: string, options: unknown, listene
     const checked = checkSubscribeOptions(topic, options);
     checkListener(topic, listener);
     return { parsed, options: checked };
+}
+
+/** @throws BadRequestException `MQTT_INVALID_ARGUMENT` with the message unless `valid`. */
+export function checkArgument(correlationId: string | null, valid: boolean, message: () => string): void {
+    if (!valid) throw new BadRequestException(cid(correlationId), MqttErrorCode.InvalidArgument, message());
 }
