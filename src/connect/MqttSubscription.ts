@@ -1,7 +1,7 @@
 import type { IClientSubscribeOptions } from 'mqtt';
 
 import type { IMqttMessageListener } from './IMqttMessageListener';
-import { hasWildcards } from './subscriptions/MqttTopics';
+import { hasWildcards } from './MqttTopics';
 
 /**
  * One listener's subscription on an [[MqttConnection]]: the filter as sent to the broker,

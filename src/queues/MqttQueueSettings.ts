@@ -3,7 +3,7 @@ import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-c
 
 import { cid, nonEmpty } from '../shared/pip';
 import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
-import { parseFilter } from '../connect/subscriptions/MqttTopics';
+import { parseFilter } from '../connect/MqttTopics';
 
 type QoS = IClientSubscribeOptions['qos'];
 

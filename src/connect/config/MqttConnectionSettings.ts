@@ -7,7 +7,7 @@ import { MQTT_CONNECTION_DEFAULTS } from './MqttConfigKeys';
 import type { MqttConnectionResolver, MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from '../errors/MqttErrorCode';
 import { loadTls, type MqttTlsOptions } from './MqttTls';
-import { checkTopicName } from '../subscriptions/MqttTopics';
+import { checkTopicName } from '../MqttTopics';
 import { nonEmpty, cid } from '../../shared/pip';
 
 /** MQTT keepalive is sent in whole seconds as a 16-bit value. */

@@ -4,7 +4,7 @@ import { BadRequestException } from 'pip-services3-commons-nodex';
 import type { IMqttMessageListener } from '../IMqttMessageListener';
 import { MqttErrorCode } from './MqttErrorCode';
 import { cid, NO_CID } from '../../shared/pip';
-import { checkTopicName, MAX_TOPIC_BYTES, parseFilter, type ParsedFilter } from '../subscriptions/MqttTopics';
+import { checkTopicName, MAX_TOPIC_BYTES, parseFilter, type ParsedFilter } from '../MqttTopics';
 
 /** The largest MQTT packet remaining length (MQTT 3.1.1 section 2.2.3). */
 const MAX_REMAINING_LENGTH = 268435455;

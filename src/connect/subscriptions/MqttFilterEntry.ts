@@ -3,7 +3,7 @@ import type { IClientSubscribeOptions } from 'mqtt';
 import type { IMqttMessageListener } from '../IMqttMessageListener';
 import type { MqttSubscription } from '../MqttSubscription';
 import type { MqttRoute } from './MqttTopicRouter';
-import type { ParsedFilter } from './MqttTopics';
+import type { ParsedFilter } from '../MqttTopics';
 
 /** One listener on one filter. */
 export interface MqttRegistration {

@@ -9,7 +9,7 @@ import { MqttSubscription } from '../MqttSubscription';
 import { MqttFilterEntry, mqtt5Options, type MqttRegistration } from './MqttFilterEntry';
 import { MqttFilterSync, type MqttFilterBroker } from './MqttFilterSync';
 import { MqttTopicRouter } from './MqttTopicRouter';
-import type { ParsedFilter } from './MqttTopics';
+import type { ParsedFilter } from '../MqttTopics';
 
 /** What the subscriptions need of the live connection (MqttLink), beyond what MqttFilterSync needs. */
 export interface MqttSubscriptionLink extends MqttFilterBroker {

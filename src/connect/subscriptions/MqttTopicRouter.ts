@@ -1,6 +1,6 @@
 import { Qlobber } from 'qlobber';
 
-import { hasWildcards } from './MqttTopics';
+import { hasWildcards } from '../MqttTopics';
 
 /** A registration in the router; pass it back to [[MqttTopicRouter.remove]]. */
 export interface MqttRoute<T> {
