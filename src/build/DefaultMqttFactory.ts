@@ -2,9 +2,8 @@ import { Factory } from 'pip-services3-components-nodex';
 
 import { MqttConnection } from '../connect/MqttConnection';
 import { MqttMessageQueue } from '../queues/MqttMessageQueue';
-import { MqttDescriptors } from './MqttDescriptors';
+import { MqttDescriptors, queueName } from './MqttDescriptors';
 import { MqttMessageQueueFactory } from './MqttMessageQueueFactory';
-import { queueName } from './queueName';
 
 /**
  * Creates the MQTT components by their descriptors; add it to a container to use them from

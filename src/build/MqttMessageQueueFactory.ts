@@ -5,8 +5,7 @@ import { MessageQueueFactory } from 'pip-services3-messaging-nodex';
 
 import { redactConfig } from '../connect/config/redact';
 import { MqttMessageQueue } from '../queues/MqttMessageQueue';
-import { MqttDescriptors } from './MqttDescriptors';
-import { queueName } from './queueName';
+import { MqttDescriptors, queueName } from './MqttDescriptors';
 
 /**
  * Creates [[MqttMessageQueue]]s by name: `createQueue(name)`, or `create()` with the descriptor
