@@ -275,14 +275,17 @@ describe('MqttSubscriptions', () => {
             assert.ok(subs.match('a/b').includes(first));
         });
 
-        it('subscribing the same listener to the same filter again sends nothing and resolves', async () => {
+        it('subscribing the same listener to the same filter again does nothing and resolves', async () => {
             const { subs, link, backlog } = setup();
             const who = await subscribed(subs, link, 'a/b', 1);
             const again = track(subs.subscribe(filter('a/b'), { qos: 1 }, who));
             await settle();
             assert.equal(again.state, 'fulfilled');
+            const higher = track(subs.subscribe(filter('a/b'), { qos: 2 }, who));
+            await settle();
+            assert.equal(higher.state, 'fulfilled', 'at another QoS too: the listener keeps its subscription');
             assert.equal(link.sent.length, 1);
-            assert.equal(subs.list().length, 1, 'one registration');
+            assert.deepEqual(listed(subs), ['a/b 1'], 'one registration, at its first QoS');
             assert.deepEqual(backlog.calls, ['releaseHeld a/b'], 'the held messages go to a listener once');
         });
 
@@ -485,6 +488,37 @@ describe('MqttSubscriptions', () => {
             assert.equal(coming.state, 'fulfilled');
             assert.equal(leaving.state, 'fulfilled');
             assert.equal(subs.list().length, 1);
+        });
+
+        it('resolves a subscribe() still waiting for the listener, and unsubscribes the filter once its SUBACK came', async () => {
+            const { subs, link } = setup();
+            const who = listener();
+            const waiting = track(subs.subscribe(filter('a/b'), { qos: 1 }, who));
+            await settle();
+            const leaving = track(subs.unsubscribe('a/b', who));
+            await settle();
+            assert.equal(waiting.state, 'fulfilled');
+            assert.equal(leaving.state, 'fulfilled', 'the broker holds nothing yet: nothing to wait for');
+            assert.deepEqual(subs.match('a/b'), []);
+            link.lastSubscribe().answer.resolve({ code: 1 });
+            await settle();
+            assert.deepEqual(link.log(), ['SUBSCRIBE a/b 1', 'UNSUBSCRIBE a/b'], 'the broker is not left with a subscription nobody wants');
+            link.lastUnsubscribe().answer.resolve();
+            await settle();
+            assert.equal(subs.entries().length, 0);
+        });
+
+        it('rejects with MQTT_CLOSED when the link ends while it waits for the UNSUBACK', async () => {
+            const { subs, link } = setup();
+            const one = await subscribed(subs, link, 'a/b', 1);
+            const call = track(subs.unsubscribe('a/b', one));
+            await settle();
+            link.ended = true;
+            link.drop();
+            await settle();
+            const err = rejectionOf(call);
+            assert.ok(err instanceof InvalidStateException);
+            assert.equal(err.code, MqttErrorCode.Closed);
         });
 
         it('returns at once while the connection is down, and sends the UNSUBSCRIBE after the reconnect', async () => {
