@@ -8,7 +8,7 @@ import { LogLevel } from 'pip-services3-components-nodex';
 import { MqttErrorCode } from '../../../src/connect/errors/MqttErrorCode';
 import type { IMqttMessageListener } from '../../../src/connect/IMqttMessageListener';
 import { type MqttBacklog, type MqttSubscriptionLink, MqttSubscriptions } from '../../../src/connect/subscriptions/MqttSubscriptions';
-import { type ParsedFilter, parseFilter } from '../../../src/connect/subscriptions/MqttTopics';
+import { type ParsedFilter, parseFilter } from '../../../src/connect/MqttTopics';
 import { CapturingLogger } from '../../helpers/components';
 
 // MqttSubscriptions (with its MqttFilterSync and MqttFilterEntry) against a fake link: every
