@@ -81,9 +81,10 @@ export class MqttBrokerSupport {
 
     /** Reads a CONNACK (MQTT 5: its maximum QoS, a missing one meaning 2, its limits and features). */
     public onConnack(packet: Pick<IConnackPacket, 'returnCode' | 'reasonCode' | 'properties'>): void {
+        // A refused attempt leaves the limits of the broker last connected to, which offline publishes keep to.
+        if ((packet.returnCode ?? packet.reasonCode ?? 0) !== 0) return;
         this._receiveMaximum = packet.properties?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM;
         this._maximumPacketSize = packet.properties?.maximumPacketSize;
-        if ((packet.returnCode ?? packet.reasonCode ?? 0) !== 0) return;
         this._connected = true;
         const properties = packet.properties;
         const maximum = properties?.maximumQoS;

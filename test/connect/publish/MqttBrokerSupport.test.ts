@@ -215,6 +215,18 @@ describe('MqttBrokerSupport', () => {
         assert.equal(support.receiveMaximum, 65535);
     });
 
+    it('keeps the limits of the last successful CONNACK through a refused reconnect attempt, so publishes made offline are held to them', () => {
+        const support = new MqttBrokerSupport(2, URI, 5);
+        support.onConnack({ reasonCode: 0, properties: { maximumPacketSize: 100, receiveMaximum: 10 } });
+        support.onClose();
+        // A reconnect attempt the broker refuses (0x88 Server unavailable): still disconnected.
+        support.onConnack({ reasonCode: 0x88 });
+        support.onClose();
+        assert.equal(support.receiveMaximum, 10, 'the receive maximum of the broker in use');
+        assert.throws(() => support.checkPublish('a/b', Buffer.alloc(1000), { qos: 1 }), { code: MqttErrorCode.InvalidPayload },
+            'a publish made offline is still held to the maximum packet size of the last CONNACK');
+    });
+
     describe('what the broker did with QoS 2 publishes', () => {
         it('a QoS 2 publish answered with PUBACK (the stored PUBLISH comes back) drops the maximum to 1, source puback, for good', () => {
             const support = new MqttBrokerSupport(2, URI);
