@@ -1,13 +1,14 @@
+// Credentials: from configuration, the uri or a credential store; refused ones fail open() once; no password is ever shown.
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
 
-import { ConfigException, ConfigParams, ConnectionException, Descriptor, References } from 'pip-services3-commons-nodex';
+import { ConfigParams, ConnectionException, Descriptor, References } from 'pip-services3-commons-nodex';
 import { CredentialParams, MemoryCredentialStore } from 'pip-services3-components-nodex';
 
-import { MqttConnection, MqttConnectionResolver, MqttErrorCode, MqttMessageQueue } from '../../src';
-import { startAedes } from '../helpers/brokers';
-import { type CapturingLogger, testReferences } from '../helpers/components';
+import { MqttConnection, MqttErrorCode, MqttMessageQueue, MqttMessageQueueFactory } from '../../src';
+import { delay, mosquittoSkip, startAedes, startMosquitto } from '../helpers/brokers';
+import { type CapturingLogger, newConnection, testReferences } from '../helpers/components';
 
 const STORE = new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0');
 
@@ -55,28 +56,6 @@ describe('MqttConnection credentials', { timeout: 60000 }, () => {
         }
     });
 
-    it('refuses a configured value that differs from the credential store, naming the key and not the values', async () => {
-        const store = await storeWith('mqtt', 'username', 'svc', 'password', 'st0red-pw');
-        const resolver = new MqttConnectionResolver();
-        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://localhost:1883',
-            'credential.store_key', 'mqtt', 'credential.password', 'c0nfig-pw'));
-        resolver.setReferences(References.fromTuples(STORE, store));
-        await assert.rejects(resolver.resolve(null), (err: ConfigException) => {
-            assert.ok(err instanceof ConfigException);
-            assert.equal(err.code, MqttErrorCode.ConflictingConfig);
-            assert.equal(err.details.getAsString('key'), 'credential.password');
-            assert.ok(!err.message.includes('st0red-pw') && !err.message.includes('c0nfig-pw'), err.message);
-            return true;
-        });
-        // The same value in both places is no conflict.
-        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://localhost:1883',
-            'credential.store_key', 'mqtt', 'credential.password', 'st0red-pw'));
-        resolver.setReferences(References.fromTuples(STORE, store));
-        const resolved = await resolver.resolve(null);
-        assert.equal(resolved.username, 'svc');
-        assert.equal(resolved.password, 'st0red-pw');
-    });
-
     it('fails open() once on bad credentials: one CONNECT, one ConnectionException with the reason code, no retries', async () => {
         const broker = await brokerWithUser('svc', 'g00d-pw');
         const connection = new MqttConnection();
@@ -103,6 +82,39 @@ describe('MqttConnection credentials', { timeout: 60000 }, () => {
         } finally {
             await connection.close(null);
             await broker.stop();
+        }
+    });
+
+    it('rejects refused credentials at once with the reason code, without retrying', async () => {
+        const guarded = await startAedes({ authenticate: (_id, user, password) => user === 'u' && password?.toString() === 'right' });
+        try {
+            const { references, logger } = testReferences();
+            const connection = newConnection(guarded.url, 'credential.username', 'u', 'credential.password', 'wrong-secret-1',
+                'options.reconnect_timeout', 50);
+            connection.setReferences(references);
+            const started = Date.now();
+            await assert.rejects(connection.open(null), (err: ConnectionException) => {
+                assert.equal(err.code, MqttErrorCode.ConnectRefused);
+                assert.equal(err.details.getAsNullableInteger('reason_code'), 4);
+                assert.ok(!err.message.includes('wrong-secret-1'));
+                return true;
+            });
+            assert.ok(Date.now() - started < 5000, 'does not wait for connect_timeout');
+            const count = guarded.broker.connectionCount();
+            await delay(300);
+            assert.equal(guarded.broker.connectionCount(), count, 'no retry');
+            assert.ok(!logger.text().includes('wrong-secret-1'), 'the password is never logged');
+
+            const good = newConnection(guarded.url, 'credential.username', 'u', 'credential.password', 'right');
+            good.setReferences(references);
+            await good.open(null);
+            await good.close(null);
+            const viaUri = newConnection(`mqtt://u:right@127.0.0.1:${guarded.port}`);
+            await viaUri.open(null);
+            await viaUri.close(null);
+            assert.ok(!logger.text().includes('right@'), 'no user info in logs');
+        } finally {
+            await guarded.stop();
         }
     });
 
@@ -153,6 +165,70 @@ describe('MqttConnection credentials', { timeout: 60000 }, () => {
             for (const secret of secrets) assert.ok(!shown.includes(secret), `${secret} was shown`);
             assert.match(JSON.stringify(components[0]), /"credential\.password":"\*\*\*"/);
             assert.match(inspect(components[4]), /mqtt:\/\/svc:\*\*\*@127\.0\.0\.1/);
+        } finally {
+            await broker.stop();
+        }
+    });
+
+    it('never shows a uri password that holds an unencoded ? in an open() error or its details', async () => {
+        // WHATWG URL ends the authority at ?, # or / when what precedes looks like host:port.
+        const connection = newConnection('mqtt://svc:2024?Spr1ng@127.0.0.1:1883');
+        const err = await connection.open(null).then(() => null, (e: unknown) => e);
+        const shown = [String(err), JSON.stringify(err), inspect(err)].join('\n');
+        assert.ok(!shown.includes('Spr1ng'), shown);
+    });
+
+    for (const uri of ['mqtt://svc:#Spr1ng@127.0.0.1:1883', 'mqtt://svc:12/Spr1ng@127.0.0.1:1883', 'mqtt://svc:2024?Spr1ng@127.0.0.1:1883']) {
+        it(`never shows the password of ${uri} in toJSON or inspect`, () => {
+            const connection = newConnection(uri);
+            const shown = JSON.stringify(connection) + inspect(connection);
+            assert.ok(!shown.includes('Spr1ng'), shown);
+        });
+    }
+
+    it('MqttMessageQueueFactory shows no secret in JSON.stringify or util.inspect', () => {
+        const factory = new MqttMessageQueueFactory();
+        factory.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://svc:S3cret-uri@127.0.0.1:1883', 'credential.password', 'S3cret-pw'));
+        const shown = JSON.stringify(factory) + inspect(factory, { depth: 10 });
+        assert.ok(!shown.includes('S3cret'), shown);
+    });
+});
+
+describe('MqttConnection credentials on Mosquitto', { skip: mosquittoSkip(), timeout: 60000 }, () => {
+    it('authenticates against a password file, and refuses bad credentials once with the reason code', async () => {
+        const broker = await startMosquitto({ passwords: { alice: 'al1ce-pw', bob: 'b0b-pw' } });
+        const { references, logger } = testReferences();
+        try {
+            const good = newConnection(broker.url, 'credential.username', 'alice', 'credential.password', 'al1ce-pw');
+            good.setReferences(references);
+            await good.open(null);
+            await good.close(null);
+
+            const store = new MemoryCredentialStore();
+            await store.store(null as unknown as string, 'mqtt', CredentialParams.fromTuples('username', 'bob', 'password', 'b0b-pw'));
+            const fromStore = newConnection(broker.url, 'credential.store_key', 'mqtt');
+            fromStore.setReferences(References.fromTuples(
+                new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0'), store,
+                new Descriptor('pip-services', 'logger', 'capture', 'default', '1.0'), logger,
+            ));
+            await fromStore.open(null);
+            await fromStore.close(null);
+
+            const bad = newConnection(broker.url, 'credential.username', 'alice', 'credential.password', 'wr0ng-pw',
+                'options.reconnect_timeout', 50);
+            bad.setReferences(references);
+            await assert.rejects(bad.open(null), (err: ConnectionException) => {
+                assert.ok(err instanceof ConnectionException);
+                assert.equal(err.code, MqttErrorCode.ConnectRefused);
+                // Mosquitto 2 answers a bad password with "not authorized" (5).
+                assert.equal(err.details.getAsNullableInteger('reason_code'), 5);
+                return true;
+            });
+            const anonymous = newConnection(broker.url);
+            await assert.rejects(anonymous.open(null), { code: MqttErrorCode.ConnectRefused });
+
+            const logged = logger.text();
+            for (const secret of ['al1ce-pw', 'b0b-pw', 'wr0ng-pw']) assert.ok(!logged.includes(secret), `${secret} logged`);
         } finally {
             await broker.stop();
         }

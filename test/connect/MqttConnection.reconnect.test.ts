@@ -1,3 +1,4 @@
+// Reconnects after the broker went away (restarted, killed, refusing a reconnect), and the watchdog behind MQTT.js's reconnect timer.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
@@ -6,7 +7,12 @@ import { LogLevel } from 'pip-services3-components-nodex';
 
 import { MqttErrorCode } from '../../src';
 import { mosquittoSkip, startAedes, startMosquitto, type TestBroker, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection, RecordingListener, testReferences } from '../helpers/components';
+import { delivered, newConnection, RecordingListener, testReferences } from '../helpers/components';
+
+/** The MQTT.js internals a test uses to make the client lose its reconnect timer. */
+interface ReconnectInternals {
+    _clearReconnect(): void;
+}
 
 const brokers: { kind: string; skip: string | false; start: () => Promise<TestBroker> }[] = [
     { kind: 'aedes', skip: false, start: () => startAedes() },
@@ -77,31 +83,79 @@ for (const { kind, skip, start } of brokers) {
                 await broker.stop();
             }
         });
-
-        it('queues publishes while reconnecting and delivers them afterwards', async () => {
-            const broker = await start();
-            const sub = newConnection(broker.url, 'options.reconnect_timeout', 100);
-            const pub = newConnection(broker.url, 'options.reconnect_timeout', 100);
-            try {
-                await sub.open(null);
-                await pub.open(null);
-                const topic = uniqueTopic('offline');
-                const listener = new RecordingListener();
-                await sub.subscribe(topic, { qos: 1 }, listener);
-                await broker.stop();
-                await waitFor(() => pub.getConnection()?.connected === false, 5000, 'the publisher to notice');
-                // Retained, so the order in which the two clients come back does not matter.
-                const publishing = pub.publish(topic, 'while-down', { qos: 1, retain: true });
-                await broker.restart();
-                await publishing;
-                await waitFor(() => listener.received.length > 0, 10000, 'the queued message');
-                assert.equal(listener.received[0].data.toString(), 'while-down');
-                await pub.publish(topic, '', { qos: 1, retain: true });
-            } finally {
-                await sub.close(null);
-                await pub.close(null);
-                await broker.stop();
-            }
-        });
     });
 }
+
+describe('MqttConnection reconnects', { timeout: 60000 }, () => {
+    it('keeps reconnecting after the broker refuses one reconnect', async () => {
+        let accept = true;
+        const broker = await startAedes({ authenticate: () => accept });
+        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        try {
+            await connection.open(null);
+            const topic = uniqueTopic('refused-reconnect');
+            const listener = new RecordingListener();
+            await connection.subscribe(topic, { qos: 1 }, listener);
+            accept = false;
+            await broker.restart();
+            const refusedAt = broker.broker.connectionCount();
+            await new Promise((resolve) => setTimeout(resolve, 400));
+            accept = true;
+            await waitFor(() => connection.getConnection()?.connected === true, 10000, 'a reconnect after the refusal');
+            assert.ok(broker.broker.connectionCount() > refusedAt);
+            await delivered(broker, topic, listener);
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('restarts reconnecting when MQTT.js loses its reconnect timer (watchdog)', async () => {
+        const broker = await startAedes();
+        const { references, logger, counters } = testReferences();
+        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100, 'options.connect_timeout', 500);
+        connection.setReferences(references);
+        try {
+            await connection.open(null);
+            const client = connection.getConnection()!;
+            // After MQTT.js armed its timer for the loss, take it away: without a watchdog nothing reconnects.
+            client.once('close', () => setImmediate(() => (client as unknown as ReconnectInternals)._clearReconnect()));
+            await broker.stop();
+            await waitFor(() => !connection.isConnected(), 5000, 'the loss');
+            await broker.restart();
+            await waitFor(() => connection.isConnected(), 20000, 'the watchdog to restart reconnecting');
+            assert.ok((counters.increments.get('mqtt.watchdog_restarts') ?? 0) >= 1);
+            assert.ok(logger.messages(LogLevel.Warn).some((m) => /the watchdog restarted it/.test(m)));
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+        }
+    });
+});
+
+describe('MqttConnection reconnects to Mosquitto', { skip: mosquittoSkip(), timeout: 60000 }, () => {
+    it('comes back after Mosquitto is killed and started again on the same port', async () => {
+        const broker = await startMosquitto();
+        const sub = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        const pub = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        try {
+            await sub.open(null);
+            await pub.open(null);
+            const topic = uniqueTopic('killed');
+            const listener = new RecordingListener();
+            await sub.subscribe(topic, { qos: 1 }, listener);
+            await broker.kill('SIGKILL');
+            await waitFor(() => sub.getConnection()?.connected === false, 5000, 'the loss to be seen');
+            await broker.start();
+            await waitFor(async () => {
+                if (pub.getConnection()?.connected !== true) return false;
+                await pub.publish(topic, 'back', { qos: 1 });
+                return listener.received.length > 0;
+            }, 15000, 'delivery after the restart');
+        } finally {
+            await sub.close(null);
+            await pub.close(null);
+            await broker.stop();
+        }
+    });
+});

@@ -1,10 +1,13 @@
+// Connections over TLS and WebSocket: trust, host names, client certificates, handshake failures, reconnects.
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import { describe, it } from 'node:test';
 
-import { ConfigException, ConfigParams, ConnectionException, Descriptor } from 'pip-services3-commons-nodex';
+import { ConfigParams, ConnectionException, Descriptor } from 'pip-services3-commons-nodex';
 import { CredentialParams, MemoryCredentialStore } from 'pip-services3-components-nodex';
+import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
-import { MqttConnection, MqttErrorCode } from '../../src';
+import { MqttConnection, MqttErrorCode, MqttMessageQueue } from '../../src';
 import { mosquittoSkip, refusedPort, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
 import { CLIENT_KEY_PASSPHRASE, testCertificates } from '../helpers/certs';
 import { newConnection, RecordingListener, testReferences } from '../helpers/components';
@@ -12,6 +15,7 @@ import { UNTRUSTED_SERVER } from '../helpers/transports';
 
 const certs = testCertificates();
 const TRUST_CA = ['credential.ssl_ca_file', certs.ca.cert.path];
+const tls = { key: certs.server.key.pem, cert: certs.server.cert.pem };
 
 /** A connection configured by the tuples alone (no connection.uri). */
 function configured(...tuples: unknown[]): MqttConnection {
@@ -35,17 +39,13 @@ async function roundTrip(connection: MqttConnection): Promise<void> {
     }
 }
 
-/** Expects open() to fail with a ConfigException `MQTT_BAD_TLS` naming `key`. */
-async function rejectsBadTls(connection: MqttConnection, key: string, message?: RegExp): Promise<void> {
-    await assert.rejects(connection.open(null), (err: ConfigException) => {
-        assert.ok(err instanceof ConfigException, String(err));
-        assert.equal(err.code, MqttErrorCode.BadTls);
-        assert.equal(err.details.getAsString('key'), key);
-        if (message) assert.match(err.message, message);
-        assert.ok(!err.message.includes(CLIENT_KEY_PASSPHRASE) && !err.message.includes('wr0ng-pass'), 'no passphrase in the message');
-        return true;
-    }, key);
-    assert.equal(connection.isOpen(), false);
+/** A QoS 1 message to itself over an open connection. */
+async function roundTripOpen(connection: MqttConnection): Promise<void> {
+    const topic = uniqueTopic('tls-edge');
+    const listener = new RecordingListener();
+    await connection.subscribe(topic, { qos: 1 }, listener);
+    await connection.publish(topic, 'x', { qos: 1 });
+    await waitFor(() => listener.received.length === 1, 5000, 'the message');
 }
 
 /** Expects open() to fail at once (long before connect_timeout) with `MQTT_TLS_FAILED`. */
@@ -62,8 +62,6 @@ async function rejectsTls(connection: MqttConnection, tlsCode: RegExp): Promise<
 }
 
 describe('MqttConnection TLS and WebSocket on the embedded broker', { timeout: 60000 }, () => {
-    const tls = { key: certs.server.key.pem, cert: certs.server.cert.pem };
-
     it('connects over mqtts to a server whose CA it trusts, and refuses one it does not trust', async () => {
         const broker = await startAedes({ tls });
         try {
@@ -114,6 +112,19 @@ describe('MqttConnection TLS and WebSocket on the embedded broker', { timeout: 6
         }
     });
 
+    it('checks a wss broker against options.ssl_server_name', async () => {
+        const broker = await startAedes({ tls, websocket: true });
+        try {
+            const good = newConnection(broker.url, ...TRUST_CA, 'options.ssl_server_name', 'localhost');
+            await good.open(null);
+            await good.close(null);
+            await assert.rejects(newConnection(broker.url, ...TRUST_CA, 'options.ssl_server_name', 'broker.example.com').open(null),
+                (err: ConnectionException) => err.code === MqttErrorCode.TlsFailed);
+        } finally {
+            await broker.stop();
+        }
+    });
+
     it('presents a client certificate, with its key encrypted, to a broker that requires one', async () => {
         const broker = await startAedes({ tls: { ...tls, ca: certs.ca.cert.pem, requestCert: true, rejectUnauthorized: true } });
         try {
@@ -123,6 +134,34 @@ describe('MqttConnection TLS and WebSocket on the embedded broker', { timeout: 6
                 'credential.ssl_cert_file', certs.client.cert.path, 'credential.ssl_key_file', certs.client.keyEncrypted.path,
                 'credential.ssl_passphrase', CLIENT_KEY_PASSPHRASE));
             await rejectsTls(newConnection(broker.url, ...TRUST_CA), /^ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED$/);
+        } finally {
+            await broker.stop();
+        }
+    });
+
+    it('presents a client certificate with ssl_reject_unauthorized false', async () => {
+        const broker = await startAedes({ tls: { ...tls, ca: certs.ca.cert.pem, requestCert: true, rejectUnauthorized: true } });
+        try {
+            const c = newConnection(broker.url, 'options.ssl_reject_unauthorized', false,
+                'credential.ssl_crt_file', certs.client.cert.path, 'credential.ssl_key_file', certs.client.key.path);
+            await c.open(null);
+            await roundTripOpen(c);
+            await c.close(null);
+        } finally {
+            await broker.stop();
+        }
+    });
+
+    it('fails at once with MQTT_TLS_FAILED when the broker wants a client certificate, with ssl_reject_unauthorized false', async () => {
+        const broker = await startAedes({ tls: { ...tls, ca: certs.ca.cert.pem, requestCert: true, rejectUnauthorized: true } });
+        try {
+            const started = Date.now();
+            await assert.rejects(newConnection(broker.url, 'options.ssl_reject_unauthorized', false, 'options.connect_timeout', 8000).open(null),
+                (err: ConnectionException) => {
+                    assert.equal(err.code, MqttErrorCode.TlsFailed, err.message);
+                    return true;
+                });
+            assert.ok(Date.now() - started < 4000, `took ${Date.now() - started} ms`);
         } finally {
             await broker.stop();
         }
@@ -158,6 +197,80 @@ describe('MqttConnection TLS and WebSocket on the embedded broker', { timeout: 6
             await roundTrip(connection);
         } finally {
             await broker.stop();
+        }
+    });
+
+    it('uses TLS settings on a queue\'s own connection', async () => {
+        const broker = await startAedes({ tls });
+        const queue = new MqttMessageQueue('jobs');
+        queue.configure(ConfigParams.fromTuples('connection.uri', broker.url, ...TRUST_CA, 'options.autosubscribe', true));
+        try {
+            await queue.open(null);
+            await queue.send(null, new MessageEnvelope(null as unknown as string, 't', 'hello'));
+            const m = await queue.receive(null, 5000);
+            assert.equal(m?.getMessageAsString(), 'hello');
+        } finally {
+            await queue.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('fails at once with MQTT_TLS_FAILED when the peer does not speak TLS, also with ssl_reject_unauthorized false', async () => {
+        // An HTTP server (a wrong port): the handshake fails with a TLS error (wrong version number).
+        const server = net.createServer((socket) => socket.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+        const port = (server.address() as net.AddressInfo).port;
+        try {
+            for (const reject of [true, false]) {
+                const started = Date.now();
+                const err = await newConnection(`mqtts://127.0.0.1:${port}`, 'options.ssl_reject_unauthorized', reject,
+                    'options.connect_timeout', 5000).open(null).then(() => null, (e: ConnectionException) => e);
+                assert.equal(err?.code, MqttErrorCode.TlsFailed, `ssl_reject_unauthorized ${reject}: ${err?.message}`);
+                assert.ok(Date.now() - started < 3000, `ssl_reject_unauthorized ${reject}: took ${Date.now() - started} ms`);
+            }
+        } finally {
+            server.close();
+        }
+    });
+});
+
+describe('MqttConnection TLS across reconnects', { timeout: 60000 }, () => {
+    for (const [transport, websocket] of [['mqtts', false], ['wss', true]] as const) {
+        it(`reconnects over ${transport} after a broker restart`, async () => {
+            const broker = await startAedes({ tls, websocket });
+            const connection = newConnection(broker.url, ...TRUST_CA, 'options.reconnect_timeout', 100);
+            try {
+                await connection.open(null);
+                await broker.restart();
+                await waitFor(() => connection.getStatus().reconnects >= 1 && connection.isConnected(), 15000, 'the reconnect');
+                await roundTripOpen(connection);
+            } finally {
+                await connection.close(null);
+                await broker.stop();
+            }
+        });
+    }
+
+    it('reports an untrusted certificate on a reconnect, and reconnects once it is trusted again', async () => {
+        const first = await startAedes({ tls });
+        const port = first.port;
+        const { references, logger } = testReferences();
+        const connection = newConnection(first.url, ...TRUST_CA, 'options.reconnect_timeout', 100, 'options.max_reconnect_timeout', 200);
+        connection.setReferences(references);
+        let second: Awaited<ReturnType<typeof startAedes>> | null = null;
+        try {
+            await connection.open(null);
+            await first.stop();
+            second = await startAedes({ port, tls: { key: certs.otherServer.key.pem, cert: certs.otherServer.cert.pem } });
+            await waitFor(() => connection.getStatus().reconnectAttempts >= 3, 10000, 'attempts');
+            assert.match(connection.getStatus().lastError ?? '', /verify/);
+            assert.equal(logger.entries.filter((e) => e.error != null).length, 1, 'the TLS error logged once');
+            await second.stop();
+            second = await startAedes({ port, tls });
+            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+        } finally {
+            await connection.close(null);
+            await second?.stop();
         }
     });
 });
@@ -202,48 +315,5 @@ describe('MqttConnection TLS and WebSocket on Mosquitto', { skip: mosquittoSkip(
         } finally {
             await broker.stop();
         }
-    });
-});
-
-describe('MqttConnection TLS configuration errors', { timeout: 30000 }, () => {
-    const url = 'mqtts://127.0.0.1:8883';
-    const client = ['credential.ssl_crt_file', certs.client.cert.path];
-
-    it('names the key of a missing or unusable file', async () => {
-        await rejectsBadTls(newConnection(url, 'credential.ssl_ca_file', '/no/such/ca.pem'), 'credential.ssl_ca_file', /ENOENT/);
-        await rejectsBadTls(newConnection(url, 'credential.ssl_ca_file', certs.client.key.path), 'credential.ssl_ca_file', /no PEM certificate/);
-        await rejectsBadTls(newConnection(url, 'credential.ssl_crt_file', '/no/such/cert.pem', 'credential.ssl_key_file', certs.client.key.path),
-            'credential.ssl_crt_file');
-        await rejectsBadTls(newConnection(url, 'credential.ssl_cert_file', '/no/such/cert.pem', 'credential.ssl_key_file', certs.client.key.path),
-            'credential.ssl_cert_file');
-        await rejectsBadTls(newConnection(url, ...client, 'credential.ssl_key_file', '/no/such/key.pem'), 'credential.ssl_key_file');
-        await rejectsBadTls(newConnection(url, ...client, 'credential.ssl_key_file', certs.client.cert.path), 'credential.ssl_key_file',
-            /no usable PEM private key/);
-    });
-
-    it('names the passphrase when it is wrong or missing, and the key when it does not match the certificate', async () => {
-        const encrypted = ['credential.ssl_key_file', certs.client.keyEncrypted.path];
-        await rejectsBadTls(newConnection(url, ...client, ...encrypted, 'credential.ssl_passphrase', 'wr0ng-pass'),
-            'credential.ssl_passphrase', /does not decrypt/);
-        await rejectsBadTls(newConnection(url, ...client, ...encrypted), 'credential.ssl_passphrase', /is encrypted/);
-        await rejectsBadTls(newConnection(url, ...client, 'credential.ssl_key_file', certs.otherClient.key.path), 'credential.ssl_key_file',
-            /does not match/);
-    });
-
-    it('asks for the certificate and key together, and a passphrase only with a key', async () => {
-        await rejectsBadTls(newConnection(url, ...client), 'credential.ssl_key_file');
-        await rejectsBadTls(newConnection(url, 'credential.ssl_key_file', certs.client.key.path), 'credential.ssl_crt_file');
-        await rejectsBadTls(newConnection(url, 'credential.ssl_passphrase', 'x'), 'credential.ssl_passphrase');
-    });
-
-    it('refuses TLS files for a connection that is not mqtts or wss, and two different certificate files', async () => {
-        await rejectsBadTls(newConnection('mqtt://127.0.0.1:1883', ...TRUST_CA), 'credential.ssl_ca_file', /neither|no connection uses mqtts or wss/);
-        await rejectsBadTls(newConnection('ws://127.0.0.1:80', ...client, 'credential.ssl_key_file', certs.client.key.path),
-            'credential.ssl_crt_file');
-        await assert.rejects(newConnection(url, ...client, 'credential.ssl_cert_file', certs.otherClient.cert.path,
-            'credential.ssl_key_file', certs.client.key.path).open(null),
-        (err: ConfigException) => err.code === MqttErrorCode.ConflictingConfig && err.details.getAsString('key') === 'credential.ssl_cert_file');
-        await assert.rejects(newConnection(url, 'options.ssl_reject_unauthorized', 'perhaps').open(null),
-            (err: ConfigException) => err.code === MqttErrorCode.BadOption && err.details.getAsString('key') === 'options.ssl_reject_unauthorized');
     });
 });

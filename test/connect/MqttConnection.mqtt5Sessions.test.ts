@@ -1,13 +1,9 @@
+// MQTT 5 sessions: session expiry, clean start, broker-assigned client ids, and retained messages after a resumed session.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { ConfigException, ConnectionException } from 'pip-services3-commons-nodex';
-
-import { MqttErrorCode } from '../../src';
-import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
+import { delay, mosquittoSkip, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
 import { dropConnection, newConnection, RecordingListener, uniqueClientId } from '../helpers/components';
-
-
 
 describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), timeout: 60000 }, () => {
     const cases: { name: string; tuples: unknown[]; kept: boolean; expiry: number | undefined }[] = [
@@ -79,51 +75,67 @@ describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), 
             await broker.stop();
         }
     });
-});
 
-describe('MqttConnection MQTT 5 settings', { timeout: 30000 }, () => {
-    it('rejects protocol versions other than 3, 4 and 5, and MQTT 5 options without MQTT 5', async () => {
-        const broker = await startAedes();
+    it('uses a broker-assigned client id, and resumes its session with it after a reconnect', async () => {
+        const broker = await startMosquitto();
+        const sub = newConnection(broker.url, 'options.protocol_version', 5, 'options.broker_assigns_client_id', true,
+            'options.session_expiry', 300, 'options.reconnect_timeout', 200);
+        const pub = newConnection(broker.url, 'options.protocol_version', 5);
         try {
-            for (const [tuples, key] of [
-                [['options.protocol_version', 2], 'options.protocol_version'],
-                [['options.protocol_version', 'five'], 'options.protocol_version'],
-                [['options.session_expiry', 60], 'options.session_expiry'],
-                [['options.protocol_version', 3, 'options.session_expiry', 60], 'options.session_expiry'],
-                [['options.topic_alias_maximum', 10], 'options.topic_alias_maximum'],
-                [['options.broker_assigns_client_id', true], 'options.broker_assigns_client_id'],
-                [['options.protocol_version', 5, 'options.topic_alias_maximum', 65536], 'options.topic_alias_maximum'],
-                [['options.protocol_version', 5, 'options.broker_assigns_client_id', 'maybe'], 'options.broker_assigns_client_id'],
-                [['options.protocol_version', 5, 'options.session_expiry', -1], 'options.session_expiry'],
-                [['options.protocol_version', 5, 'options.session_expiry', 2 ** 32], 'options.session_expiry'],
-            ] as [unknown[], string][]) {
-                const connection = newConnection(broker.url, ...tuples);
-                await assert.rejects(connection.open(null), (err: ConfigException) => {
-                    assert.ok(err instanceof ConfigException);
-                    assert.equal(err.code, MqttErrorCode.BadOption);
-                    assert.equal(err.details.getAsString('key'), key);
-                    return true;
-                }, JSON.stringify(tuples));
-            }
+            await Promise.all([sub.open(null), pub.open(null)]);
+            const assigned = sub.getStatus().clientId;
+            assert.match(assigned, /^auto-/, 'Mosquitto names assigned ids auto-<uuid>');
+            assert.match(sub.toString(), new RegExp(assigned));
+            const topic = uniqueTopic('assigned');
+            const listener = new RecordingListener();
+            await sub.subscribe(topic, { qos: 1 }, listener);
+            await dropConnection(sub);
+            await pub.publish(topic, 'while-away', { qos: 1 });
+            await waitFor(() => sub.isConnected(), 10000, 'the reconnect');
+            await waitFor(() => listener.received.length === 1, 5000, 'the message kept by the session');
+            assert.equal(listener.received[0].data.toString(), 'while-away');
+            assert.equal(sub.getStatus().clientId, assigned);
         } finally {
+            await sub.close(null);
+            await pub.close(null);
             await broker.stop();
         }
     });
 
-    it('reports a broker without MQTT 5 (Aedes) as a refused connection with its reason code', async () => {
-        const broker = await startAedes();
-        const connection = newConnection(broker.url, 'options.protocol_version', 5);
+    it('opens with broker_assigns_client_id and clean_session false', { skip: mosquittoSkip() }, async () => {
+        const broker = await startMosquitto();
+        const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.broker_assigns_client_id', true,
+            'options.clean_session', false);
         try {
-            await assert.rejects(connection.open(null), (err: ConnectionException) => {
-                assert.ok(err instanceof ConnectionException);
-                assert.equal(err.code, MqttErrorCode.ConnectRefused);
-                // 1: unacceptable protocol version (MQTT 3.1.1, 3.2.2.3).
-                assert.equal(err.details.getAsInteger('reason_code'), 1);
-                return true;
-            });
-            assert.equal(connection.isOpen(), false);
+            await connection.open(null);
+            assert.match(connection.getStatus().clientId, /^auto-/);
         } finally {
             await connection.close(null);
+            await broker.stop();
+        }
+    });
+
+    it('does not send a retained message again after a reconnect when the broker kept the subscription', async () => {
+        const broker = await startMosquitto();
+        const pub = newConnection(broker.url, 'options.protocol_version', 5);
+        const sub = newConnection(broker.url, 'options.protocol_version', 5, 'client_id', uniqueClientId('rh'),
+            'options.session_expiry', 300, 'options.reconnect_timeout', 200);
+        try {
+            await pub.open(null);
+            const topic = uniqueTopic('retained');
+            await pub.publish(topic, 'state', { qos: 1, retain: true });
+            await sub.open(null);
+            const listener = new RecordingListener();
+            await sub.subscribe(topic, { qos: 1 }, listener);
+            await waitFor(() => listener.received.length === 1, 5000, 'the retained message');
+            await dropConnection(sub);
+            await waitFor(() => sub.isConnected(), 10000, 'the reconnect');
+            await pub.publish(topic, 'live', { qos: 1 });
+            await waitFor(() => listener.received.some((m) => m.data.toString() === 'live'), 5000, 'the live message');
+            assert.deepEqual(listener.received.map((m) => m.data.toString()), ['state', 'live']);
+        } finally {
+            await sub.close(null);
+            await pub.close(null);
             await broker.stop();
         }
     });

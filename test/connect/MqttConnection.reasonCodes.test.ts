@@ -1,4 +1,8 @@
+// MQTT 5 reason codes and reason strings of refused CONNECT, SUBSCRIBE, PUBLISH and UNSUBSCRIBE, and of a DISCONNECT from the broker.
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, it } from 'node:test';
 
 import type * as mqttPacket from 'mqtt-packet';
@@ -6,7 +10,7 @@ import { ConnectionException } from 'pip-services3-commons-nodex';
 import { LogLevel } from 'pip-services3-components-nodex';
 
 import { MqttErrorCode } from '../../src';
-import { waitFor } from '../helpers/brokers';
+import { mosquittoSkip, startMosquitto, waitFor } from '../helpers/brokers';
 import { newConnection, RecordingListener, testReferences } from '../helpers/components';
 import { startScriptedBroker } from '../helpers/scriptedBroker';
 
@@ -20,6 +24,14 @@ function hasReason(code: string, reasonCode: number, reasonString: string): (err
         assert.ok(err.message.includes(reasonString), err.message);
         return true;
     };
+}
+
+/** A file in a fresh temp folder, for a Mosquitto ACL. */
+function aclFile(lines: string[]): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pip-mqtt-acl-'));
+    const file = path.join(dir, 'acl');
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    return file;
 }
 
 // Mosquitto 2.0 never sends reason strings and Aedes has no MQTT 5, so these answers come from a
@@ -106,6 +118,38 @@ describe('MqttConnection MQTT 5 reason strings', { timeout: 30000 }, () => {
         } finally {
             await connection.close(null);
             await broker.stop();
+        }
+    });
+});
+
+describe('MqttConnection MQTT 5 reason codes (mosquitto)', { skip: mosquittoSkip(), timeout: 60000 }, () => {
+    it('reports the reason codes of a refused CONNECT and PUBLISH', async () => {
+        const acl = aclFile(['user svc', 'topic readwrite open/#']);
+        const broker = await startMosquitto({ passwords: { svc: 'svc-pw' }, extraConfig: [`acl_file ${acl}`] });
+        const connection = newConnection(broker.url, 'credential.username', 'svc', 'credential.password', 'svc-pw',
+            'options.protocol_version', 5);
+        try {
+            const bad = newConnection(broker.url, 'credential.username', 'svc', 'credential.password', 'nope', 'options.protocol_version', 5);
+            await assert.rejects(bad.open(null), (err: ConnectionException) => {
+                assert.equal(err.code, MqttErrorCode.ConnectRefused);
+                // Mosquitto answers a bad password with 0x87 "not authorized" (as with 5 in MQTT 3.1.1).
+                assert.equal(err.details.getAsNullableInteger('reason_code'), 0x87);
+                return true;
+            });
+            await connection.open(null);
+            // Mosquitto 2.0 grants every SUBSCRIBE whatever its ACL says (no SUBACK refusal to show),
+            // and closes a taken-over session's connection without a DISCONNECT; see the scripted broker test.
+            await assert.rejects(connection.publish('closed/topic', 'x', { qos: 1 }), (err: ConnectionException) => {
+                assert.equal(err.code, MqttErrorCode.PublishFailed);
+                assert.equal(err.details.getAsNullableInteger('reason_code'), 0x87, 'not authorized');
+                return true;
+            });
+            await connection.publish('open/topic', 'x', { qos: 1 });
+            assert.equal(connection.isConnected(), true, 'a refused MQTT 5 publish keeps the connection');
+        } finally {
+            await connection.close(null);
+            await broker.stop();
+            fs.rmSync(path.dirname(acl), { recursive: true, force: true });
         }
     });
 });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { MqttTopicRouter } from '../../src/connect/subscriptions/MqttTopicRouter';
-import { checkTopicName, parseFilter } from '../../src/connect/MqttTopics';
+import { MqttTopicRouter } from '../../../src/connect/subscriptions/MqttTopicRouter';
+import { checkTopicName, parseFilter } from '../../../src/connect/MqttTopics';
 
 function matches(filter: string, topic: string): boolean {
     const router = new MqttTopicRouter<string>();
