@@ -3,17 +3,18 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 
-import { delay, startAedes, waitFor } from '../helpers/brokers';
-import { newConnection, testReferences, uniqueClientId } from '../helpers/components';
-import { FaultProxy } from '../helpers/faultProxy';
+import { delay, waitFor } from '../helpers/brokers';
+import { testReferences, uniqueClientId } from '../helpers/components';
+import { fixture } from '../helpers/fixture';
 
 describe('MqttConnection reconnect backoff', { timeout: 60000 }, () => {
-    it('spaces attempts from reconnect_timeout, doubling up to max_reconnect_timeout, and starts over once a connection is stable', async () => {
-        const aedes = await startAedes();
-        const proxy = await FaultProxy.start(aedes.host, aedes.port);
+    it('spaces attempts from reconnect_timeout, doubling up to max_reconnect_timeout, and starts over once a connection is stable', async (t) => {
+        const f = fixture(t);
+        const aedes = await f.aedes();
+        const proxy = await f.proxy(aedes.host, aedes.port);
         const base = 200;
         const max = 1600;
-        const connection = newConnection(proxy.url, 'options.reconnect_timeout', base, 'options.max_reconnect_timeout', max);
+        const connection = f.connection(proxy.url, 'options.reconnect_timeout', base, 'options.max_reconnect_timeout', max);
         /** Checks the waits before each attempt: each within 75..100% of its nominal wait, plus generous slack. */
         const checkWaits = (waits: number[], nominal: number[]): void => {
             const report = waits.map((w, i) => `${Math.round(w)} (nominal ${nominal[i]})`).join(', ');
@@ -31,50 +32,39 @@ describe('MqttConnection reconnect backoff', { timeout: 60000 }, () => {
             const times = [lost, ...proxy.attempts().slice(before, before + count)];
             return times.slice(1).map((time, i) => time - times[i]);
         };
-        try {
-            await connection.open(null);
-            const waits = await lossWaits(6);
-            checkWaits(waits, [200, 400, 800, 1600, 1600, 1600]);
-            // The lower bounds of the nominal waits prove the doubling, whatever the slack above.
-            assert.ok(waits[3] >= 0.75 * 1600 - 20);
+        f.defer(() => proxy.accept());
+        await connection.open(null);
+        const waits = await lossWaits(6);
+        checkWaits(waits, [200, 400, 800, 1600, 1600, 1600]);
+        // The lower bounds of the nominal waits prove the doubling, whatever the slack above.
+        assert.ok(waits[3] >= 0.75 * 1600 - 20);
 
-            // Accepted and dropped at once (another client with the same id, say): the backoff goes on.
-            proxy.accept();
-            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
-            const flapping = await lossWaits(1);
-            checkWaits(flapping, [1600]);
+        // Accepted and dropped at once (another client with the same id, say): the backoff goes on.
+        proxy.accept();
+        await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+        const flapping = await lossWaits(1);
+        checkWaits(flapping, [1600]);
 
-            // Up for longer than the stable time (max_reconnect_timeout here): the backoff starts over.
-            proxy.accept();
-            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
-            await delay(max + 500);
-            checkWaits(await lossWaits(2), [200, 400]);
-        } finally {
-            proxy.accept();
-            await connection.close(null);
-            await proxy.stop();
-            await aedes.stop();
-        }
+        // Up for longer than the stable time (max_reconnect_timeout here): the backoff starts over.
+        proxy.accept();
+        await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+        await delay(max + 500);
+        checkWaits(await lossWaits(2), [200, 400]);
     });
 
-    it('keeps backing off when two connections with one client id take turns kicking each other out', async () => {
-        const broker = await startAedes();
+    it('keeps backing off when two connections with one client id take turns kicking each other out', async (t) => {
+        const f = fixture(t);
+        const broker = await f.aedes();
         const id = uniqueClientId('edge');
         const { references, counters } = testReferences();
-        const a = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
-        const b = newConnection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
+        const a = f.connection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
+        const b = f.connection(broker.url, 'client_id', id, 'options.clean_session', false, 'options.reconnect_timeout', 100);
         a.setReferences(references);
-        try {
-            await a.open(null);
-            await b.open(null);
-            await delay(6000);
-            const losses = counters.increments.get('mqtt.connection_losses') ?? 0;
-            // At the first wait (about 100 ms) it would be some 50; backing off, a handful.
-            assert.ok(losses < 10, `${losses} losses in 6 s`);
-        } finally {
-            await a.close(null);
-            await b.close(null);
-            await broker.stop();
-        }
+        await a.open(null);
+        await b.open(null);
+        await delay(6000);
+        const losses = counters.increments.get('mqtt.connection_losses') ?? 0;
+        // At the first wait (about 100 ms) it would be some 50; backing off, a handful.
+        assert.ok(losses < 10, `${losses} losses in 6 s`);
     });
 });

@@ -1,13 +1,14 @@
 // How MqttConnection reads its configuration and references: defaults, option keys, the uri query, bad values, reconfiguration.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
 import { ConfigException, ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
 import { ConnectionParams, MemoryDiscovery } from 'pip-services3-components-nodex';
 
 import { MqttConnection, MqttErrorCode } from '../../src';
-import { type AedesTestBroker, delay, startAedes } from '../helpers/brokers';
+import { type AedesTestBroker, delay } from '../helpers/brokers';
 import { newConnection, testReferences } from '../helpers/components';
+import { fixture, suiteFixture } from '../helpers/fixture';
 
 /** Exposes the fields the specification lists. */
 class InspectableConnection extends MqttConnection {
@@ -30,11 +31,12 @@ function assertFirstWait(period: number | undefined, reconnectTimeout: number): 
 }
 
 describe('MqttConnection configuration and references', { timeout: 60000 }, () => {
+    const suite = suiteFixture();
     let broker: AedesTestBroker;
-    before(async () => { broker = await startAedes(); });
-    after(async () => { await broker.stop(); });
+    before(async () => { broker = await suite.aedes(); });
 
-    it('uses the documented defaults', async () => {
+    it('uses the documented defaults', async (t) => {
+        const f = fixture(t);
         assert.deepEqual(MqttConnection.defaultConfig.getAsObject(), {
             'options.retry_connect': 'true',
             'options.connect_timeout': '30000',
@@ -51,19 +53,15 @@ describe('MqttConnection configuration and references', { timeout: 60000 }, () =
             'options.will_qos': '0',
             'options.will_retain': 'false',
         });
-        const connection = newConnection(broker.url);
+        const connection = f.connection(broker.url);
         await connection.open(null);
-        try {
-            const options = connection.getConnection()!.options;
-            assert.equal(options.keepalive, 60);
-            assert.equal(options.connectTimeout, 30000);
-            assertFirstWait(options.reconnectPeriod, 1000);
-            assert.equal(options.clean, true);
-            assert.equal(options.protocolVersion, 4);
-            assert.match(options.clientId ?? '', /^[A-Za-z0-9]{1,11}[0-9a-f]{12}$/, 'at most 23 characters from [0-9a-zA-Z]');
-        } finally {
-            await connection.close(null);
-        }
+        const options = connection.getConnection()!.options;
+        assert.equal(options.keepalive, 60);
+        assert.equal(options.connectTimeout, 30000);
+        assertFirstWait(options.reconnectPeriod, 1000);
+        assert.equal(options.clean, true);
+        assert.equal(options.protocolVersion, 4);
+        assert.match(options.clientId ?? '', /^[A-Za-z0-9]{1,11}[0-9a-f]{12}$/, 'at most 23 characters from [0-9a-zA-Z]');
     });
 
     it('sets the specified fields from configuration, with the documented defaults', () => {
@@ -91,8 +89,9 @@ describe('MqttConnection configuration and references', { timeout: 60000 }, () =
         });
     });
 
-    it('reads every option key and client_id', async () => {
-        const connection = newConnection(broker.url,
+    it('reads every option key and client_id', async (t) => {
+        const f = fixture(t);
+        const connection = f.connection(broker.url,
             'client_id', 'my-client',
             'options.retry_connect', false,
             'options.connect_timeout', 5000,
@@ -108,7 +107,7 @@ describe('MqttConnection configuration and references', { timeout: 60000 }, () =
         } finally {
             await connection.close(null);
         }
-        const withRetry = newConnection(broker.url, 'options.reconnect_timeout', 250, 'options.keepalive_timeout', 0,
+        const withRetry = f.connection(broker.url, 'options.reconnect_timeout', 250, 'options.keepalive_timeout', 0,
             'options.clean_session', false, 'client_id', 'persistent-one');
         await withRetry.open(null);
         assertFirstWait(withRetry.getConnection()!.options.reconnectPeriod, 250);
@@ -117,32 +116,29 @@ describe('MqttConnection configuration and references', { timeout: 60000 }, () =
         await withRetry.close(null);
     });
 
-    it('reads client_id and options from the uri query, and rejects a conflicting key', async () => {
-        const connection = newConnection(`${broker.url}?client_id=from-uri&connect_timeout=4000`);
+    it('reads client_id and options from the uri query, and rejects a conflicting key', async (t) => {
+        const f = fixture(t);
+        const connection = f.connection(`${broker.url}?client_id=from-uri&connect_timeout=4000`);
         await connection.open(null);
         assert.equal(connection.getConnection()!.options.clientId, 'from-uri');
         assert.equal(connection.getConnection()!.options.connectTimeout, 4000);
         await connection.close(null);
 
-        const conflicting = newConnection(`${broker.url}?connect_timeout=4000`, 'options.connect_timeout', 5000);
+        const conflicting = f.connection(`${broker.url}?connect_timeout=4000`, 'options.connect_timeout', 5000);
         await assert.rejects(conflicting.open(null), { code: MqttErrorCode.ConflictingConfig });
         assert.equal(conflicting.isOpen(), false);
     });
 
-    it('gives two default connections different client ids, and both stay connected', async () => {
-        const a = newConnection(broker.url);
-        const b = newConnection(broker.url);
+    it('gives two default connections different client ids, and both stay connected', async (t) => {
+        const f = fixture(t);
+        const a = f.connection(broker.url);
+        const b = f.connection(broker.url);
         await a.open(null);
         await b.open(null);
-        try {
-            assert.notEqual(a.getConnection()!.options.clientId, b.getConnection()!.options.clientId);
-            await delay(200);
-            assert.equal(a.getConnection()!.connected, true);
-            assert.equal(b.getConnection()!.connected, true);
-        } finally {
-            await a.close(null);
-            await b.close(null);
-        }
+        assert.notEqual(a.getConnection()!.options.clientId, b.getConnection()!.options.clientId);
+        await delay(200);
+        assert.equal(a.getConnection()!.connected, true);
+        assert.equal(b.getConnection()!.connected, true);
     });
 
     it('rejects bad options at open with ConfigException naming the key', async () => {
@@ -178,27 +174,24 @@ describe('MqttConnection configuration and references', { timeout: 60000 }, () =
         await assert.rejects(unconfigured.open(null), { code: MqttErrorCode.NoConnection });
     });
 
-    it('uses the latest configuration when configured again, credentials included', async () => {
+    it('uses the latest configuration when configured again, credentials included', async (t) => {
+        const f = fixture(t);
         const users: (string | undefined)[] = [];
-        const auth = await startAedes({ authenticate: (_id, username) => { users.push(username); return true; } });
-        const connection = new MqttConnection();
-        try {
-            connection.configure(ConfigParams.fromTuples('connection.uri', auth.url, 'credential.username', 'old'));
-            await connection.open(null);
-            await connection.close(null);
-            connection.configure(ConfigParams.fromTuples('connection.uri', auth.url, 'credential.username', 'new'));
-            await connection.open(null);
-            assert.deepEqual(users, ['old', 'new']);
-        } finally {
-            await connection.close(null);
-            await auth.stop();
-        }
+        const auth = await f.aedes({ authenticate: (_id, username) => { users.push(username); return true; } });
+        const connection = f.closing(new MqttConnection());
+        connection.configure(ConfigParams.fromTuples('connection.uri', auth.url, 'credential.username', 'old'));
+        await connection.open(null);
+        await connection.close(null);
+        connection.configure(ConfigParams.fromTuples('connection.uri', auth.url, 'credential.username', 'new'));
+        await connection.open(null);
+        assert.deepEqual(users, ['old', 'new']);
     });
 
-    it('resolves the broker through a referenced discovery service', async () => {
+    it('resolves the broker through a referenced discovery service', async (t) => {
+        const f = fixture(t);
         const discovery = new MemoryDiscovery();
         await discovery.register(null as unknown as string, 'mqtt-broker', ConnectionParams.fromTuples('host', '127.0.0.1', 'port', broker.port));
-        const connection = new MqttConnection();
+        const connection = f.closing(new MqttConnection());
         connection.configure(ConfigParams.fromTuples('connection.discovery_key', 'mqtt-broker'));
         connection.setReferences(References.fromTuples(new Descriptor('pip-services', 'discovery', 'memory', 'default', '1.0'), discovery));
         await connection.open(null);
@@ -206,9 +199,10 @@ describe('MqttConnection configuration and references', { timeout: 60000 }, () =
         await connection.close(null);
     });
 
-    it('stops logging and counting after unsetReferences', async () => {
+    it('stops logging and counting after unsetReferences', async (t) => {
+        const f = fixture(t);
         const { references, logger, counters } = testReferences();
-        const connection = newConnection(broker.url);
+        const connection = f.connection(broker.url);
         connection.setReferences(references);
         await connection.open(null);
         const lines = logger.entries.length;

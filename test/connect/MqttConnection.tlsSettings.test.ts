@@ -8,9 +8,9 @@ import { describe, it } from 'node:test';
 import { ConfigException, ConfigParams, type InvalidStateException } from 'pip-services3-commons-nodex';
 
 import { type MqttConnection, MqttErrorCode } from '../../src';
-import { startAedes } from '../helpers/brokers';
 import { CLIENT_KEY_PASSPHRASE, testCertificates } from '../helpers/certs';
 import { newConnection } from '../helpers/components';
+import { fixture } from '../helpers/fixture';
 
 const certs = testCertificates();
 const TRUST_CA = ['credential.ssl_ca_file', certs.ca.cert.path];
@@ -81,44 +81,34 @@ describe('MqttConnection TLS configuration errors', { timeout: 30000 }, () => {
             (err: ConfigException) => err.code === MqttErrorCode.BadOption && err.details.getAsString('key') === 'options.ssl_reject_unauthorized');
     });
 
-    it('refuses options.ssl_server_name on a connection that is neither mqtts nor wss, as it refuses TLS files', async () => {
-        const broker = await startAedes();
-        try {
-            const connection = newConnection(broker.url, 'options.ssl_server_name', 'broker.example.com');
-            const err = await connection.open(null).then(() => null, (e: ConfigException) => e);
-            await connection.close(null);
-            assert.equal(err?.code, MqttErrorCode.BadTls, `options.ssl_server_name was ignored on ${broker.url}`);
-        } finally {
-            await broker.stop();
-        }
+    it('refuses options.ssl_server_name on a connection that is neither mqtts nor wss, as it refuses TLS files', async (t) => {
+        const f = fixture(t);
+        const broker = await f.aedes();
+        const connection = f.connection(broker.url, 'options.ssl_server_name', 'broker.example.com');
+        const err = await connection.open(null).then(() => null, (e: ConfigException) => e);
+        await connection.close(null);
+        assert.equal(err?.code, MqttErrorCode.BadTls, `options.ssl_server_name was ignored on ${broker.url}`);
     });
 });
 
 describe('MqttConnection TLS files at open()', { timeout: 60000 }, () => {
-    it('trusts a CA bundle of several certificates', async () => {
+    it('trusts a CA bundle of several certificates', async (t) => {
+        const f = fixture(t);
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'review-'));
         const bundle = path.join(dir, 'bundle.pem');
         fs.writeFileSync(bundle, certs.otherCa.cert.pem + '\n' + certs.ca.cert.pem);
-        const broker = await startAedes({ tls });
-        try {
-            const c = newConnection(broker.url, 'credential.ssl_ca_file', bundle);
-            await c.open(null);
-            await c.close(null);
-        } finally {
-            await broker.stop();
-        }
+        const broker = await f.aedes({ tls });
+        const c = f.connection(broker.url, 'credential.ssl_ca_file', bundle);
+        await c.open(null);
+        await c.close(null);
     });
 
-    it('configure() twice: the second configuration\'s TLS settings are used', async () => {
-        const broker = await startAedes({ tls });
-        const connection = newConnection(broker.url, 'credential.ssl_ca_file', certs.otherCa.cert.path);
+    it('configure() twice: the second configuration\'s TLS settings are used', async (t) => {
+        const f = fixture(t);
+        const broker = await f.aedes({ tls });
+        const connection = f.connection(broker.url, 'credential.ssl_ca_file', certs.otherCa.cert.path);
         connection.configure(ConfigParams.fromTuples('connection.uri', broker.url, ...TRUST_CA));
-        try {
-            await connection.open(null);
-        } finally {
-            await connection.close(null);
-            await broker.stop();
-        }
+        await connection.open(null);
     });
 
     it('open() rejects MQTT_CLOSED when close() comes while the TLS files load', async () => {
