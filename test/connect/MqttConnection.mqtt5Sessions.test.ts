@@ -19,7 +19,10 @@ describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), 
         it(name, async (t) => {
             const f = fixture(t);
             const broker = await f.mosquitto();
-            const sub = f.connection(broker.url, 'client_id', uniqueClientId('v5'), 'options.protocol_version', 5,
+            // Through a proxy that refuses the reconnect until the messages are published:
+            // on a busy machine the client could otherwise be back before them.
+            const proxy = await f.proxy(broker.host, broker.port);
+            const sub = f.connection(proxy.url, 'client_id', uniqueClientId('v5'), 'options.protocol_version', 5,
                 'options.reconnect_timeout', 1000, ...tuples);
             const pub = f.connection(broker.url, 'options.protocol_version', 5);
             await sub.open(null);
@@ -31,8 +34,10 @@ describe('MqttConnection MQTT 5 sessions (mosquitto)', { skip: mosquittoSkip(), 
             const listener = new RecordingListener();
             await sub.subscribe(topic, { qos: 1 }, listener);
             await sub.subscribe(`${topic}/marker`, { qos: 1 }, listener);
+            proxy.refuse();
             await dropConnection(sub);
             for (let i = 1; i <= 5; i++) await pub.publish(topic, String(i), { qos: 1 });
+            proxy.accept();
             await waitFor(() => sub.isConnected(), 10000, 'the reconnect');
             await waitFor(async () => {
                 await pub.publish(`${topic}/marker`, '0', { qos: 1 });

@@ -94,7 +94,8 @@ describe('MqttConnection TLS configuration errors', { timeout: 30000 }, () => {
 describe('MqttConnection TLS files at open()', { timeout: 60000 }, () => {
     it('trusts a CA bundle of several certificates', async (t) => {
         const f = fixture(t);
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'review-'));
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pip-mqtt-ca-bundle-'));
+        f.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
         const bundle = path.join(dir, 'bundle.pem');
         fs.writeFileSync(bundle, certs.otherCa.cert.pem + '\n' + certs.ca.cert.pem);
         const broker = await f.aedes({ tls });
