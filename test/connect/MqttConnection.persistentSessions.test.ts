@@ -258,16 +258,21 @@ describe('MqttConnection persistent sessions across reconnects and restarts', { 
     it('does not hold messages for a filter unsubscribed while offline for a later listener', async (t) => {
         const f = fixture(t);
         const broker = await f.aedes();
-        const sub = f.connection(broker.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 300);
+        // Through a proxy that refuses the reconnect until the unsubscribe and the publishes were
+        // made: on a busy machine the client could otherwise be back in between.
+        const proxy = await f.proxy(broker.host, broker.port);
+        const sub = f.connection(proxy.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 300);
         const pub = f.connection(broker.url);
         await sub.open(null);
         await pub.open(null);
         const topic = uniqueTopic('f2');
         const gone = new RecordingListener();
         await sub.subscribe(`${topic}/gone`, { qos: 1 }, gone);
+        proxy.refuse();
         await dropConnection(sub);
         await sub.unsubscribe(`${topic}/gone`, gone); // "receives nothing more"
         for (let i = 1; i <= 5; i++) await pub.publish(`${topic}/gone`, `stale-${i}`, { qos: 1 });
+        proxy.accept();
         await waitFor(() => sub.isConnected(), 10000, 'the reconnect');
         await delay(500);
         // Much later another component subscribes to a wider filter, for live data only.
