@@ -12,7 +12,7 @@ import { type IMqttMessageListener, MqttConnection, MqttErrorCode, MqttMessageQu
 import { type AedesTestBroker, delay, uniqueTopic, waitFor } from '../helpers/brokers';
 import { testReferences } from '../helpers/components';
 import { fixture, suiteFixture } from '../helpers/fixture';
-import { CONNECTION, COUNTERS, LOGGER } from '../helpers/queues';
+import { CONNECTION, COUNTERS, LOGGER, QueueFixture } from '../helpers/queues';
 
 /** A real connection that counts the subscribe() calls made on it. */
 class CountingConnection extends MqttConnection {
@@ -365,5 +365,26 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             assert.equal(packet.qos, 1);
             await connection.publish(topic, '', { qos: 1, retain: true }); // clear it
         });
+    });
+});
+
+describe('MqttMessageQueue sendAsObject', { timeout: 60000 }, () => {
+    const fixture = QueueFixture.use();
+    const shared = fixture.shared.bind(fixture);
+    const queueOn = fixture.queueOn.bind(fixture);
+
+    // sendAsObject() with a value JSON cannot encode throws a bare TypeError, without a code.
+    it('sendAsObject() with an unencodable value fails with a stable code', async () => {
+        const { references } = shared();
+        const queue = queueOn(references, uniqueTopic('d8'));
+        await queue.open(null);
+        const circular: Record<string, unknown> = {};
+        circular.self = circular;
+        for (const bad of [circular, 10n, () => 1]) {
+            await assert.rejects(queue.sendAsObject('cid', 't', bad), (err: { code?: string }) => {
+                assert.equal(typeof err.code, 'string', `no code: ${(err as Error).message}`);
+                return true;
+            });
+        }
     });
 });
