@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
 import { ConfigParams, Descriptor } from 'pip-services3-commons-nodex';
 import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { DefaultMqttFactory, MqttConnection, MqttDescriptors, MqttMessageQueue, MqttMessageQueueFactory } from '../../src';
-import { type AedesTestBroker, startAedes, uniqueTopic } from '../helpers/brokers';
+import { type AedesTestBroker, uniqueTopic } from '../helpers/brokers';
 import { testReferences } from '../helpers/components';
+import { fixture, suiteFixture } from '../helpers/fixture';
 
 describe('DefaultMqttFactory', () => {
     const factory = new DefaultMqttFactory();
@@ -39,28 +40,25 @@ describe('DefaultMqttFactory', () => {
 });
 
 describe('MqttMessageQueueFactory', { timeout: 30000 }, () => {
+    const suite = suiteFixture();
     let broker: AedesTestBroker;
-    before(async () => { broker = await startAedes(); });
-    after(async () => { await broker.stop(); });
+    before(async () => { broker = await suite.aedes(); });
 
-    it('creates queues configured and referenced like itself', async () => {
+    it('creates queues configured and referenced like itself', async (t) => {
+        const f = fixture(t);
         const factory = new MqttMessageQueueFactory();
         const topic = uniqueTopic('factory');
         factory.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'topic', topic, 'options.autosubscribe', true));
         const { references, counters } = testReferences();
         factory.setReferences(references);
         assert.ok(factory.canCreate(new Descriptor('pip-services', 'message-queue', 'mqtt', 'jobs', '1.0')));
-        const queue = factory.create(new Descriptor('pip-services', 'message-queue', 'mqtt', 'jobs', '1.0')) as MqttMessageQueue;
+        const queue = f.closing(factory.create(new Descriptor('pip-services', 'message-queue', 'mqtt', 'jobs', '1.0')) as MqttMessageQueue);
         assert.equal(queue.getName(), 'jobs');
         const other = factory.createQueue('other') as MqttMessageQueue;
         assert.equal(other.getName(), 'other');
         await queue.open(null);
-        try {
-            await queue.send(null, new MessageEnvelope('c', 't', 'hello'));
-            assert.equal((await queue.receive(null, 5000))?.getMessageAsString(), 'hello');
-            assert.equal(counters.increments.get('queue.jobs.sent_messages'), 1, 'the factory references reached the queue');
-        } finally {
-            await queue.close(null);
-        }
+        await queue.send(null, new MessageEnvelope('c', 't', 'hello'));
+        assert.equal((await queue.receive(null, 5000))?.getMessageAsString(), 'hello');
+        assert.equal(counters.increments.get('queue.jobs.sent_messages'), 1, 'the factory references reached the queue');
     });
 });

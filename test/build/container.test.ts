@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
 import { ConfigParams, Descriptor } from 'pip-services3-commons-nodex';
 import type { LogCounters } from 'pip-services3-components-nodex';
@@ -8,7 +8,8 @@ import { Container } from 'pip-services3-container-nodex';
 import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { DefaultMqttFactory, MqttConnection, MqttMessageQueue } from '../../src';
-import { type AedesTestBroker, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
+import { type AedesTestBroker, uniqueTopic, waitFor } from '../helpers/brokers';
+import { suiteFixture } from '../helpers/fixture';
 
 /** The YAML lives beside this test's source (tsc does not copy it to dist). */
 const CONFIG = join(__dirname, '../../../test/build/container.yml');
@@ -21,9 +22,9 @@ class TestContainer extends Container {
 }
 
 describe('MQTT components in a Pip.Services container', { timeout: 30000 }, () => {
+    const suite = suiteFixture();
     let broker: AedesTestBroker;
-    before(async () => { broker = await startAedes(); });
-    after(async () => { await broker.stop(); });
+    before(async () => { broker = await suite.aedes(); });
 
     it('builds from YAML: two queues share one connection, messages flow, counters count', async () => {
         const container = new TestContainer('mqtt-test');

@@ -2,24 +2,20 @@
 // degrading in silence, or sending the same publish again after every reconnect.
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 
 import type * as mqttPacket from 'mqtt-packet';
 import { ConfigException, ConnectionException, UnsupportedException } from 'pip-services3-commons-nodex';
 import { LogLevel } from 'pip-services3-components-nodex';
 
 import { type MqttConnection, MqttErrorCode } from '../../src';
-import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection, RecordingListener, rejection, testReferences } from '../helpers/components';
-import { startScriptedBroker } from '../helpers/scriptedBroker';
+import { delay, mosquittoSkip, uniqueTopic, waitFor } from '../helpers/brokers';
+import { RecordingListener, rejection, testReferences } from '../helpers/components';
+import { type Fixture, fixture } from '../helpers/fixture';
 
 describe('MqttConnection and what the broker supports', { timeout: 60000 }, () => {
-    const cleanups: (() => Promise<unknown>)[] = [];
-    after(async () => {
-        for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-    });
-
-    it('checks options.max_qos and the will options', async () => {
+    it('checks options.max_qos and the will options', async (t) => {
+        const f = fixture(t);
         for (const [tuples, key] of [
             [['options.max_qos', 3], 'options.max_qos'],
             [['options.max_qos', 'one'], 'options.max_qos'],
@@ -29,7 +25,7 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             [['options.will_topic', 'a', 'options.will_qos', 3], 'options.will_qos'],
             [['options.will_topic', 'a', 'options.will_retain', 'maybe'], 'options.will_retain'],
         ] as const) {
-            const connection = newConnection('mqtt://127.0.0.1:1', ...tuples);
+            const connection = f.connection('mqtt://127.0.0.1:1', ...tuples);
             const error = await rejection(connection.open(null));
             assert.ok(error instanceof ConfigException, `${key}: ${error.message}`);
             assert.equal(error.code, MqttErrorCode.BadOption);
@@ -37,11 +33,10 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         }
     });
 
-    it('options.max_qos refuses publishes and subscribes above it before sending anything', async () => {
-        const broker = await startAedes();
-        cleanups.push(() => broker.stop());
-        const connection = newConnection(broker.url, 'options.max_qos', 1);
-        cleanups.push(() => connection.close(null));
+    it('options.max_qos refuses publishes and subscribes above it before sending anything', async (t) => {
+        const f = fixture(t);
+        const broker = await f.aedes();
+        const connection = f.connection(broker.url, 'options.max_qos', 1);
         await connection.open(null);
         const sent: string[] = [];
         connection.getConnection()!.on('packetsend', (packet) => { sent.push(packet.cmd); });
@@ -62,17 +57,16 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         await waitFor(() => listener.received.length === 1, 5000, 'the QoS 1 message');
     });
 
-    it('the will is published when the connection dies, with its QoS and retain flag', async () => {
-        const broker = await startAedes();
-        cleanups.push(() => broker.stop());
+    it('the will is published when the connection dies, with its QoS and retain flag', async (t) => {
+        const f = fixture(t);
+        const broker = await f.aedes();
         const topic = uniqueTopic('will');
-        const dying = newConnection(broker.url, 'options.will_topic', topic, 'options.will_message', 'gone',
+        const dying = f.connection(broker.url, 'options.will_topic', topic, 'options.will_message', 'gone',
             'options.will_qos', 1, 'options.will_retain', true, 'options.retry_connect', false);
         await dying.open(null);
         dying.getConnection()!.stream.destroy();
         await delay(300);
-        const watcher = newConnection(broker.url);
-        cleanups.push(() => watcher.close(null));
+        const watcher = f.connection(broker.url);
         await watcher.open(null);
         const listener = new RecordingListener();
         await watcher.subscribe(topic, { qos: 1 }, listener);
@@ -83,11 +77,10 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
     });
 
     describe('Mosquitto with max_qos 1', { skip: mosquittoSkip() }, () => {
-        it('a SUBACK granting QoS 1 for QoS 2 fails that subscribe with MQTT_QOS_NOT_GRANTED; QoS 1 listeners of the filter stay', async () => {
-            const broker = await startMosquitto({ extraConfig: ['max_qos 1'] });
-            cleanups.push(() => broker.cleanup());
-            const connection = newConnection(broker.url);
-            cleanups.push(() => connection.close(null));
+        it('a SUBACK granting QoS 1 for QoS 2 fails that subscribe with MQTT_QOS_NOT_GRANTED; QoS 1 listeners of the filter stay', async (t) => {
+            const f = fixture(t);
+            const broker = await f.mosquitto({ extraConfig: ['max_qos 1'] });
+            const connection = f.connection(broker.url);
             await connection.open(null);
             const topic = uniqueTopic('granted');
             const low = new RecordingListener();
@@ -109,13 +102,12 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             assert.equal(high.received.length, 0);
         });
 
-        it('MQTT 3.1.1: the broker closing the connection on each QoS 2 publish fails it with MQTT_QOS_NOT_SUPPORTED, no endless resend', async () => {
-            const broker = await startMosquitto({ extraConfig: ['max_qos 1'] });
-            cleanups.push(() => broker.cleanup());
+        it('MQTT 3.1.1: the broker closing the connection on each QoS 2 publish fails it with MQTT_QOS_NOT_SUPPORTED, no endless resend', async (t) => {
+            const f = fixture(t);
+            const broker = await f.mosquitto({ extraConfig: ['max_qos 1'] });
             const refs = testReferences();
-            const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+            const connection = f.connection(broker.url, 'options.reconnect_timeout', 100);
             connection.setReferences(refs.references);
-            cleanups.push(() => connection.close(null));
             await connection.open(null);
             const topic = uniqueTopic('closes');
             const listener = new RecordingListener();
@@ -140,11 +132,10 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             assert.ok(refs.logger.entries.some((e) => e.level === LogLevel.Error && /takes no QoS 2/.test(e.message)), 'logged');
         });
 
-        it('MQTT 5: the CONNACK maximum QoS refuses QoS 2 publishes before sending', async () => {
-            const broker = await startMosquitto({ extraConfig: ['max_qos 1'] });
-            cleanups.push(() => broker.cleanup());
-            const connection = newConnection(broker.url, 'options.protocol_version', 5);
-            cleanups.push(() => connection.close(null));
+        it('MQTT 5: the CONNACK maximum QoS refuses QoS 2 publishes before sending', async (t) => {
+            const f = fixture(t);
+            const broker = await f.mosquitto({ extraConfig: ['max_qos 1'] });
+            const connection = f.connection(broker.url, 'options.protocol_version', 5);
             await connection.open(null);
             const error = await rejection(connection.publish(uniqueTopic('v5'), 'x', { qos: 2 }));
             assert.equal(error.code, MqttErrorCode.QosNotSupported);
@@ -153,14 +144,13 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         });
     });
 
-    it('a QoS 2 publish answered with PUBACK (RabbitMQ 3.x) fails with MQTT_QOS_NOT_SUPPORTED, delivered at least once', async () => {
-        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send) => {
+    it('a QoS 2 publish answered with PUBACK (RabbitMQ 3.x) fails with MQTT_QOS_NOT_SUPPORTED, delivered at least once', async (t) => {
+        const f = fixture(t);
+        const broker = await f.scripted((packet: mqttPacket.Packet, send) => {
             if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
             if (packet.cmd === 'publish' && packet.qos > 0) send({ cmd: 'puback', messageId: packet.messageId });
         });
-        cleanups.push(() => broker.stop());
-        const connection = newConnection(broker.url);
-        cleanups.push(() => connection.close(null));
+        const connection = f.connection(broker.url);
         await connection.open(null);
         const error = await rejection(connection.publish('t', 'x', { qos: 2 }));
         assert.ok(error instanceof UnsupportedException);
@@ -172,9 +162,10 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         await connection.publish('t', 'z', { qos: 1 });
     });
 
-    it('MQTT 5: what the CONNACK says the broker lacks is refused with MQTT_FEATURE_NOT_SUPPORTED, before sending', async () => {
+    it('MQTT 5: what the CONNACK says the broker lacks is refused with MQTT_FEATURE_NOT_SUPPORTED, before sending', async (t) => {
+        const f = fixture(t);
         const received: mqttPacket.Packet[] = [];
-        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send) => {
+        const broker = await f.scripted((packet: mqttPacket.Packet, send) => {
             received.push(packet);
             if (packet.cmd === 'connect') {
                 send({
@@ -188,9 +179,7 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             if (packet.cmd === 'subscribe') send({ cmd: 'suback', messageId: packet.messageId, granted: packet.subscriptions.map((s) => s.qos) });
             if (packet.cmd === 'publish' && packet.qos === 1) send({ cmd: 'puback', messageId: packet.messageId, reasonCode: 0 });
         });
-        cleanups.push(() => broker.stop());
-        const connection = newConnection(broker.url, 'options.protocol_version', 5);
-        cleanups.push(() => connection.close(null));
+        const connection = f.connection(broker.url, 'options.protocol_version', 5);
         await connection.open(null);
         const listener = new RecordingListener();
         for (const [call, feature] of [
@@ -215,10 +204,11 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         assert.deepEqual(received.filter((p) => p.cmd === 'subscribe' || p.cmd === 'publish').map((p) => p.cmd), ['subscribe', 'publish']);
     });
 
-    it('a resubscription granted lower after a reconnect keeps its listeners and logs an error, without looping', async () => {
+    it('a resubscription granted lower after a reconnect keeps its listeners and logs an error, without looping', async (t) => {
+        const f = fixture(t);
         let connections = 0;
         let subscribes = 0;
-        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send, socket) => {
+        const broker = await f.scripted((packet: mqttPacket.Packet, send, socket) => {
             if (packet.cmd === 'connect') {
                 connections++;
                 send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
@@ -232,11 +222,9 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             if (packet.cmd === 'pubrel') send({ cmd: 'pubcomp', messageId: packet.messageId });
             void socket;
         });
-        cleanups.push(() => broker.stop());
         const refs = testReferences();
-        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
+        const connection = f.connection(broker.url, 'options.reconnect_timeout', 100);
         connection.setReferences(refs.references);
-        cleanups.push(() => connection.close(null));
         await connection.open(null);
         await connection.subscribe('t/+', { qos: 2 }, new RecordingListener());
         await connection.publish('t/1', 'x', { qos: 2 });
@@ -259,23 +247,22 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
      * An MQTT 3.1.1 broker with QoS 2 that lets `unanswered(n, ...)` drop the n-th QoS 2 PUBLISH it
      * gets (true: it did, no PUBREC), and a connection to it that reconnects fast, opened.
      */
-    async function qos2Broker(unanswered: (n: number, socket: Socket, send: (packet: mqttPacket.Packet) => void) => boolean): Promise<{ connection: MqttConnection; received: () => number }> {
+    async function qos2Broker(f: Fixture, unanswered: (n: number, socket: Socket, send: (packet: mqttPacket.Packet) => void) => boolean): Promise<{ connection: MqttConnection; received: () => number }> {
         let received = 0;
-        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send, socket) => {
+        const broker = await f.scripted((packet: mqttPacket.Packet, send, socket) => {
             if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
             if (packet.cmd === 'publish' && packet.qos === 2 && !unanswered(++received, socket, send)) send({ cmd: 'pubrec', messageId: packet.messageId });
             if (packet.cmd === 'pubrel') send({ cmd: 'pubcomp', messageId: packet.messageId });
         });
-        cleanups.push(() => broker.stop());
-        const connection = newConnection(broker.url, 'options.reconnect_timeout', 100);
-        cleanups.push(() => connection.close(null));
+        const connection = f.connection(broker.url, 'options.reconnect_timeout', 100);
         await connection.open(null);
         return { connection, received: () => received };
     }
 
-    it('a broker that answered a QoS 2 publish with PUBREC is never taken for one without QoS 2, whatever closes follow', async () => {
+    it('a broker that answered a QoS 2 publish with PUBREC is never taken for one without QoS 2, whatever closes follow', async (t) => {
+        const f = fixture(t);
         // The first publish goes through; the second meets two closes before it is answered.
-        const { connection, received } = await qos2Broker((n, socket) => {
+        const { connection, received } = await qos2Broker(f, (n, socket) => {
             if (n === 2 || n === 3) socket.destroy();
             return n === 2 || n === 3;
         });
@@ -284,9 +271,10 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         assert.equal(received(), 4, 'sent three times, answered the third');
     });
 
-    it('closes count against a QoS 2 publish only when each comes right after it, twice in a row', async () => {
+    it('closes count against a QoS 2 publish only when each comes right after it, twice in a row', async (t) => {
+        const f = fixture(t);
         // Closed once right after it, then once after another packet came in between: no two in a row.
-        const { connection, received } = await qos2Broker((n, socket, send) => {
+        const { connection, received } = await qos2Broker(f, (n, socket, send) => {
             if (n === 1) socket.destroy();
             if (n === 2) setTimeout(() => { send({ cmd: 'pingresp' }); setTimeout(() => socket.destroy(), 20); }, 20);
             return n <= 2;
@@ -295,10 +283,11 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
         assert.equal(received(), 3);
     });
 
-    it('MQTT 5: a CONNACK that lowers the maximum QoS takes back the QoS 2 publishes the broker had not answered', async () => {
+    it('MQTT 5: a CONNACK that lowers the maximum QoS takes back the QoS 2 publishes the broker had not answered', async (t) => {
+        const f = fixture(t);
         let connections = 0;
         const publishes: number[] = [];
-        const broker = await startScriptedBroker((packet: mqttPacket.Packet, send) => {
+        const broker = await f.scripted((packet: mqttPacket.Packet, send) => {
             if (packet.cmd === 'connect') {
                 connections++;
                 send({ cmd: 'connack', sessionPresent: false, reasonCode: 0, ...(connections > 1 ? { properties: { maximumQoS: 1 } } : {}) });
@@ -307,9 +296,7 @@ describe('MqttConnection and what the broker supports', { timeout: 60000 }, () =
             if (packet.cmd === 'publish') publishes.push(connections);
             if (packet.cmd === 'publish' && packet.qos === 1) send({ cmd: 'puback', messageId: packet.messageId, reasonCode: 0 });
         });
-        cleanups.push(() => broker.stop());
-        const connection = newConnection(broker.url, 'options.protocol_version', 5, 'options.reconnect_timeout', 100);
-        cleanups.push(() => connection.close(null));
+        const connection = f.connection(broker.url, 'options.protocol_version', 5, 'options.reconnect_timeout', 100);
         await connection.open(null);
         const pending = connection.publish('t', 'x', { qos: 2 });
         await waitFor(() => publishes.length === 1, 5000, 'the QoS 2 publish');

@@ -122,3 +122,26 @@ export async function dropConnection(connection: MqttConnection): Promise<void> 
     await waitFor(() => !connection.isConnected(), 5000, 'the client to notice the loss');
     await delay(200);
 }
+
+/** The state of a promise, read later: 'pending', 'ok', or '<error code>: <message>'. */
+export function settle(promise: Promise<void>): { state: string } {
+    const result = { state: 'pending' };
+    promise.then(() => { result.state = 'ok'; }, (err: Error & { code?: string }) => { result.state = `${err.code}: ${err.message}`; });
+    return result;
+}
+
+/** Publishes from a separate connection and waits until the listener got it, or fails. */
+export async function delivered(broker: { url: string }, topic: string, listener: RecordingListener, qos: 0 | 1 | 2 = 1): Promise<void> {
+    const pub = newConnection(broker.url);
+    await pub.open(null);
+    try {
+        const before = listener.received.length;
+        await waitFor(async () => {
+            await pub.publish(topic, 'ping', { qos });
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            return listener.received.length > before;
+        }, 5000, `delivery on ${topic}`);
+    } finally {
+        await pub.close(null);
+    }
+}

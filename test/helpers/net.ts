@@ -1,6 +1,7 @@
 // Network helpers for tests: free ports, deadlines, unique topics, a silent server.
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 export const HOST = '127.0.0.1';
 
@@ -28,9 +29,39 @@ export async function freePort(): Promise<number> {
     return port;
 }
 
-/** A port nothing listens on: connecting to it is refused. */
+/** The first port of the range the system hands out for port 0 (Linux: ip_local_port_range). */
+function ephemeralLow(): number {
+    try {
+        const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+        if (Number.isInteger(low) && low > 2048) return low;
+    } catch {
+        // not Linux: the IANA range
+    }
+    return 49152;
+}
+
+/**
+ * A port nothing listens on: connecting to it is refused. It is taken below the range of ports
+ * the system hands out for port 0, from which every broker, proxy and server of the tests gets
+ * its port, so a test in another process running at the same time cannot start listening on it
+ * (a port from freePort() could be handed to one a moment later). Checked free by binding it.
+ */
 export async function refusedPort(): Promise<number> {
-    return freePort();
+    const high = ephemeralLow() - 1;
+    const low = Math.max(1024, high - 20000);
+    for (let attempt = 0; attempt < 100; attempt++) {
+        const port = low + Math.floor(Math.random() * (high - low + 1));
+        const server = createServer();
+        const bound = await new Promise<boolean>((resolve) => {
+            server.once('error', () => resolve(false));
+            server.listen(port, HOST, () => resolve(true));
+        });
+        if (bound) {
+            await new Promise<void>((resolve) => server.close(() => resolve()));
+            return port;
+        }
+    }
+    throw new Error(`no free port between ${low} and ${high}`);
 }
 
 /** Polls `condition` every 10 ms until it is true; rejects naming `what` after `timeoutMs`. */

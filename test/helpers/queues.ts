@@ -1,12 +1,13 @@
-// Queue test helpers: an Aedes broker per describe with cleanups, shared connections, receivers.
-import { after, afterEach, before } from 'node:test';
+// Queue test helpers: an Aedes broker per describe (from suiteFixture) with cleanups after each test, shared connections, receivers.
+import { afterEach, before } from 'node:test';
 
 import { ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
 import type { IMessageQueue, IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { MqttConnection, MqttMessageQueue } from '../../src';
-import { type AedesTestBroker, startAedes } from './brokers';
+import type { AedesTestBroker } from './brokers';
 import { testReferences } from './components';
+import { suiteFixture } from './fixture';
 
 export const CONNECTION = new Descriptor('pip-services', 'connection', 'mqtt', 'default', '1.0');
 export const LOGGER = new Descriptor('pip-services', 'logger', 'capture', 'default', '1.0');
@@ -46,11 +47,11 @@ export class QueueFixture {
 
     public static use(): QueueFixture {
         const fixture = new QueueFixture();
-        before(async () => { fixture.broker = await startAedes(); });
+        const suite = suiteFixture();
+        before(async () => { fixture.broker = await suite.aedes(); });
         afterEach(async () => {
             for (const c of fixture.cleanup.splice(0).reverse()) await c().catch(() => undefined);
         });
-        after(async () => { await fixture.broker.stop(); });
         return fixture;
     }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
 import { ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
 import { CompositeLogger, LogLevel, type ILogger } from 'pip-services3-components-nodex';
@@ -7,8 +7,9 @@ import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { logsAt } from '../../src/shared/pip';
 import { MqttMessageQueue } from '../../src';
-import { type AedesTestBroker, startAedes, uniqueTopic } from '../helpers/brokers';
+import { type AedesTestBroker, uniqueTopic } from '../helpers/brokers';
 import { CapturingLogger } from '../helpers/components';
+import { fixture, suiteFixture } from '../helpers/fixture';
 
 const LOGGER = new Descriptor('test', 'logger', 'capturing', 'default', '1.0');
 
@@ -46,37 +47,34 @@ describe('logsAt (skipping the formatting of lines no logger writes)', () => {
 });
 
 describe('MqttMessageQueue trace lines', { timeout: 30000 }, () => {
+    const suite = suiteFixture();
     let broker: AedesTestBroker;
-    before(async () => { broker = await startAedes(); });
-    after(async () => { await broker.stop(); });
+    before(async () => { broker = await suite.aedes(); });
 
     for (const level of [LogLevel.Trace, LogLevel.Debug]) {
-        it(`are written per message only when a logger takes them (logger at ${LogLevel[level]})`, async () => {
+        it(`are written per message only when a logger takes them (logger at ${LogLevel[level]})`, async (t) => {
+            const f = fixture(t);
             const logger = capturing(level);
-            const queue = new MqttMessageQueue('traced');
+            const queue = f.closing(new MqttMessageQueue('traced'));
             queue.configure(ConfigParams.fromTuples('connection.uri', broker.url, 'topic', uniqueTopic('trace'), 'options.autosubscribe', true));
             queue.setReferences(References.fromTuples(LOGGER, logger));
             await queue.open(null);
-            try {
-                const sent = new MessageEnvelope('c1', 'type', 'hello');
-                await queue.send(null, sent);
-                const received = await queue.receive(null, 5000);
-                assert.equal(received?.getMessageAsString(), 'hello');
-                const perMessage = logger.messages(LogLevel.Trace).filter((m) => /message [0-9a-f]{32}/.test(m));
-                if (level === LogLevel.Trace) {
-                    // Raw mode over MQTT 3.1.1 carries no message id: the received envelope has a new one.
-                    assert.deepEqual(perMessage, [
-                        `MQTT queue traced sent message ${sent.message_id}`,
-                        `MQTT queue traced received message ${received.message_id}`,
-                        `MQTT queue traced handed out message ${received.message_id}`,
-                    ]);
-                } else {
-                    assert.deepEqual(perMessage, []);
-                    // (CapturingLogger keeps whatever it is handed: the queue itself must not send them.)
-                    assert.ok(logger.messages(LogLevel.Debug).length > 0, 'debug lines are still written');
-                }
-            } finally {
-                await queue.close(null);
+            const sent = new MessageEnvelope('c1', 'type', 'hello');
+            await queue.send(null, sent);
+            const received = await queue.receive(null, 5000);
+            assert.equal(received?.getMessageAsString(), 'hello');
+            const perMessage = logger.messages(LogLevel.Trace).filter((m) => /message [0-9a-f]{32}/.test(m));
+            if (level === LogLevel.Trace) {
+                // Raw mode over MQTT 3.1.1 carries no message id: the received envelope has a new one.
+                assert.deepEqual(perMessage, [
+                    `MQTT queue traced sent message ${sent.message_id}`,
+                    `MQTT queue traced received message ${received.message_id}`,
+                    `MQTT queue traced handed out message ${received.message_id}`,
+                ]);
+            } else {
+                assert.deepEqual(perMessage, []);
+                // (CapturingLogger keeps whatever it is handed: the queue itself must not send them.)
+                assert.ok(logger.messages(LogLevel.Debug).length > 0, 'debug lines are still written');
             }
         });
     }

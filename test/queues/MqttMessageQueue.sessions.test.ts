@@ -6,12 +6,8 @@ import { ConfigParams } from 'pip-services3-commons-nodex';
 import { MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { MqttMessageQueue } from '../../src';
-import { mosquittoSkip, startAedes, startMosquitto, type TestBroker, uniqueTopic } from '../helpers/brokers';
-
-const brokers: { kind: string; skip: string | false; start: () => Promise<TestBroker> }[] = [
-    { kind: 'aedes', skip: false, start: () => startAedes() },
-    { kind: 'mosquitto', skip: mosquittoSkip(), start: () => startMosquitto() },
-];
+import { uniqueTopic } from '../helpers/brokers';
+import { EACH_BROKER, fixture } from '../helpers/fixture';
 
 function queue(url: string, topic: string, ...tuples: unknown[]): MqttMessageQueue {
     const q = new MqttMessageQueue(topic);
@@ -19,38 +15,33 @@ function queue(url: string, topic: string, ...tuples: unknown[]): MqttMessageQue
     return q;
 }
 
-for (const { kind, skip, start } of brokers) {
+for (const { kind, skip } of EACH_BROKER) {
     describe(`MqttMessageQueue with a persistent session (${kind})`, { skip, timeout: 60000 }, () => {
         for (const clean of [false, true]) {
-            it(`${clean ? 'does not get' : 'gets'} what was sent while it was closed, with clean_session ${clean}`, async () => {
-                const broker = await start();
+            it(`${clean ? 'does not get' : 'gets'} what was sent while it was closed, with clean_session ${clean}`, async (t) => {
+                const f = fixture(t);
+                const broker = await f.broker(kind);
                 const topic = uniqueTopic('persistent-queue');
-                const consumer = queue(broker.url, topic, 'client_id', `q${randomBytes(6).toString('hex')}`, 'options.clean_session', clean);
-                const producer = queue(broker.url, topic, 'options.autosubscribe', false);
-                try {
-                    await consumer.open(null);
-                    await producer.open(null);
-                    await producer.send(null, new MessageEnvelope('c1', 'first', 'before'));
-                    assert.equal((await consumer.receive(null, 5000))?.getMessageAsString(), 'before');
-                    await consumer.close(null);
+                const consumer = f.closing(queue(broker.url, topic, 'client_id', `q${randomBytes(6).toString('hex')}`, 'options.clean_session', clean));
+                const producer = f.closing(queue(broker.url, topic, 'options.autosubscribe', false));
+                await consumer.open(null);
+                await producer.open(null);
+                await producer.send(null, new MessageEnvelope('c1', 'first', 'before'));
+                assert.equal((await consumer.receive(null, 5000))?.getMessageAsString(), 'before');
+                await consumer.close(null);
 
-                    for (let i = 1; i <= 5; i++) await producer.send(null, new MessageEnvelope('c1', 'job', `while-closed-${i}`));
-                    await consumer.open(null);
-                    await producer.send(null, new MessageEnvelope('c1', 'job', 'after'));
-                    const got: string[] = [];
-                    for (;;) {
-                        const message = await consumer.receive(null, 5000);
-                        assert.ok(message, `timed out after ${got.join(', ')}`);
-                        got.push(message.getMessageAsString());
-                        if (got.at(-1) === 'after') break;
-                    }
-                    const kept = clean ? [] : [1, 2, 3, 4, 5].map((i) => `while-closed-${i}`);
-                    assert.deepEqual(got, [...kept, 'after']);
-                } finally {
-                    await consumer.close(null);
-                    await producer.close(null);
-                    await broker.stop();
+                for (let i = 1; i <= 5; i++) await producer.send(null, new MessageEnvelope('c1', 'job', `while-closed-${i}`));
+                await consumer.open(null);
+                await producer.send(null, new MessageEnvelope('c1', 'job', 'after'));
+                const got: string[] = [];
+                for (;;) {
+                    const message = await consumer.receive(null, 5000);
+                    assert.ok(message, `timed out after ${got.join(', ')}`);
+                    got.push(message.getMessageAsString());
+                    if (got.at(-1) === 'after') break;
                 }
+                const kept = clean ? [] : [1, 2, 3, 4, 5].map((i) => `while-closed-${i}`);
+                assert.deepEqual(got, [...kept, 'after']);
             });
         }
     });

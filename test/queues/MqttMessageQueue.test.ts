@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
 import type { IClientSubscribeOptions } from 'mqtt';
 import {
@@ -9,9 +9,10 @@ import { LogLevel } from 'pip-services3-components-nodex';
 import { MessageEnvelope, type IMessageQueue, type IMessageReceiver } from 'pip-services3-messaging-nodex';
 
 import { type IMqttMessageListener, MqttConnection, MqttErrorCode, MqttMessageQueue } from '../../src';
-import { type AedesTestBroker, delay, silentServer, startAedes, uniqueTopic, waitFor } from '../helpers/brokers';
+import { type AedesTestBroker, delay, uniqueTopic, waitFor } from '../helpers/brokers';
 import { testReferences } from '../helpers/components';
-import { CONNECTION, COUNTERS, LOGGER } from '../helpers/queues';
+import { fixture, suiteFixture } from '../helpers/fixture';
+import { CONNECTION, COUNTERS, LOGGER, QueueFixture } from '../helpers/queues';
 
 /** A real connection that counts the subscribe() calls made on it. */
 class CountingConnection extends MqttConnection {
@@ -25,9 +26,9 @@ class CountingConnection extends MqttConnection {
 
 
 describe('MqttMessageQueue', { timeout: 60000 }, () => {
+    const suite = suiteFixture();
     let broker: AedesTestBroker;
-    before(async () => { broker = await startAedes(); });
-    after(async () => { await broker.stop(); });
+    before(async () => { broker = await suite.aedes(); });
 
     /** A shared connection and references holding it, a capturing logger and recording counters. */
     function sharedSetup(connection: MqttConnection = new CountingConnection()) {
@@ -98,22 +99,19 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         });
     });
 
-    it('uses a referenced connection without configuration, opens it if needed, never closes it', async () => {
+    it('uses a referenced connection without configuration, opens it if needed, never closes it', async (t) => {
+        const f = fixture(t);
         const { connection, references } = sharedSetup();
+        f.defer(() => connection.close(null));
         const topic = uniqueTopic('shared');
-        const queue = queueOn(references, topic, 'options.autosubscribe', true);
+        const queue = f.closing(queueOn(references, topic, 'options.autosubscribe', true));
         const before = broker.broker.connectionCount();
-        try {
-            await queue.open(null);
-            assert.ok(connection.isOpen(), 'the queue opened the shared connection');
-            assert.equal(broker.broker.connectionCount() - before, 1, 'one client connection: no local one');
-            await queue.close(null);
-            assert.ok(connection.isOpen(), 'still open after the queue closed');
-            assert.ok(!connection.getSubscriptions().some((s) => s.filter === topic), 'the queue unsubscribed');
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        await queue.open(null);
+        assert.ok(connection.isOpen(), 'the queue opened the shared connection');
+        assert.equal(broker.broker.connectionCount() - before, 1, 'one client connection: no local one');
+        await queue.close(null);
+        assert.ok(connection.isOpen(), 'still open after the queue closed');
+        assert.ok(!connection.getSubscriptions().some((s) => s.filter === topic), 'the queue unsubscribed');
     });
 
     it('is closed when its shared connection was closed, and reopens it', async () => {
@@ -129,25 +127,21 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         });
     });
 
-    it('picks the connection named by dependencies.connection', async () => {
+    it('picks the connection named by dependencies.connection', async (t) => {
+        const f = fixture(t);
         const { logger } = testReferences();
         const first = new MqttConnection();
-        const second = new MqttConnection();
+        const second = f.closing(new MqttConnection());
         for (const c of [first, second]) c.configure(ConfigParams.fromTuples('connection.uri', broker.url));
         const references = References.fromTuples(
             LOGGER, logger,
             new Descriptor('pip-services', 'connection', 'mqtt', 'first', '1.0'), first,
             new Descriptor('pip-services', 'connection', 'mqtt', 'second', '1.0'), second,
         );
-        const queue = queueOn(references, uniqueTopic('dep'), 'dependencies.connection', 'pip-services:connection:mqtt:second:1.0');
-        try {
-            await queue.open(null);
-            assert.equal(second.isOpen(), true);
-            assert.equal(first.isOpen(), false);
-        } finally {
-            await queue.close(null);
-            await second.close(null);
-        }
+        const queue = f.closing(queueOn(references, uniqueTopic('dep'), 'dependencies.connection', 'pip-services:connection:mqtt:second:1.0'));
+        await queue.open(null);
+        assert.equal(second.isOpen(), true);
+        assert.equal(first.isOpen(), false);
     });
 
     it('refuses a referenced connection that is not an MqttConnection', () => {
@@ -181,46 +175,40 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         assert.equal(bad.isOpen(), false);
     });
 
-    it('close() during a local connection attempt ends open() promptly with MQTT_CLOSED', async () => {
-        const silent = await silentServer();
+    it('close() during a local connection attempt ends open() promptly with MQTT_CLOSED', async (t) => {
+        const f = fixture(t);
+        const silent = await f.silent();
         const queue = new MqttMessageQueue('q');
         queue.configure(ConfigParams.fromTuples('connection.uri', silent.url, 'options.connect_timeout', 60000));
-        try {
-            const opening = queue.open(null);
-            await delay(50);
-            const started = Date.now();
-            await queue.close(null);
-            await assert.rejects(opening, (err: InvalidStateException) => err instanceof InvalidStateException && err.code === MqttErrorCode.Closed);
-            assert.ok(Date.now() - started < 10000, 'did not wait for connect_timeout');
-            assert.equal(queue.isOpen(), false);
-        } finally {
-            await silent.stop();
-        }
+        const opening = queue.open(null);
+        await delay(50);
+        const started = Date.now();
+        await queue.close(null);
+        await assert.rejects(opening, (err: InvalidStateException) => err instanceof InvalidStateException && err.code === MqttErrorCode.Closed);
+        assert.ok(Date.now() - started < 10000, 'did not wait for connect_timeout');
+        assert.equal(queue.isOpen(), false);
     });
 
-    it('close() while a shared connection is still opening ends open() promptly, and leaves the connection to its owner', async () => {
-        const silent = await silentServer();
-        const connection = new MqttConnection();
+    it('close() while a shared connection is still opening ends open() promptly, and leaves the connection to its owner', async (t) => {
+        const f = fixture(t);
+        const silent = await f.silent();
+        const connection = f.closing(new MqttConnection());
         connection.configure(ConfigParams.fromTuples('connection.uri', silent.url, 'options.connect_timeout', 60000));
         const queue = queueOn(References.fromTuples(CONNECTION, connection), uniqueTopic('opening'));
-        try {
-            const opening = queue.open(null);
-            await delay(50);
-            const started = Date.now();
-            await queue.close(null);
-            await assert.rejects(opening, (err: InvalidStateException) => err instanceof InvalidStateException && err.code === MqttErrorCode.Closed);
-            assert.ok(Date.now() - started < 10000, 'did not wait for connect_timeout');
-            // The owner's open() is still going: closing it ends it.
-            const owners = connection.open(null);
-            await connection.close(null);
-            await assert.rejects(owners, { code: MqttErrorCode.Closed });
-        } finally {
-            await connection.close(null);
-            await silent.stop();
-        }
+        const opening = queue.open(null);
+        await delay(50);
+        const started = Date.now();
+        await queue.close(null);
+        await assert.rejects(opening, (err: InvalidStateException) => err instanceof InvalidStateException && err.code === MqttErrorCode.Closed);
+        assert.ok(Date.now() - started < 10000, 'did not wait for connect_timeout');
+        // The owner's open() is still going: closing it ends it.
+        const owners = connection.open(null);
+        await connection.close(null);
+        await assert.rejects(owners, { code: MqttErrorCode.Closed });
     });
 
-    it('reports use before open and bad arguments with stable codes', async () => {
+    it('reports use before open and bad arguments with stable codes', async (t) => {
+        const f = fixture(t);
         const queue = new MqttMessageQueue('q');
         const envelope = new MessageEnvelope('c', 't', 'x');
         await assert.rejects(queue.send('cid', envelope), (err: InvalidStateException) =>
@@ -230,19 +218,15 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         assert.throws(() => queue.listen(null, { receiveMessage: () => Promise.resolve() }), { code: MqttErrorCode.NotOpened });
 
         const { connection, references } = sharedSetup();
-        const open = queueOn(references, uniqueTopic('args'));
-        try {
-            await open.open(null);
-            await assert.rejects(open.send(null, null as unknown as MessageEnvelope), { code: MqttErrorCode.InvalidEnvelope });
-            await assert.rejects(open.receive(null, -1), (err: BadRequestException) =>
-                err instanceof BadRequestException && err.code === MqttErrorCode.InvalidArgument);
-            await assert.rejects(open.receive(null, Number.NaN), { code: MqttErrorCode.InvalidArgument });
-            await assert.rejects(open.peekBatch(null, 1.5), { code: MqttErrorCode.InvalidArgument });
-            assert.throws(() => open.listen(null, null as unknown as IMessageReceiver), { code: MqttErrorCode.InvalidArgument });
-        } finally {
-            await open.close(null);
-            await connection.close(null);
-        }
+        f.defer(() => connection.close(null));
+        const open = f.closing(queueOn(references, uniqueTopic('args')));
+        await open.open(null);
+        await assert.rejects(open.send(null, null as unknown as MessageEnvelope), { code: MqttErrorCode.InvalidEnvelope });
+        await assert.rejects(open.receive(null, -1), (err: BadRequestException) =>
+            err instanceof BadRequestException && err.code === MqttErrorCode.InvalidArgument);
+        await assert.rejects(open.receive(null, Number.NaN), { code: MqttErrorCode.InvalidArgument });
+        await assert.rejects(open.peekBatch(null, 1.5), { code: MqttErrorCode.InvalidArgument });
+        assert.throws(() => open.listen(null, null as unknown as IMessageReceiver), { code: MqttErrorCode.InvalidArgument });
     });
 
     it('beginListen on a closed queue logs the error instead of throwing', async () => {
@@ -293,28 +277,25 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         });
     });
 
-    it('keeps delivering to a receiver that throws', async () => {
+    it('keeps delivering to a receiver that throws', async (t) => {
+        const f = fixture(t);
         const { connection, references, logger } = sharedSetup();
-        const queue = queueOn(references, uniqueTopic('throws'), 'options.autosubscribe', true, 'options.qos', 1);
+        f.defer(() => connection.close(null));
+        const queue = f.closing(queueOn(references, uniqueTopic('throws'), 'options.autosubscribe', true, 'options.qos', 1));
         const got: string[] = [];
-        try {
-            await queue.open(null);
-            queue.listen(null, {
-                receiveMessage: (m: MessageEnvelope, _q: IMessageQueue) => {
-                    got.push(m.getMessageAsString());
-                    if (got.length === 1) throw new Error('receiver bug');
-                    if (got.length === 2) return Promise.reject(new Error('async receiver bug'));
-                    return Promise.resolve();
-                },
-            });
-            for (let i = 0; i < 3; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
-            await waitFor(() => got.length === 3, 5000, 'three deliveries');
-            assert.deepEqual(got, ['m0', 'm1', 'm2']);
-            assert.equal(logger.messages(LogLevel.Error).filter((m) => /receiver failed/.test(m)).length, 2);
-        } finally {
-            await queue.close(null);
-            await connection.close(null);
-        }
+        await queue.open(null);
+        queue.listen(null, {
+            receiveMessage: (m: MessageEnvelope, _q: IMessageQueue) => {
+                got.push(m.getMessageAsString());
+                if (got.length === 1) throw new Error('receiver bug');
+                if (got.length === 2) return Promise.reject(new Error('async receiver bug'));
+                return Promise.resolve();
+            },
+        });
+        for (let i = 0; i < 3; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
+        await waitFor(() => got.length === 3, 5000, 'three deliveries');
+        assert.deepEqual(got, ['m0', 'm1', 'm2']);
+        assert.equal(logger.messages(LogLevel.Error).filter((m) => /receiver failed/.test(m)).length, 2);
     });
 
     it('close() resolves waiting receives with null, ends listening, keeps buffered messages for a reopen', async () => {
@@ -384,5 +365,26 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             assert.equal(packet.qos, 1);
             await connection.publish(topic, '', { qos: 1, retain: true }); // clear it
         });
+    });
+});
+
+describe('MqttMessageQueue sendAsObject', { timeout: 60000 }, () => {
+    const fixture = QueueFixture.use();
+    const shared = fixture.shared.bind(fixture);
+    const queueOn = fixture.queueOn.bind(fixture);
+
+    // sendAsObject() with a value JSON cannot encode throws a bare TypeError, without a code.
+    it('sendAsObject() with an unencodable value fails with a stable code', async () => {
+        const { references } = shared();
+        const queue = queueOn(references, uniqueTopic('d8'));
+        await queue.open(null);
+        const circular: Record<string, unknown> = {};
+        circular.self = circular;
+        for (const bad of [circular, 10n, () => 1]) {
+            await assert.rejects(queue.sendAsObject('cid', 't', bad), (err: { code?: string }) => {
+                assert.equal(typeof err.code, 'string', `no code: ${(err as Error).message}`);
+                return true;
+            });
+        }
     });
 });

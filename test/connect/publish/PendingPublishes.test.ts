@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { PendingPublish, PendingPublishes } from '../../src/connect/publish/PendingPublishes';
+import { PendingPublish, PendingPublishes } from '../../../src/connect/publish/PendingPublishes';
 
 function publish(topic: string): PendingPublish {
     return new PendingPublish(topic, 0, () => undefined, () => undefined, 1);

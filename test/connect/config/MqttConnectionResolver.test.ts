@@ -2,9 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { ConfigException, ConfigParams, Descriptor, References } from 'pip-services3-commons-nodex';
-import { ConnectionParams, CredentialParams, MemoryCredentialStore, MemoryDiscovery } from 'pip-services3-components-nodex';
+import { ConnectionParams, CredentialParams, CredentialResolver, MemoryCredentialStore, MemoryDiscovery } from 'pip-services3-components-nodex';
 
-import { MqttConnectionResolver, MqttErrorCode } from '../../src';
+import { MqttConnectionResolver, MqttErrorCode } from '../../../src';
+
+const STORE = new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0');
 
 async function resolve(...tuples: unknown[]) {
     const resolver = new MqttConnectionResolver();
@@ -19,6 +21,12 @@ async function rejects(code: string, key: string | null, ...tuples: unknown[]): 
         if (key != null) assert.equal(err.details.getAsNullableString('key'), key);
         return true;
     });
+}
+
+async function storeWith(key: string, ...tuples: unknown[]): Promise<MemoryCredentialStore> {
+    const store = new MemoryCredentialStore();
+    await store.store(null as unknown as string, key, CredentialParams.fromTuples(...tuples));
+    return store;
 }
 
 describe('MqttConnectionResolver', () => {
@@ -66,6 +74,13 @@ describe('MqttConnectionResolver', () => {
         });
     });
 
+    it('an @ in a query value (a client id such as sensor@plant) is a legitimate uri', async () => {
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://broker:1883?client_id=sensor@plant-7'));
+        const resolved = await resolver.resolve(null);
+        assert.equal(resolved.uriOptions.getAsString('client_id'), 'sensor@plant-7');
+    });
+
     it('turns connections.N into failover servers, in order', async () => {
         const r = await resolve(
             'connections.0.uri', 'mqtt://a:1001',
@@ -88,21 +103,6 @@ describe('MqttConnectionResolver', () => {
         await rejects(MqttErrorCode.NoHost, 'connections.2.host', 'connection.host', 'a', 'connections.2.port', 1);
     });
 
-    it('takes credentials from config, or from a credential store', async () => {
-        const plain = await resolve('connection.host', 'h', 'credential.username', 'u', 'credential.password', 'p');
-        assert.equal(plain.username, 'u');
-        assert.equal(plain.password, 'p');
-
-        const store = new MemoryCredentialStore();
-        await store.store(null as unknown as string, 'mqtt-key', CredentialParams.fromTuples('username', 'su', 'password', 'sp'));
-        const resolver = new MqttConnectionResolver();
-        resolver.configure(ConfigParams.fromTuples('connection.host', 'h', 'credential.store_key', 'mqtt-key'));
-        resolver.setReferences(References.fromTuples(new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0'), store));
-        const fromStore = await resolver.resolve(null);
-        assert.equal(fromStore.username, 'su');
-        assert.equal(fromStore.password, 'sp');
-    });
-
     it('resolves connections through discovery', async () => {
         const discovery = new MemoryDiscovery();
         await discovery.register(null as unknown as string, 'broker-key', ConnectionParams.fromTuples('host', 'found', 'port', 2883));
@@ -120,10 +120,6 @@ describe('MqttConnectionResolver', () => {
         noDiscovery.configure(ConfigParams.fromTuples('connection.discovery_key', 'broker-key'));
         noDiscovery.setReferences(new References());
         await assert.rejects(noDiscovery.resolve(null), { code: MqttErrorCode.ResolveFailed });
-    });
-
-    it('fails when a credential store_key cannot be resolved', async () => {
-        await rejects(MqttErrorCode.ResolveFailed, 'credential.store_key', 'connection.host', 'h', 'credential.store_key', 'k');
     });
 
     it('rejects bad configuration with stable codes naming the key', async () => {
@@ -151,6 +147,85 @@ describe('MqttConnectionResolver', () => {
         // Agreeing values are fine.
         const r = await resolve('connection.uri', 'tcp://h:1883', 'connection.protocol', 'mqtt', 'connection.host', 'h', 'connection.port', 1883);
         assert.deepEqual(r.servers, [{ protocol: 'mqtt', host: 'h', port: 1883 }]);
+    });
+});
+
+describe('MqttConnectionResolver credentials', () => {
+    it('takes credentials from config, or from a credential store', async () => {
+        const plain = await resolve('connection.host', 'h', 'credential.username', 'u', 'credential.password', 'p');
+        assert.equal(plain.username, 'u');
+        assert.equal(plain.password, 'p');
+
+        const store = new MemoryCredentialStore();
+        await store.store(null as unknown as string, 'mqtt-key', CredentialParams.fromTuples('username', 'su', 'password', 'sp'));
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(ConfigParams.fromTuples('connection.host', 'h', 'credential.store_key', 'mqtt-key'));
+        resolver.setReferences(References.fromTuples(new Descriptor('pip-services', 'credential-store', 'memory', 'default', '1.0'), store));
+        const fromStore = await resolver.resolve(null);
+        assert.equal(fromStore.username, 'su');
+        assert.equal(fromStore.password, 'sp');
+    });
+
+    it('fails when a credential store_key cannot be resolved', async () => {
+        await rejects(MqttErrorCode.ResolveFailed, 'credential.store_key', 'connection.host', 'h', 'credential.store_key', 'k');
+    });
+
+    it('refuses a configured value that differs from the credential store, naming the key and not the values', async () => {
+        const store = await storeWith('mqtt', 'username', 'svc', 'password', 'st0red-pw');
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://localhost:1883',
+            'credential.store_key', 'mqtt', 'credential.password', 'c0nfig-pw'));
+        resolver.setReferences(References.fromTuples(STORE, store));
+        await assert.rejects(resolver.resolve(null), (err: ConfigException) => {
+            assert.ok(err instanceof ConfigException);
+            assert.equal(err.code, MqttErrorCode.ConflictingConfig);
+            assert.equal(err.details.getAsString('key'), 'credential.password');
+            assert.ok(!err.message.includes('st0red-pw') && !err.message.includes('c0nfig-pw'), err.message);
+            return true;
+        });
+        // The same value in both places is no conflict.
+        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://localhost:1883',
+            'credential.store_key', 'mqtt', 'credential.password', 'st0red-pw'));
+        resolver.setReferences(References.fromTuples(STORE, store));
+        const resolved = await resolver.resolve(null);
+        assert.equal(resolved.username, 'svc');
+        assert.equal(resolved.password, 'st0red-pw');
+    });
+
+    it('completes a credentials.0 store credential with the keys configured beside its store_key', async () => {
+        const store = new MemoryCredentialStore();
+        await store.store(null as unknown as string, 'mqtt', CredentialParams.fromTuples('password', 'pw'));
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(ConfigParams.fromTuples('connection.uri', 'mqtt://127.0.0.1:1883',
+            'credentials.0.store_key', 'mqtt', 'credentials.0.username', 'svc'));
+        resolver.setReferences(References.fromTuples(STORE, store));
+        const resolved = await resolver.resolve(null);
+        assert.equal(resolved.password, 'pw');
+        assert.equal(resolved.username, 'svc');
+    });
+
+    it('with both credential and credentials.N configured, the credential Pip.Services would choose', async () => {
+        const config = ConfigParams.fromTuples('connection.host', 'h',
+            'credential.username', 'old-user', 'credential.password', 'old-pass',
+            'credentials.0.username', 'new-user', 'credentials.0.password', 'new-pass');
+        const pip = await new CredentialResolver(config).lookup(null as unknown as string);
+        const resolver = new MqttConnectionResolver();
+        resolver.configure(config);
+        const resolved = await resolver.resolve(null);
+        assert.equal(resolved.username, pip?.getUsername());
+    });
+
+    it('does not take the user name for the host when the password holds an unencoded # or /', async () => {
+        for (const uri of ['mqtt://svc:#Spr1ng@127.0.0.1:1883', 'mqtt://svc:12/Spr1ng@127.0.0.1:1883']) {
+            const resolver = new MqttConnectionResolver();
+            resolver.configure(ConfigParams.fromTuples('connection.uri', uri));
+            const resolved = await resolver.resolve(null).catch((e: ConfigException) => e);
+            if (resolved instanceof ConfigException) {
+                assert.equal(resolved.code, MqttErrorCode.BadUri);
+                continue;
+            }
+            assert.equal(resolved.servers[0].host, '127.0.0.1', `${uri} resolved to ${resolved.displayUri}`);
+        }
     });
 
     it('never puts a password in an error message', async () => {

@@ -1,13 +1,13 @@
+// No acknowledged message lost (QoS 1), none duplicated (QoS 2), through broker crashes and network faults.
 import assert from 'node:assert/strict';
-import { performance } from 'node:perf_hooks';
 import { describe, it, type TestContext } from 'node:test';
 
 import type { MqttClient } from 'mqtt';
 
 import type { MqttConnection } from '../../src';
 import { delay, mosquittoSkip, startAedes, startMosquitto, uniqueTopic, waitFor } from '../helpers/brokers';
-import { newConnection, uniqueClientId } from '../helpers/components';
-import { FaultProxy } from '../helpers/faultProxy';
+import { uniqueClientId } from '../helpers/components';
+import { Fixture, fixture } from '../helpers/fixture';
 import { NumberedStream, WireTap } from '../helpers/numberedStream';
 
 /** A broker that can crash (SIGKILL, or sockets destroyed) and come back with its sessions. */
@@ -65,14 +65,15 @@ function handlerCounts(client: MqttClient): Record<string, number> {
     return Object.fromEntries(CLIENT_EVENTS.map((event) => [event, client.listenerCount(event)]));
 }
 
-/** A publisher and a persistent-session subscriber on `url`, and a numbered stream between them. */
-async function streamPair(url: string, ...options: unknown[]) {
+/** A publisher and a persistent-session subscriber on `url`, and a numbered stream between them, stopped and closed with `f`. */
+async function streamPair(f: Fixture, url: string, ...options: unknown[]) {
     const tuples = ['options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 500, ...options];
-    const pub = newConnection(url, ...tuples);
-    const sub = newConnection(url, 'client_id', uniqueClientId('chaos'), 'options.clean_session', false, ...tuples);
+    const pub = f.connection(url, ...tuples);
+    const sub = f.connection(url, 'client_id', uniqueClientId('chaos'), 'options.clean_session', false, ...tuples);
     await pub.open(null);
     await sub.open(null);
     const stream = new NumberedStream(pub, uniqueTopic('chaos'), 10);
+    f.defer(() => stream.stop());
     await sub.subscribe(stream.topic, { qos: 1 }, stream);
     return { pub, sub, stream };
 }
@@ -116,65 +117,55 @@ async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttCo
 for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
     describe(`MqttConnection under broker crashes and network faults (${kind})`, { skip, timeout: 180000 }, () => {
         it('loses no acknowledged QoS 1 message of a numbered stream while the broker is killed and restarted three times', async (t) => {
+            const f = fixture(t);
             const broker = await start();
-            const { pub, sub, stream } = await streamPair(broker.url);
-            try {
-                const wire = new WireTap(sub.getConnection()!, stream.topic);
-                const handlers = handlerCounts(sub.getConnection()!);
-                const subscriptions = sub.getSubscriptions().length;
-                stream.start();
-                for (let round = 0; round < 3; round++) {
-                    await progress(stream, 200);
-                    await broker.crash();
-                    await waitFor(() => !sub.isConnected() && !pub.isConnected(), 10000, 'both to notice the crash');
-                    await delay(200);
-                    await broker.revive();
-                    await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
-                }
+            f.defer(() => broker.stop());
+            const { pub, sub, stream } = await streamPair(f, broker.url);
+            const wire = new WireTap(sub.getConnection()!, stream.topic);
+            const handlers = handlerCounts(sub.getConnection()!);
+            const subscriptions = sub.getSubscriptions().length;
+            stream.start();
+            for (let round = 0; round < 3; round++) {
                 await progress(stream, 200);
-                await checkComplete(t, stream, sub, pub, wire, 3 * lossOnCrash);
-                assert.ok(sub.getStatus().reconnects >= 3, `reconnects: ${sub.getStatus().reconnects}`);
-                assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
-                assert.equal(sub.getSubscriptions().length, subscriptions);
-            } finally {
-                await stream.stop();
-                await sub.close(null);
-                await pub.close(null);
-                await broker.stop();
+                await broker.crash();
+                await waitFor(() => !sub.isConnected() && !pub.isConnected(), 10000, 'both to notice the crash');
+                await delay(200);
+                await broker.revive();
+                await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
             }
+            await progress(stream, 200);
+            await checkComplete(t, stream, sub, pub, wire, 3 * lossOnCrash);
+            assert.ok(sub.getStatus().reconnects >= 3, `reconnects: ${sub.getStatus().reconnects}`);
+            assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
+            assert.equal(sub.getSubscriptions().length, subscriptions);
         });
 
         // Aedes 1.2 sends QoS 2 messages again after such reconnects, and has lost one (see the README).
         it('delivers a QoS 2 stream exactly once through connection cuts when both sides keep their sessions',
             { skip: kind === 'aedes' ? 'Aedes 1.2 does not keep QoS 2 exactly once across reconnects' : false }, async (t) => {
+            const f = fixture(t);
             const broker = await start();
-            const proxy = await FaultProxy.start(broker.host, broker.port);
+            f.defer(() => broker.stop());
+            const proxy = await f.proxy(broker.host, broker.port);
             const tuples = ['options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 500, 'options.clean_session', false];
-            const pub = newConnection(proxy.url, 'client_id', uniqueClientId('chaospub'), ...tuples);
-            const sub = newConnection(proxy.url, 'client_id', uniqueClientId('chaossub'), ...tuples);
+            const pub = f.connection(proxy.url, 'client_id', uniqueClientId('chaospub'), ...tuples);
+            const sub = f.connection(proxy.url, 'client_id', uniqueClientId('chaossub'), ...tuples);
             const stream = new NumberedStream(pub, uniqueTopic('chaos-qos2'), 10, 0, 2);
-            try {
-                await pub.open(null);
-                await sub.open(null);
-                await sub.subscribe(stream.topic, { qos: 2 }, stream);
-                const wire = new WireTap(sub.getConnection()!, stream.topic);
-                stream.start();
-                for (let round = 0; round < 5; round++) {
-                    await progress(stream, 100);
-                    await delay(Math.floor(Math.random() * 100));
-                    proxy.cutAll();
-                    await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
-                }
+            f.defer(() => stream.stop());
+            await pub.open(null);
+            await sub.open(null);
+            await sub.subscribe(stream.topic, { qos: 2 }, stream);
+            const wire = new WireTap(sub.getConnection()!, stream.topic);
+            stream.start();
+            for (let round = 0; round < 5; round++) {
                 await progress(stream, 100);
-                await checkComplete(t, stream, sub, pub, wire);
-                assert.equal(stream.counts().duplicates, 0, 'QoS 2: no duplicates');
-            } finally {
-                await stream.stop();
-                await sub.close(null);
-                await pub.close(null);
-                await proxy.stop();
-                await broker.stop();
+                await delay(Math.floor(Math.random() * 100));
+                proxy.cutAll();
+                await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
             }
+            await progress(stream, 100);
+            await checkComplete(t, stream, sub, pub, wire);
+            assert.equal(stream.counts().duplicates, 0, 'QoS 2: no duplicates');
         });
 
         it('loses no acknowledged QoS 1 message while a fault proxy cuts, stalls and refuses connections at random moments', async (t) => {
@@ -194,11 +185,14 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
         });
 
         async function faultRun(t: TestContext): Promise<void> {
-            const broker = await start();
-            const proxy = await FaultProxy.start(broker.host, broker.port);
-            // Keepalive 1 s: a stalled connection is noticed within about 2 s.
-            const { pub, sub, stream } = await streamPair(proxy.url, 'options.keepalive_timeout', 1000, 'options.connect_timeout', 2000);
+            // A fixture of its own: a second attempt must not run beside what the first left.
+            const f = new Fixture();
             try {
+                const broker = await start();
+                f.defer(() => broker.stop());
+                const proxy = await f.proxy(broker.host, broker.port);
+                // Keepalive 1 s: a stalled connection is noticed within about 2 s.
+                const { pub, sub, stream } = await streamPair(f, proxy.url, 'options.keepalive_timeout', 1000, 'options.connect_timeout', 2000);
                 const wire = new WireTap(sub.getConnection()!, stream.topic);
                 const handlers = handlerCounts(sub.getConnection()!);
                 stream.start();
@@ -216,63 +210,8 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
                 assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
                 assert.equal(sub.getSubscriptions().length, 1);
             } finally {
-                await stream.stop();
-                await sub.close(null);
-                await pub.close(null);
-                await proxy.stop();
-                await broker.stop();
+                await f.cleanup();
             }
         }
     });
 }
-
-describe('MqttConnection reconnect backoff', { timeout: 60000 }, () => {
-    it('spaces attempts from reconnect_timeout, doubling up to max_reconnect_timeout, and starts over once a connection is stable', async () => {
-        const aedes = await startAedes();
-        const proxy = await FaultProxy.start(aedes.host, aedes.port);
-        const base = 200;
-        const max = 1600;
-        const connection = newConnection(proxy.url, 'options.reconnect_timeout', base, 'options.max_reconnect_timeout', max);
-        /** Checks the waits before each attempt: each within 75..100% of its nominal wait, plus generous slack. */
-        const checkWaits = (waits: number[], nominal: number[]): void => {
-            const report = waits.map((w, i) => `${Math.round(w)} (nominal ${nominal[i]})`).join(', ');
-            for (let i = 0; i < nominal.length; i++) {
-                assert.ok(waits[i] >= nominal[i] * 0.75 - 20 && waits[i] <= nominal[i] + 1000, `wait ${i}: ${report}`);
-            }
-        };
-        /** Refuses new connections, cuts the current one, and returns the waits before the next `count` attempts. */
-        const lossWaits = async (count: number): Promise<number[]> => {
-            proxy.refuse();
-            const before = proxy.attempts().length;
-            const lost = performance.now();
-            proxy.cutAll();
-            await waitFor(() => proxy.attempts().length >= before + count, 20000, `${count} attempts after the loss`);
-            const times = [lost, ...proxy.attempts().slice(before, before + count)];
-            return times.slice(1).map((time, i) => time - times[i]);
-        };
-        try {
-            await connection.open(null);
-            const waits = await lossWaits(6);
-            checkWaits(waits, [200, 400, 800, 1600, 1600, 1600]);
-            // The lower bounds of the nominal waits prove the doubling, whatever the slack above.
-            assert.ok(waits[3] >= 0.75 * 1600 - 20);
-
-            // Accepted and dropped at once (another client with the same id, say): the backoff goes on.
-            proxy.accept();
-            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
-            const flapping = await lossWaits(1);
-            checkWaits(flapping, [1600]);
-
-            // Up for longer than the stable time (max_reconnect_timeout here): the backoff starts over.
-            proxy.accept();
-            await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
-            await delay(max + 500);
-            checkWaits(await lossWaits(2), [200, 400]);
-        } finally {
-            proxy.accept();
-            await connection.close(null);
-            await proxy.stop();
-            await aedes.stop();
-        }
-    });
-});
