@@ -21,7 +21,7 @@ const PROTOCOL_ALIASES: Readonly<Record<string, MqttProtocol>> = {
 };
 
 /** The default WebSocket path when neither the uri nor `path` names one. */
-export const DEFAULT_WS_PATH = '/mqtt';
+const DEFAULT_WS_PATH = '/mqtt';
 
 /** One broker address. */
 export interface MqttServer {
@@ -33,12 +33,12 @@ export interface MqttServer {
 }
 
 /** Converts a configured protocol or uri scheme to an MQTT protocol, or null when unknown. */
-export function toMqttProtocol(value: string): MqttProtocol | null {
+function toMqttProtocol(value: string): MqttProtocol | null {
     return PROTOCOL_ALIASES[value.toLowerCase()] ?? null;
 }
 
 /** The default port of an MQTT protocol: 1883, 8883, 80 or 443. */
-export function defaultPort(protocol: MqttProtocol): number {
+function defaultPort(protocol: MqttProtocol): number {
     return DEFAULT_PORTS[protocol];
 }
 

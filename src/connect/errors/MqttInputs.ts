@@ -33,7 +33,7 @@ function checkBoolean(value: unknown, name: string, topic: string): void {
 }
 
 /** Checks a payload: a Buffer or a string that fits in one MQTT packet (with a valid topic). */
-export function checkPayload(topic: string, data: unknown): void {
+function checkPayload(topic: string, data: unknown): void {
     let size: number;
     if (typeof data === 'string') size = Buffer.byteLength(data, 'utf8');
     else if (Buffer.isBuffer(data)) size = data.length;
@@ -130,7 +130,7 @@ export const QOS_0: IClientPublishOptions = Object.freeze({ qos: 0 });
  * already has a valid `qos` and no properties (MQTT.js copies the options it is given), otherwise
  * a copy. The caller's object is never changed.
  */
-export function checkPublishOptions(topic: string, options: unknown): IClientPublishOptions {
+function checkPublishOptions(topic: string, options: unknown): IClientPublishOptions {
     if (options === undefined || options === null) return QOS_0;
     if (!isRecord(options)) throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT publish options: must be an object', topic);
     const qos = checkQos(options.qos, topic);
@@ -146,7 +146,7 @@ export function checkPublishOptions(topic: string, options: unknown): IClientPub
 }
 
 /** Checks subscribe options and returns a copy with `qos` set; the caller's object is not touched. */
-export function checkSubscribeOptions(topic: string, options: unknown): IClientSubscribeOptions {
+function checkSubscribeOptions(topic: string, options: unknown): IClientSubscribeOptions {
     if (options === undefined || options === null) return { qos: 0 };
     if (!isRecord(options)) throw bad(MqttErrorCode.InvalidOptions, 'Invalid MQTT subscribe options: must be an object', topic);
     const qos = checkQos(options.qos, topic);
@@ -180,7 +180,7 @@ export function checkProtocolOptions(topic: string, options: IClientPublishOptio
 }
 
 /** Checks that a listener has an onMessage function. */
-export function checkListener(topic: string, listener: unknown): asserts listener is IMqttMessageListener {
+function checkListener(topic: string, listener: unknown): asserts listener is IMqttMessageListener {
     const onMessage = (listener as { onMessage?: unknown } | null | undefined)?.onMessage;
     if (typeof onMessage !== 'function') {
         throw bad(MqttErrorCode.InvalidListener, 'Invalid MQTT message listener: it must have an onMessage(topic, data, packet) function', topic);

@@ -95,7 +95,7 @@ function followHostForServerName(options: IClientOptions, configured: string | u
  * alias it never saw: a protocol error, and the same again after every reconnect. Copies keep the
  * stored packets as MQTT.js stored them (full topic, no alias).
  */
-export class ReplayCopyStore extends Store {
+class ReplayCopyStore extends Store {
     public override createStream(): ReturnType<Store['createStream']> {
         const stream = super.createStream();
         const push = stream.push.bind(stream);

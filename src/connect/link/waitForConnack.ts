@@ -130,7 +130,7 @@ const CERTIFICATE_ERRORS: ReadonlySet<string> = new Set([
  * `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`, ...), or undefined when it is not a TLS failure:
  * the broker's certificate was not trusted, or either side refused the handshake.
  */
-export function tlsFailureOf(err: unknown): string | undefined {
+function tlsFailureOf(err: unknown): string | undefined {
     const code = (err as { code?: unknown } | null)?.code;
     if (typeof code !== 'string') return undefined;
     // EPROTO: a TLS 1.2 handshake ended by an alert (a required client certificate missing, say).

@@ -265,7 +265,7 @@ const HEADER_ALLOWANCE = 64;
  * Whether an MQTT 5 PUBLISH fits in `maximum` bytes (the broker's maximum packet size). Counted
  * with mqtt-packet, MQTT.js's own codec, only when the payload and topic alone leave it unclear.
  */
-export function publishFits(topic: string, payload: Buffer | string, options: IClientPublishOptions, maximum: number, aliased = false): boolean {
+function publishFits(topic: string, payload: Buffer | string, options: IClientPublishOptions, maximum: number, aliased = false): boolean {
     const bulk = Buffer.byteLength(topic, 'utf8') + (Buffer.isBuffer(payload) ? payload.length : Buffer.byteLength(payload, 'utf8'));
     if (bulk > maximum) return false;
     // MQTT.js adds a topic alias (3 bytes) to a publish with its full topic when aliases are on.
