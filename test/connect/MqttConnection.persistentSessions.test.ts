@@ -7,10 +7,26 @@ import { LogLevel } from 'pip-services3-components-nodex';
 import type { MqttConnection } from '../../src';
 import { delay, mosquittoSkip, uniqueTopic, waitFor } from '../helpers/brokers';
 import { dropConnection, RecordingListener, testReferences, uniqueClientId } from '../helpers/components';
-import { EACH_BROKER, fixture } from '../helpers/fixture';
+import type { FaultProxy } from '../helpers/faultProxy';
+import { EACH_BROKER, fixture, type Fixture } from '../helpers/fixture';
 
 function numbers(listener: RecordingListener): number[] {
     return listener.received.map((m) => Number(m.data.toString()));
+}
+
+/**
+ * An open subscriber with a persistent session on Aedes, through a fault proxy that can refuse its
+ * reconnect (on a busy machine the client could otherwise be back before the calls a test makes
+ * offline), and an open publisher straight to the broker.
+ */
+async function persistentBehindProxy(f: Fixture): Promise<{ proxy: FaultProxy; sub: MqttConnection; pub: MqttConnection }> {
+    const broker = await f.aedes();
+    const proxy = await f.proxy(broker.host, broker.port);
+    const sub = f.connection(proxy.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 300);
+    const pub = f.connection(broker.url);
+    await sub.open(null);
+    await pub.open(null);
+    return { proxy, sub, pub };
 }
 
 function sent(connection: MqttConnection): string[] {
@@ -228,14 +244,8 @@ describe('MqttConnection persistent sessions across reconnects and restarts', { 
 
     it('sends no UNSUBSCRIBE after a reconnect for a filter unsubscribed and subscribed again while offline', async (t) => {
         const f = fixture(t);
-        const broker = await f.aedes();
-        // Through a proxy that refuses the reconnect until both calls were made offline: on a busy
-        // machine the client could otherwise be back before them.
-        const proxy = await f.proxy(broker.host, broker.port);
-        const sub = f.connection(proxy.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 300);
-        const pub = f.connection(broker.url);
-        await sub.open(null);
-        await pub.open(null);
+        // Both calls are made offline: the proxy holds the reconnect off until they are.
+        const { proxy, sub, pub } = await persistentBehindProxy(f);
         const topic = uniqueTopic('f4');
         await pub.publish(topic, 'retained', { qos: 1, retain: true });
         const l1 = new RecordingListener();
@@ -257,14 +267,8 @@ describe('MqttConnection persistent sessions across reconnects and restarts', { 
 
     it('does not hold messages for a filter unsubscribed while offline for a later listener', async (t) => {
         const f = fixture(t);
-        const broker = await f.aedes();
-        // Through a proxy that refuses the reconnect until the unsubscribe and the publishes were
-        // made: on a busy machine the client could otherwise be back in between.
-        const proxy = await f.proxy(broker.host, broker.port);
-        const sub = f.connection(proxy.url, 'client_id', uniqueClientId('edge'), 'options.clean_session', false, 'options.reconnect_timeout', 300);
-        const pub = f.connection(broker.url);
-        await sub.open(null);
-        await pub.open(null);
+        // The unsubscribe and the publishes are made offline: the proxy holds the reconnect off until they are.
+        const { proxy, sub, pub } = await persistentBehindProxy(f);
         const topic = uniqueTopic('f2');
         const gone = new RecordingListener();
         await sub.subscribe(`${topic}/gone`, { qos: 1 }, gone);

@@ -18,17 +18,18 @@ export class MqttDispatcher implements MqttBacklog {
     private _droppingUnrouted = false;
 
     /**
-     * @param persistent  the broker keeps the session (clean_session false): hold unrouted messages.
+     * @param keepUnrouted hold the messages no listener matches yet (clean_session false: the broker's
+     *   queue comes before the new process subscribes).
      * @param holdLimit   at most this many held messages (options.max_offline_messages).
      */
     public constructor(
         private readonly _subscriptions: MqttSubscriptions,
         private readonly _reporting: MqttReporting,
         private readonly _displayUri: string,
-        persistent: boolean,
+        keepUnrouted: boolean,
         holdLimit: number,
     ) {
-        this._unrouted = persistent ? new MqttUnroutedHold(holdLimit) : null;
+        this._unrouted = keepUnrouted ? new MqttUnroutedHold(holdLimit) : null;
     }
 
     /** Hands an incoming message to the listeners whose filters match it (or to the hold of a persistent session). */
