@@ -1,10 +1,13 @@
 /**
- * MQTT topic name and topic filter rules (MQTT 3.1.1 section 4.7, MQTT 5.0 section 4.7-4.8).
+ * MQTT topic name and topic filter rules (MQTT 3.1.1 section 4.7, MQTT 5.0 section 4.7-4.8), and
+ * the string rule of [[mqttStringProblem]] for both.
  * Pure functions, no I/O. Internal to the package.
  */
 
+import { MAX_MQTT_STRING_BYTES, mqttStringProblem } from './MqttStrings';
+
 /** The most bytes a topic or filter may take in UTF-8 (a two-byte length prefix). */
-export const MAX_TOPIC_BYTES = 65535;
+export const MAX_TOPIC_BYTES = MAX_MQTT_STRING_BYTES;
 
 /** The parts of a subscription filter. */
 export interface ParsedFilter {
@@ -31,12 +34,8 @@ export function checkTopicName(topic: unknown): string | null {
     if (typeof topic !== 'string') return 'topic must be a string';
     if (topic.length === 0) return 'topic must not be empty';
     if (hasWildcards(topic)) return 'topic must not contain the wildcards + or #';
-    if (topic.includes('\u0000')) return 'topic must not contain the NUL character';
-    // A UTF-16 code unit takes at most 3 bytes in UTF-8: most topics need no byte count.
-    if (topic.length > MAX_TOPIC_BYTES / 3 && Buffer.byteLength(topic, 'utf8') > MAX_TOPIC_BYTES) {
-        return `topic must not exceed ${MAX_TOPIC_BYTES} bytes`;
-    }
-    return null;
+    const problem = mqttStringProblem(topic);
+    return problem === null ? null : `topic ${problem}`;
 }
 
 function checkFilterLevels(filter: string): string | null {
@@ -60,8 +59,8 @@ function checkFilterLevels(filter: string): string | null {
 export function parseFilter(filter: unknown): ParsedFilter | string {
     if (typeof filter !== 'string') return 'filter must be a string';
     if (filter.length === 0) return 'filter must not be empty';
-    if (filter.includes('\u0000')) return 'filter must not contain the NUL character';
-    if (Buffer.byteLength(filter, 'utf8') > MAX_TOPIC_BYTES) return `filter must not exceed ${MAX_TOPIC_BYTES} bytes`;
+    const problem = mqttStringProblem(filter);
+    if (problem !== null) return `filter ${problem}`;
 
     let matchFilter = filter;
     let shareGroup: string | null = null;

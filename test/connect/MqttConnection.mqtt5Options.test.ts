@@ -118,6 +118,31 @@ describe('MqttConnection MQTT 5 publish properties (mosquitto)', { skip: mosquit
                 `${JSON.stringify(properties)}: ${result.state}; connected: ${connection.isConnected()}, attempts: ${connection.getStatus().reconnectAttempts}`);
         }
     });
+
+    it('refuses control characters, noncharacters and lone surrogates in string properties, and the connection stays up', { skip: mosquittoSkip() }, async (t) => {
+        const f = fixture(t);
+        const broker = await f.mosquitto();
+        const connection = f.connection(broker.url, 'options.protocol_version', 5, 'options.reconnect_timeout', 100);
+        await connection.open(null);
+        const cases: Record<string, unknown>[] = [
+            { contentType: 'text/plain\n' },
+            { contentType: 'a\u0085' },
+            { userProperties: { tenant: 'a\u0001b' } },
+            { userProperties: { 'ten\tant': 'a' } },
+            { userProperties: { tenant: ['ok', 'a\uFFFE'] } },
+            { userProperties: { tenant: 'a\uD800' } },
+            { responseTopic: 'reply/\u007F' },
+        ];
+        for (const properties of cases) {
+            const err = await connection.publish('bad/property', 'x', { qos: 1, properties }).then(() => null, (e: BadRequestException) => e);
+            assert.equal(err?.code, MqttErrorCode.InvalidOptions, `${JSON.stringify(properties)}: ${err?.message ?? 'published'}`);
+        }
+        const err = await connection.subscribe('bad/property', { qos: 1, properties: { userProperties: { k: '\u001F' } } }, new RecordingListener())
+            .then(() => null, (e: BadRequestException) => e);
+        assert.equal(err?.code, MqttErrorCode.InvalidOptions, err?.message ?? 'subscribed');
+        await connection.publish('good/property', 'x', { qos: 1, properties: { userProperties: { tenant: 'caf\u00E9 \u{1F600}' } } });
+        assert.equal(connection.getStatus().reconnects, 0, 'no reconnect: nothing bad reached the broker');
+    });
 });
 
 describe('MqttConnection MQTT 5 subscribe options', { timeout: 30000 }, () => {

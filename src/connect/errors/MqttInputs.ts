@@ -4,6 +4,7 @@ import { BadRequestException } from 'pip-services3-commons-nodex';
 import type { IMqttMessageListener } from '../IMqttMessageListener';
 import { MqttErrorCode } from './MqttErrorCode';
 import { cid, NO_CID } from '../../shared/pip';
+import { mqttBinaryProblem, mqttStringProblem } from '../MqttStrings';
 import { checkTopicName, MAX_TOPIC_BYTES, parseFilter, type ParsedFilter } from '../MqttTopics';
 
 /** The largest MQTT packet remaining length (MQTT 3.1.1 section 2.2.3). */
@@ -50,8 +51,6 @@ function checkPayload(topic: string, data: unknown): void {
 }
 
 const MAX_UINT32 = 0xFFFFFFFF;
-/** The longest MQTT string or binary data, in bytes (a 16-bit length prefix). */
-const MAX_UTF8_BYTES = 65535;
 const MAX_SUBSCRIPTION_IDENTIFIER = 268435455;
 
 /** A check of one MQTT 5 property value: a reason it is wrong, or null. */
@@ -59,11 +58,9 @@ type PropertyCheck = (value: unknown) => string | null;
 
 const isUint = (max: number): PropertyCheck => (value) =>
     Number.isInteger(value) && (value as number) >= 0 && (value as number) <= max ? null : `must be an integer from 0 to ${max}`;
-/** An MQTT UTF-8 string (MQTT 5 section 1.5.4): no U+0000, at most 65535 bytes. */
+/** An MQTT UTF-8 string: see [[mqttStringProblem]]. */
 function utf8StringProblem(value: unknown): string | null {
-    if (typeof value !== 'string') return 'must be a string';
-    if (value.includes('\u0000')) return 'must not contain NUL characters';
-    return Buffer.byteLength(value, 'utf8') > MAX_UTF8_BYTES ? `must be at most ${MAX_UTF8_BYTES} bytes of UTF-8` : null;
+    return typeof value !== 'string' ? 'must be a string' : mqttStringProblem(value);
 }
 const isString: PropertyCheck = utf8StringProblem;
 const isBoolean: PropertyCheck = (value) => (typeof value === 'boolean' ? null : 'must be a boolean');
@@ -92,10 +89,11 @@ const PUBLISH_PROPERTIES: Readonly<Record<string, PropertyCheck>> = {
     payloadFormatIndicator: isBoolean,
     messageExpiryInterval: isUint(MAX_UINT32),
     contentType: isString,
-    responseTopic: (value) => (typeof value === 'string' && value !== '' && !/[+#]/.test(value) && utf8StringProblem(value) === null
-        ? null : `must be a topic name (not empty, no wildcards or NUL, at most ${MAX_UTF8_BYTES} bytes)`),
-    correlationData: (value) => (Buffer.isBuffer(value) || typeof value === 'string'
-        ? (Buffer.byteLength(value) > MAX_UTF8_BYTES ? `must be at most ${MAX_UTF8_BYTES} bytes` : null) : 'must be a Buffer or a string'),
+    responseTopic: (value) => {
+        const problem = checkTopicName(value);
+        return problem === null ? null : `must be a topic name: ${problem}`;
+    },
+    correlationData: (value) => (Buffer.isBuffer(value) || typeof value === 'string' ? mqttBinaryProblem(value) : 'must be a Buffer or a string'),
     userProperties: isUserProperties,
 };
 
