@@ -174,6 +174,49 @@ describe('MqttConnection configuration and references', { timeout: 60000 }, () =
         await assert.rejects(unconfigured.open(null), { code: MqttErrorCode.NoConnection });
     });
 
+    it('rejects at open what MQTT cannot carry in CONNECT, naming the key: over 65535 bytes, control characters, noncharacters, lone surrogates', async () => {
+        const long = 'x'.repeat(65536);
+        const cases: [key: string, value: string, extra: unknown[]][] = [
+            ['client_id', 'a\u0001b', []],
+            ['client_id', 'a\uFFFE', []],
+            ['client_id', 'a\uD800', []],
+            ['credential.username', long, []],
+            ['credential.username', 'user\n', []],
+            ['credential.username', 'us\u009Fer', []],
+            ['credential.username', '\uDC00', []],
+            ['credential.password', long, ['credential.username', 'user']],
+            ['options.will_topic', 'will/\u0007', []],
+            ['options.will_topic', 'will/\uFDD0', []],
+            ['options.will_message', long, ['options.will_topic', 'will/topic']],
+        ];
+        for (const [key, value, extra] of cases) {
+            const connection = newConnection(broker.url, key, value, ...extra);
+            const label = `${key}=${JSON.stringify(value.substring(0, 12))}`;
+            const err = await connection.open(null).then(() => null, (e: ConfigException) => e);
+            await connection.close(null);
+            assert.ok(err instanceof ConfigException, `${label}: ${err?.message ?? 'opened'}`);
+            assert.equal(err.code, MqttErrorCode.BadOption, label);
+            assert.equal(err.details.getAsNullableString('key'), key, label);
+            assert.ok(err.message.includes(key), `${label}: ${err.message}`);
+            assert.ok(!err.message.includes(value), `${label}: the value is not repeated`);
+        }
+    });
+
+    it('rejects a password without a user name at open: MQTT 3.1 and 3.1.1 do not allow it, and MQTT.js cannot send it under MQTT 5', async () => {
+        for (const version of [3, 4, 5]) {
+            for (const tuples of [['credential.password', 'secret'], ['connection.uri', broker.url.replace('mqtt://', 'mqtt://:secret@')]]) {
+                const connection = newConnection(broker.url, 'options.protocol_version', version, ...tuples);
+                const err = await connection.open(null).then(() => null, (e: ConfigException) => e);
+                await connection.close(null);
+                const label = `protocol_version ${version}, ${tuples[0]}`;
+                assert.ok(err instanceof ConfigException, `${label}: ${err?.message ?? 'opened'}`);
+                assert.equal(err.code, MqttErrorCode.BadOption, label);
+                assert.equal(err.details.getAsNullableString('key'), 'credential.username', label);
+                assert.ok(!err.message.includes('secret'), err.message);
+            }
+        }
+    });
+
     it('uses the latest configuration when configured again, credentials included', async (t) => {
         const f = fixture(t);
         const users: (string | undefined)[] = [];

@@ -5,7 +5,8 @@ import { ConnectionParams, type IDiscovery } from 'pip-services3-components-node
 
 import { MqttErrorCode } from '../errors/MqttErrorCode';
 import { resolveCredential, tlsSources } from './MqttCredentials';
-import { configConflict } from '../errors/MqttErrors';
+import { badOption, configConflict } from '../errors/MqttErrors';
+import { mqttBinaryProblem, mqttStringProblem } from '../MqttStrings';
 import { firstTlsKey, type MqttTlsSources } from './MqttTls';
 import { cid, nonEmpty } from '../../shared/pip';
 import { checkFailover, displayServer, parseConnection, type MqttServer } from './MqttUri';
@@ -17,6 +18,8 @@ export interface MqttResolvedConnection {
     readonly servers: readonly MqttServer[];
     readonly username?: string;
     readonly password?: string;
+    /** Where the user name and password are configured (`credential` or `credentials.N`), for errors. */
+    readonly credentialKey: string;
     /** The TLS files and passphrase from the credential (empty when none is set). */
     readonly tls: MqttTlsSources;
     /**
@@ -130,6 +133,11 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         const prefix = credential?.key ?? 'credential';
         const username = pick(correlationId, `${prefix}.username`, uriUser?.username, value('username'));
         const password = pick(correlationId, `${prefix}.password`, uriUser?.password, value('password'));
+        // CONNECT carries the user name as an MQTT string and the password as binary data.
+        const usernameProblem = username !== undefined ? mqttStringProblem(username) : null;
+        if (usernameProblem !== null) throw badOption(correlationId, `${prefix}.username`, usernameProblem);
+        const passwordProblem = password !== undefined ? mqttBinaryProblem(password) : null;
+        if (passwordProblem !== null) throw badOption(correlationId, `${prefix}.password`, passwordProblem);
         const tls: MqttTlsSources = tlsSources(correlationId, credential);
         const tlsKey = firstTlsKey(tls);
         if (tlsKey !== undefined && !servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss')) {
@@ -141,6 +149,7 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
             servers,
             username,
             password,
+            credentialKey: prefix,
             tls,
             uriOptions,
             displayUri: servers.map(displayServer).join(','),

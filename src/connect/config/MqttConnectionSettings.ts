@@ -6,7 +6,9 @@ import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-c
 import { MQTT_CONNECTION_DEFAULTS } from './MqttConfigKeys';
 import type { MqttConnectionResolver, MqttResolvedConnection } from './MqttConnectionResolver';
 import { MqttErrorCode } from '../errors/MqttErrorCode';
+import { badOption } from '../errors/MqttErrors';
 import { loadTls, type MqttTlsOptions } from './MqttTls';
+import { mqttBinaryProblem, mqttStringProblem } from '../MqttStrings';
 import { checkTopicName } from '../MqttTopics';
 import { nonEmpty, cid } from '../../shared/pip';
 
@@ -96,6 +98,12 @@ async function readAllSettings(
 ): Promise<MqttConnectionSettings> {
     const connection = await resolver.resolve(correlationId);
     const options = readSettings(correlationId, config, connection.uriOptions, generatedClientId);
+    if (connection.password !== undefined && connection.username === undefined) {
+        // MQTT 3.1.1 section 3.1.2.9 (and 3.1): a broker closes the connection on it, with no reason
+        // given. MQTT 5 allows it, but MQTT.js's packet writer refuses it in every version.
+        throw badOption(correlationId, `${connection.credentialKey}.username`,
+            'must be set when a password is: MQTT 3.1 and 3.1.1 send no password without a user name, and MQTT.js does not under MQTT 5 either');
+    }
     const sessionOutlivesConnection = !options.cleanSession || (options.sessionExpiry ?? 0) > 0;
     const usesTls = connection.servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss');
     if (!usesTls) {
@@ -174,9 +182,8 @@ export function readSettings(
     };
 
     const clientId = raw('client_id') ?? defaultClientId;
-    if (clientId.includes('\u0000') || Buffer.byteLength(clientId, 'utf8') > 65535) {
-        throw badOption(correlationId, 'client_id', 'must be at most 65535 bytes of UTF-8 without NUL characters');
-    }
+    const clientIdProblem = mqttStringProblem(clientId);
+    if (clientIdProblem !== null) throw badOption(correlationId, 'client_id', clientIdProblem);
 
     const retryConnect = boolean('options.retry_connect');
     const reconnectTimeout = integer('options.reconnect_timeout', 1, MAX_TIMEOUT_MS);
@@ -244,15 +251,13 @@ function readWill(
     }
     const topicError = checkTopicName(topic);
     if (topicError !== null) throw badOption(correlationId, 'options.will_topic', `is not a valid topic name: ${topicError}`);
+    const message = given('options.will_message') ?? '';
+    const messageProblem = mqttBinaryProblem(message);
+    if (messageProblem !== null) throw badOption(correlationId, 'options.will_message', messageProblem);
     return {
         topic,
-        message: given('options.will_message') ?? '',
+        message,
         qos: integer('options.will_qos', 0, 2, 'QoS') as 0 | 1 | 2,
         retain: boolean('options.will_retain'),
     };
-}
-
-function badOption(correlationId: string | null, key: string, message: string): ConfigException {
-    return new ConfigException(cid(correlationId), MqttErrorCode.BadOption, `MQTT option ${key} ${message}`)
-        .withDetails('key', key);
 }

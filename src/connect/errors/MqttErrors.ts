@@ -77,3 +77,9 @@ export function configConflict(correlationId: string | null, key: string, messag
     return new ConfigException(cid(correlationId), MqttErrorCode.ConflictingConfig, `MQTT configuration conflict at ${key}: ${message}`)
         .withDetails('key', key);
 }
+
+/** A configuration value that cannot be used: `MQTT_BAD_OPTION`, naming the key (never the value: it may be a secret). */
+export function badOption(correlationId: string | null, key: string, message: string): ConfigException {
+    return new ConfigException(cid(correlationId), MqttErrorCode.BadOption, `MQTT option ${key} ${message}`)
+        .withDetails('key', key);
+}
