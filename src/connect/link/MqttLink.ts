@@ -63,10 +63,16 @@ export class MqttLink implements MqttSubscriptionLink {
         correlationId: string | null, settings: MqttConnectionSettings, reporting: MqttReporting, events: MqttLinkEvents, signal: AbortSignal,
     ): Promise<MqttLink> {
         const { connection } = settings;
-        let client: MqttClient;
+        // Built without connecting, so that the client is ours to end when its first connect()
+        // throws (mqtt-packet refusing to write the CONNECT, say): it has a socket and timers by then.
+        let client: MqttClient | undefined;
         try {
-            client = connect(toClientOptions(settings));
+            client = connect({ ...toClientOptions(settings), manualConnect: true });
+            // Only the first connect() is ours: MQTT.js reads the option again in end().
+            client.options.manualConnect = false;
+            client.connect();
         } catch (err) {
+            if (client !== undefined) await endClient(client, false);
             throw new ConnectionException(cid(correlationId), MqttErrorCode.ConnectFailed,
                 `Cannot connect to MQTT broker at ${connection.displayUri}: ${(err as Error).message}`).withCause(err as Error);
         }
