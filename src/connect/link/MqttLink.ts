@@ -67,7 +67,10 @@ export class MqttLink implements MqttSubscriptionLink {
         // throws (mqtt-packet refusing to write the CONNECT, say): it has a socket and timers by then.
         let client: MqttClient | undefined;
         try {
-            client = connect({ ...toClientOptions(settings), manualConnect: true });
+            // Set on the object itself: a copy would turn its servername getter into a fixed value.
+            const options = toClientOptions(settings);
+            options.manualConnect = true;
+            client = connect(options);
             // Only the first connect() is ours: MQTT.js reads the option again in end().
             client.options.manualConnect = false;
             client.connect();
