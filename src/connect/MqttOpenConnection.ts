@@ -78,6 +78,8 @@ export class MqttOpenConnection {
                 changed(false);
             },
             resumed: (sessionPresent) => {
+                // What was published while the link was down goes first, as MQTT.js's own resend did.
+                publisher?.release();
                 subscriptions.resumed(sessionPresent);
                 changed(true);
             },

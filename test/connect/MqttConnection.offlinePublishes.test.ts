@@ -100,6 +100,37 @@ describe('MqttConnection offline publishes', { timeout: 60000 }, () => {
         await assert.rejects(conn.publish(topic, 'over the limit', { qos: 1 }), { code: 'MQTT_OFFLINE_LIMIT' });
     });
 
+    it('holds a publish made while MQTT.js resends its store, through another loss, and sends it after the next reconnect', async (t) => {
+        const f = fixture(t);
+        // The broker leaves held/ publishes unanswered while `holding`: MQTT.js's resend stops at one.
+        let holding = true;
+        const broker = await f.aedes({ authorizePublish: (_id, topic) => (holding && topic.startsWith('held/') ? 'hold' : true) });
+        const conn = f.connection(broker.url, 'options.reconnect_timeout', 100);
+        const sub = f.connection(broker.url);
+        await conn.open(null);
+        await sub.open(null);
+        const topic = uniqueTopic('replay-window');
+        const listener = new RecordingListener();
+        await sub.subscribe(topic, { qos: 1 }, listener);
+        const stuck = conn.publish('held/x', 'held', { qos: 1 });
+        await delay(200);
+        await dropConnection(conn);
+        await waitFor(() => conn.getConnection()!.connected, 10000, 'the MQTT reconnect, with the resend under way');
+        assert.equal(conn.getStatus().state, 'reconnecting');
+        // Made while MQTT.js resends: before, MQTT.js queued it and failed it ("Connection closed") at the next loss.
+        const results: string[] = [];
+        const publishes = [0, 1, 2].map((n) => conn.publish(topic, `during-resend-${n}`, { qos: n as 0 | 1 | 2 })
+            .then(() => { results.push(`${n}: sent`); }, (err: Error) => { results.push(`${n}: ${err.message}`); }));
+        await delay(100);
+        holding = false;
+        await dropConnection(conn);
+        await Promise.all(publishes);
+        await stuck;
+        assert.deepEqual(results.sort(), ['0: sent', '1: sent', '2: sent']);
+        await waitFor(() => listener.received.length >= 3, 10000, 'the three publishes');
+        assert.deepEqual(listener.received.map((m) => m.data.toString()).sort(), ['during-resend-0', 'during-resend-1', 'during-resend-2']);
+    });
+
     it('rejects an unacknowledged QoS 1 publish when the connection is lost and retry_connect is false', async (t) => {
         const f = fixture(t);
         const broker = await f.aedes({ authorizePublish: (_id, topic) => !topic.startsWith('refused/') });

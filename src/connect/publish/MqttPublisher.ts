@@ -17,9 +17,11 @@ import { PendingPublish, PendingPublishes } from './PendingPublishes';
  * settling it with the broker's answer, or earlier when the link fails (close(), or down for
  * good). It also takes back from MQTT.js the QoS 2 publishes of a broker found to take no QoS 2.
  *
- * While the connection is down and retry_connect is on, MQTT.js keeps the message (QoS 0 too)
- * and sends it after the reconnect, as long as fewer than `max_offline_messages` publishes are
- * waiting; with retry_connect off the call fails at once.
+ * While the link is not up (lost, or back but MQTT.js still resending what it kept) and
+ * retry_connect is on, the publisher holds the message itself (QoS 0 too) and hands it to MQTT.js
+ * once the link is up again, as long as fewer than `max_offline_messages` publishes are waiting;
+ * with retry_connect off the call fails at once. Not MQTT.js: a publish it queues while it resends
+ * fails with "Connection closed" when the link drops again before the resend ends.
  */
 export class MqttPublisher {
     /** The highest QoS the broker takes, its limits, and what else it supports. */
@@ -32,6 +34,8 @@ export class MqttPublisher {
     private readonly _qos2Unsent = new Map<unknown, PendingPublish>();
     /** MQTT 5: publishes waiting for a slot under the broker's receive maximum. */
     private _quotaWaiting = 0;
+    /** Publishes made while the link was not up, in order, for release(). */
+    private _held: HeldPublish[] = [];
 
     public constructor(
         private readonly _link: MqttLink,
@@ -57,7 +61,25 @@ export class MqttPublisher {
 
     /** publish() calls not settled yet. */
     public get pendingPublishes(): number {
-        return this._publishes.size + this._quotaWaiting;
+        return this._publishes.size + this._quotaWaiting + this._held.length;
+    }
+
+    /**
+     * The link is up: the held publishes go to MQTT.js, in the order they were made, each checked
+     * again against what the broker now takes.
+     */
+    public release(): void {
+        const held = this._held;
+        this._held = [];
+        for (const { topic, data, options, resolve, reject } of held) {
+            try {
+                this.support.checkPublish(topic, data, options);
+            } catch (err) {
+                reject(toError(err));
+                continue;
+            }
+            this.dispatch(topic, data, options).then(resolve, reject);
+        }
     }
 
     /** The socket closed: a broker that closes on each QoS 2 publish gets none of them again. */
@@ -67,6 +89,9 @@ export class MqttPublisher {
 
     /** Nothing pending will complete: every publish not settled yet rejects with `err`. */
     public failAll(err: Error): void {
+        const held = this._held;
+        this._held = [];
+        for (const publish of held) publish.reject(err);
         for (const publish of this._publishes.takeAll()) publish.reject(err);
     }
 
@@ -87,6 +112,14 @@ export class MqttPublisher {
         }
         const ended = link.endedError;
         if (ended) return Promise.reject(ended);
+        if (!link.connected) {
+            return new Promise<void>((resolve, reject) => { this._held.push({ topic, data, options, resolve, reject }); });
+        }
+        return this.dispatch(topic, data, options);
+    }
+
+    /** Hands a publish to MQTT.js: MQTT 5 QoS 1 and 2 under the broker's receive maximum. */
+    private dispatch(topic: string, data: Buffer | string, options: IClientPublishOptions): Promise<void> {
         if ((options.qos ?? 0) > 0 && this._settings.protocolVersion === 5) return this.publishInQuota(topic, data, options);
         return this.send(topic, data, options);
     }
@@ -217,4 +250,13 @@ export class MqttPublisher {
                 this._link.displayUri, doomed.length);
         }
     }
+}
+
+/** A publish made while the link was not up: see MqttPublisher.release(). */
+interface HeldPublish {
+    readonly topic: string;
+    readonly data: Buffer | string;
+    readonly options: IClientPublishOptions;
+    readonly resolve: () => void;
+    readonly reject: (err: Error) => void;
 }
