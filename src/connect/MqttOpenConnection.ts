@@ -73,6 +73,7 @@ export class MqttOpenConnection {
             message: (topic, payload, packet) => dispatcher.dispatch(topic, payload, packet),
             closed: () => publisher?.closed(),
             failed: (err) => publisher?.failAll(err),
+            poisoned: (messageId, error) => publisher?.poisoned(messageId, error),
             lost: (sessionKept) => {
                 subscriptions.lost(sessionKept);
                 changed(false);

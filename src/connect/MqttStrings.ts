@@ -20,6 +20,7 @@ export const MAX_MQTT_STRING_BYTES = 65535;
  * low six bits are all set, then U+DFFE or U+DFFF), and a surrogate that is not half of a pair.
  * One pass over the code units, no `u` flag: this runs for every publish.
  */
+// eslint-disable-next-line no-control-regex -- control characters are what it looks for
 const REFUSED = /[\u0000-\u001F\u007F-\u009F\uFDD0-\uFDEF\uFFFE\uFFFF]|[\uD83F\uD87F\uD8BF\uD8FF\uD93F\uD97F\uD9BF\uD9FF\uDA3F\uDA7F\uDABF\uDAFF\uDB3F\uDB7F\uDBBF\uDBFF][\uDFFE\uDFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** How a refused code point is named in a message: `U+0001 (a control character) at index 3`. */

@@ -89,6 +89,12 @@ export const MqttErrorCode = {
      */
     QosNotSupported: 'MQTT_QOS_NOT_SUPPORTED',
     /**
+     * The broker closed the connection on this PUBLISH or SUBSCRIBE again and again, before it
+     * answered it (a poison packet): the call fails, the packet is not sent again, and the
+     * connection goes on with everything else.
+     */
+    PoisonPacket: 'MQTT_POISON_PACKET',
+    /**
      * A publish or subscribe needs what the broker's MQTT 5 CONNACK says it lacks (details.feature:
      * `retain`, `wildcard_subscriptions`, `shared_subscriptions` or `subscription_identifiers`).
      * Sent anyway, the broker would drop the connection.

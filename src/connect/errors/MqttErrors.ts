@@ -83,3 +83,17 @@ export function badOption(correlationId: string | null, key: string, message: st
     return new ConfigException(cid(correlationId), MqttErrorCode.BadOption, `MQTT option ${key} ${message}`)
         .withDetails('key', key);
 }
+
+/**
+ * `MQTT_POISON_PACKET`: the broker closed the connection `closes` times in a row on a PUBLISH
+ * (`what` 'publish') or SUBSCRIBE ('subscribe') before answering it.
+ */
+export function poisonPacket(displayUri: string, what: 'publish' | 'subscribe', topic: string, closes: number): ConnectionException {
+    const outcome = what === 'publish'
+        ? 'it is taken out of what is sent again after a reconnect, and may not have been delivered'
+        : 'it is not sent again, and its listeners are removed';
+    return new ConnectionException(NO_CID, MqttErrorCode.PoisonPacket,
+        `MQTT broker at ${displayUri} closed the connection ${closes} times in a row on the ${what === 'publish' ? 'PUBLISH to' : 'SUBSCRIBE to'} ` +
+        `${topic}, each time before answering it (a malformed topic, a packet over its size limit, a topic it refuses): ${outcome}`)
+        .withDetails('topic', topic).withDetails('packet', what).withDetails('closes', closes);
+}

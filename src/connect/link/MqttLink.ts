@@ -5,10 +5,11 @@ import type { ILogger } from 'pip-services3-components-nodex';
 import { cid, NO_CID, type MqttReporting } from '../../shared/pip';
 import type { MqttConnectionSettings } from '../config/MqttConnectionSettings';
 import { MqttErrorCode } from '../errors/MqttErrorCode';
-import { brokerRefusal, closedError, reasonCodeOf, reasonStringOf } from '../errors/MqttErrors';
+import { brokerRefusal, closedError, poisonPacket, reasonCodeOf, reasonStringOf } from '../errors/MqttErrors';
 import type { MqttSubscriptionLink } from '../subscriptions/MqttSubscriptions';
 import { toClientOptions } from './clientOptions';
 import { endClient } from './endClient';
+import { CLOSES_TO_POISON, type MqttPoison, MqttPoisonWatch } from './MqttPoisonWatch';
 import { MqttReconnector } from './MqttReconnector';
 import { waitForConnack } from './waitForConnack';
 
@@ -24,6 +25,11 @@ export interface MqttLinkEvents {
     resumed(sessionPresent: boolean): void;
     /** Nothing pending will complete: the link ends (close()) or the connection is down for good (no retry_connect). */
     failed(err: Error): void;
+    /**
+     * A stored QoS 1/2 PUBLISH is poison (see [[MqttPoisonWatch]]): take it out of MQTT.js and fail
+     * its publish() with `error`. Told after MQTT.js has handled the close, before it reconnects.
+     */
+    poisoned(messageId: number, error: Error): void;
 }
 
 /**
@@ -50,6 +56,9 @@ export class MqttLink implements MqttSubscriptionLink {
     private readonly _handlers: { event: string; handler: (...args: never[]) => void }[] = [];
     /** Set by end(): what everything started afterwards rejects with. */
     private _ended: Error | null = null;
+    /** True while lastError tells of a poison packet: a reconnect does not clear it, another error does. */
+    private _lastErrorIsPoison = false;
+    private readonly _poisonWatch: MqttPoisonWatch;
 
     /**
      * Creates the MQTT.js client and waits for its first CONNACK (see [[waitForConnack]]). When
@@ -125,6 +134,7 @@ export class MqttLink implements MqttSubscriptionLink {
         private readonly _events: MqttLinkEvents,
         private readonly _reconnector: MqttReconnector,
     ) {
+        this._poisonWatch = new MqttPoisonWatch((event, handler) => this.on(event, handler), (poison) => this.onPoison(poison));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => {
             this._events.closed();
@@ -138,14 +148,14 @@ export class MqttLink implements MqttSubscriptionLink {
         this.on('error', (err: Error) => {
             // Reconnect attempts repeat the same error: log each distinct one once per outage.
             if (err.message === this._lastError) return;
-            this._lastError = err.message;
+            this.setLastError(err.message);
             this._reporting.logger.error(NO_CID, err, 'MQTT connection error at %s', this.displayUri);
         });
         this.on('disconnect', (packet: IDisconnectPacket) => {
             // MQTT 5: the broker says why it ends the connection (0x8E: another client took the session over, ...).
             const reasonString = reasonStringOf(null, packet);
             const reason = `reason code ${packet.reasonCode ?? 0}${reasonString !== undefined ? `: ${reasonString}` : ''}`;
-            this._lastError = `the broker sent DISCONNECT (${reason})`;
+            this.setLastError(`the broker sent DISCONNECT (${reason})`);
             this._reporting.logger.warn(NO_CID, 'MQTT broker at %s sent DISCONNECT (%s)', this.displayUri, reason);
         });
     }
@@ -184,9 +194,33 @@ export class MqttLink implements MqttSubscriptionLink {
         return this._ended;
     }
 
-    /** The last connection error since the last CONNACK, or null. */
+    /** The last connection error since the last CONNACK, or the last poison packet found since, or null. */
     public get lastError(): string | null {
         return this._lastError;
+    }
+
+    private setLastError(message: string, poison = false): void {
+        this._lastError = message;
+        this._lastErrorIsPoison = poison;
+    }
+
+    /**
+     * The broker closed the connection on the same packet again and again: it fails with
+     * `MQTT_POISON_PACKET` and is not sent again (a PUBLISH is taken out of MQTT.js's store, a
+     * SUBSCRIBE's call fails instead of trying again), and the connection goes on.
+     */
+    private onPoison(poison: MqttPoison): void {
+        const error = poisonPacket(this.displayUri, poison.cmd, poison.topic, CLOSES_TO_POISON);
+        this.setLastError(error.message, true);
+        this._reporting.counters.incrementOne('mqtt.poison_packets');
+        this._reporting.logger.error(NO_CID, error, 'MQTT broker at %s closes the connection on a %s to %s; it is not sent again',
+            this.displayUri, poison.cmd.toUpperCase(), poison.topic);
+        if (poison.cmd !== 'publish') return;
+        const { messageId } = poison;
+        // MQTT.js is still handling the close: its resend stream goes away first.
+        setImmediate(() => {
+            if (!this._ended) this._events.poisoned(messageId, error);
+        });
     }
 
     /** Connection attempts since the connection was lost (0 while connected). */
@@ -282,6 +316,10 @@ export class MqttLink implements MqttSubscriptionLink {
             // MQTT.js rejects a SUBACK failure; the code is in the packet it attaches.
             const code = reasonCodeOf(err);
             if (code !== undefined) return { code, reasonString: reasonStringOf(err) };
+            // Dropped under it, for the last time: the broker keeps closing the connection on this SUBSCRIBE.
+            if (this.isLost(err) && this._poisonWatch.takePoisonFilter(topic)) {
+                throw poisonPacket(this.displayUri, 'subscribe', topic, CLOSES_TO_POISON);
+            }
             throw err;
         }
     }
@@ -318,7 +356,7 @@ export class MqttLink implements MqttSubscriptionLink {
         const attempts = this._attempts;
         this._attempts = 0;
         this._connected = true;
-        this._lastError = null;
+        if (!this._lastErrorIsPoison) this._lastError = null;
         this._reconnects++;
         this._reporting.counters.incrementOne('mqtt.reconnects');
         this._reporting.logger.info(NO_CID, 'Reconnected to MQTT broker at %s after %d ms offline (attempt %d)%s',

@@ -36,6 +36,8 @@ export class MqttPublisher {
     private _quotaWaiting = 0;
     /** Publishes made while the link was not up, in order, for release(). */
     private _held: HeldPublish[] = [];
+    /** Set while poisoned() takes a publish back: what its callback's "Message removed" becomes. */
+    private _takingBack: Error | null = null;
 
     public constructor(
         private readonly _link: MqttLink,
@@ -156,6 +158,10 @@ export class MqttPublisher {
         const counters = this._reporting.counters;
         counters.endTiming('mqtt.publish_time', Date.now() - pending.started);
         if (err) {
+            if (this._takingBack !== null) {
+                pending.reject(this._takingBack);
+                return;
+            }
             pending.reject(wrapMqttError(err, MqttErrorCode.PublishFailed, `Failed to publish to MQTT topic ${pending.topic}`, pending.topic, packet));
             return;
         }
@@ -207,6 +213,33 @@ export class MqttPublisher {
     }
 
     /**
+     * A stored PUBLISH is poison (see MqttPoisonWatch): MQTT.js forgets it, and its publish(),
+     * when still waiting, rejects with `error`.
+     */
+    public poisoned(messageId: number, error: Error): void {
+        this._takingBack = error;
+        try {
+            this.forget(messageId);
+        } finally {
+            this._takingBack = null;
+        }
+    }
+
+    /**
+     * Takes a stored publish out of MQTT.js: out of its table and store, its message id free.
+     * Its callback, when MQTT.js has one, is called at once with "Message removed".
+     */
+    private forget(id: number): void {
+        const client = this._link.client;
+        if (client.outgoing[id]) {
+            client.removeOutgoingMessage(id);
+        } else {
+            client.outgoingStore.del({ messageId: id }, () => undefined);
+            client.messageIdProvider.deallocate(id);
+        }
+    }
+
+    /**
      * The broker takes no QoS 2 (see MqttBrokerSupport): the QoS 2 publishes it has not answered
      * with PUBREC fail with `MQTT_QOS_NOT_SUPPORTED` and are taken back from MQTT.js, which would
      * send them after every reconnect (and a broker that closes the connection on them would get
@@ -218,20 +251,12 @@ export class MqttPublisher {
         const client = this._link.client;
         const inflights = storedPackets(client.outgoingStore);
         const answered = (id: number | undefined): boolean => id !== undefined && inflights?.get(id)?.cmd === 'pubrel';
-        const forget = (id: number): void => {
-            if (client.outgoing[id]) {
-                client.removeOutgoingMessage(id);
-            } else {
-                client.outgoingStore.del({ messageId: id }, () => undefined);
-                client.messageIdProvider.deallocate(id);
-            }
-        };
         const doomed = this._publishes.toArray().filter((publish) => publish.qos === 2 && !answered(publish.messageId));
         for (const publish of doomed) {
             this._publishes.remove(publish);
             if (publish.callback !== null) this._qos2Unsent.delete(publish.callback);
             if (publish.messageId !== undefined) {
-                forget(publish.messageId);
+                this.forget(publish.messageId);
             } else {
                 // Not written yet: still in MQTT.js's queue of publishes made while it was busy or offline.
                 const queue = storeProcessingQueue(client);
@@ -242,7 +267,7 @@ export class MqttPublisher {
         }
         // And any unanswered QoS 2 PUBLISH still stored (one whose publish() already settled, say).
         for (const packet of [...(inflights?.values() ?? [])]) {
-            if (packet.cmd === 'publish' && packet.qos === 2 && packet.messageId !== undefined) forget(packet.messageId);
+            if (packet.cmd === 'publish' && packet.qos === 2 && packet.messageId !== undefined) this.forget(packet.messageId);
         }
         if (doomed.length > 0) {
             this._reporting.logger.error(NO_CID, this.support.refusal(doomed[0].topic, 2, 'publish', 'no'),

@@ -127,6 +127,12 @@ export class MqttFilterSync {
             } catch (err) {
                 // Dropped before the answer: whenConnected() waits for the reconnect, then again.
                 if (this._broker.isLost(err)) continue;
+                if (err instanceof ApplicationException && err.code === MqttErrorCode.PoisonPacket) {
+                    // The broker hangs up on this SUBSCRIBE each time: as good as a refusal.
+                    entry.refused(entry.verify);
+                    this.removeAsked(entry, want ?? 0, new Set(entry.registrations.values()), err);
+                    continue;
+                }
                 this.failed(entry, want, err);
                 return;
             }
@@ -139,11 +145,20 @@ export class MqttFilterSync {
      */
     private refused(entry: MqttFilterEntry, qos: 0 | 1 | 2, code: number, asked: Set<MqttRegistration>, reasonString?: string): void {
         const topic = entry.parsed.brokerFilter;
+        this.removeAsked(entry, qos, asked,
+            brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code, reasonString));
+    }
+
+    /**
+     * Removes the listeners at `qos` that a refused SUBSCRIBE was sent for (`asked`), those still
+     * waiting first (their calls reject with `error`); when only confirmed ones are left, those, with `error` in the log.
+     */
+    private removeAsked(entry: MqttFilterEntry, qos: 0 | 1 | 2, asked: Set<MqttRegistration>, error: Error): void {
+        const topic = entry.parsed.brokerFilter;
         const top = [...entry.registrations.values()].filter((r) => r.subscription.qos === qos && asked.has(r));
         if (top.length === 0) return;
         const waiting = top.filter((r) => !r.confirmed);
         const victims = waiting.length > 0 ? waiting : top;
-        const error = brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code, reasonString);
         this.remove(entry, victims, error);
         if (waiting.length === 0) {
             this._broker.logger.error(NO_CID, error, 'MQTT broker refused the subscription to %s again after a reconnect; removed its %d listener(s) at QoS %d',

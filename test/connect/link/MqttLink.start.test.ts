@@ -17,7 +17,8 @@ function liveHandles(): number {
     return process.getActiveResourcesInfo().filter((kind) => kind === 'TCPSocketWrap' || kind === 'Timeout').length;
 }
 
-const IGNORED: MqttLinkEvents = { message: () => undefined, closed: () => undefined, lost: () => undefined, resumed: () => undefined, failed: () => undefined };
+const IGNORED: MqttLinkEvents = { message: () => undefined, closed: () => undefined, lost: () => undefined, resumed: () => undefined, failed: () => undefined,
+    poisoned: () => undefined };
 
 describe('MqttLink.start when MQTT.js throws while connecting', () => {
     it('rejects MQTT_CONNECT_FAILED and leaves no socket, timer or reconnect loop behind', async (t) => {
