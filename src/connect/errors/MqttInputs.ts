@@ -21,7 +21,9 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 function checkQos(value: unknown, topic: string): 0 | 1 | 2 {
     if (value === undefined || value === null) return 0;
     if (value !== 0 && value !== 1 && value !== 2) {
-        throw bad(MqttErrorCode.InvalidQos, `Invalid MQTT QoS ${JSON.stringify(value) ?? typeof value}: use 0, 1 or 2`, topic);
+        // Not JSON.stringify alone: it throws on a BigInt.
+        const shown = typeof value === 'bigint' ? `${value}n` : JSON.stringify(value) ?? typeof value;
+        throw bad(MqttErrorCode.InvalidQos, `Invalid MQTT QoS ${shown}: use 0, 1 or 2`, topic);
     }
     return value;
 }
