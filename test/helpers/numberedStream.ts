@@ -39,6 +39,8 @@ export class NumberedStream implements IMqttMessageListener {
     private _receivedCount = 0;
     private _duplicates = 0;
     private _retries = 0;
+    /** The first rejections, for the report. */
+    private readonly _rejections: string[] = [];
     private _missingAcked = 0;
 
     public constructor(
@@ -86,6 +88,11 @@ export class NumberedStream implements IMqttMessageListener {
         };
     }
 
+    /** The first ten publish() rejections: the number and the message. */
+    public rejections(): readonly string[] {
+        return this._rejections;
+    }
+
     /** The acknowledged numbers not received, up to `limit` of them. */
     public missingNumbers(limit = 20): number[] {
         const missing: number[] = [];
@@ -102,10 +109,11 @@ export class NumberedStream implements IMqttMessageListener {
                 try {
                     await this._publisher.publish(this.topic, String(n), { qos: this._qos });
                     break;
-                } catch {
+                } catch (err) {
                     // Closed for good: give up on this number (it was never acknowledged).
                     if (!this._publisher.isOpen()) return;
                     this._retries++;
+                    if (this._rejections.length < 10) this._rejections.push(`${n}: ${(err as Error).message}`);
                     await delay(50);
                 }
             }
