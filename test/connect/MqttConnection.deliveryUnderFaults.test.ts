@@ -142,6 +142,47 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
             assert.equal(sub.getSubscriptions().length, subscriptions);
         });
 
+        it('sends every publish of a 2,000-message offline backlog, and those made while it is resent, through cuts 20 ms after each CONNACK', async (t) => {
+            const f = fixture(t);
+            const broker = await start();
+            f.defer(() => broker.stop());
+            const proxy = await f.proxy(broker.host, broker.port);
+            const pub = f.connection(proxy.url, 'options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 200);
+            const sub = f.connection(broker.url);
+            await pub.open(null);
+            await sub.open(null);
+            const topic = uniqueTopic('backlog');
+            const received = new Set<number>();
+            await sub.subscribe(topic, { qos: 1 }, { onMessage: (_topic, data) => { received.add(Number(data.toString())); } });
+            let next = 1;
+            const rejected: string[] = [];
+            const publishes: Promise<void>[] = [];
+            const publish = (count: number): void => {
+                for (let i = 0; i < count; i++) {
+                    const n = next++;
+                    publishes.push(pub.publish(topic, String(n), { qos: 1 }).catch((err: Error) => { rejected.push(`${n}: ${err.message}`); }));
+                }
+            };
+            proxy.refuse();
+            proxy.cutAll();
+            await waitFor(() => !pub.isConnected(), 10000, 'the publisher to notice the cut');
+            publish(2000);
+            // At each of the next three CONNACKs MQTT.js begins to resend: publish more, then cut 20 ms later.
+            let cuts = 0;
+            pub.getConnection()!.on('packetreceive', (packet) => {
+                if (packet.cmd !== 'connack' || cuts >= 3) return;
+                cuts++;
+                publish(100);
+                setTimeout(() => proxy.cutAll(), 20);
+            });
+            proxy.accept();
+            await waitFor(() => cuts >= 3 && pub.isConnected(), 60000, 'three cuts and the connection back');
+            await Promise.all(publishes);
+            t.diagnostic(`published ${next - 1} in all, ${cuts} cuts after a CONNACK, ${rejected.length} rejected, reconnects ${pub.getStatus().reconnects}`);
+            assert.deepEqual(rejected.slice(0, 10), [], `${rejected.length} publishes rejected`);
+            await waitFor(() => received.size === next - 1, 30000, `all ${next - 1} numbers (have ${received.size})`);
+        });
+
         // Aedes 1.2 sends QoS 2 messages again after such reconnects, and has lost one (see the README).
         it('delivers a QoS 2 stream exactly once through connection cuts when both sides keep their sessions',
             { skip: kind === 'aedes' ? 'Aedes 1.2 does not keep QoS 2 exactly once across reconnects' : false }, async (t) => {
