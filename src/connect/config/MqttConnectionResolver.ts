@@ -194,7 +194,7 @@ export class MqttConnectionResolver implements IConfigurable, IReferenceable {
         const discoveries = (this._references?.getOptional<IDiscovery>(new Descriptor('*', 'discovery', '*', '*', '*'))) ?? [];
         if (discoveries.length === 0) {
             throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
-                `MQTT connection ${key} names discovery key '${discoveryKey}', but no discovery service is referenced`)
+                `MQTT connection ${key}.discovery_key is '${discoveryKey}', but no discovery service is referenced`)
                 .withDetails('key', `${key}.discovery_key`);
         }
         const found: ConnectionParams[] = [];

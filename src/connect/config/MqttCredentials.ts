@@ -59,7 +59,7 @@ export async function resolveCredential(
     }
     const first = configured[0];
     throw new ConfigException(cid(correlationId), MqttErrorCode.ResolveFailed,
-        `MQTT credential for store key '${configured.map((c) => c.values.getAsString('store_key')).join(', ')}' was not found` +
+        `MQTT credential for ${first.key}.store_key '${configured.map((c) => c.values.getAsString('store_key')).join(', ')}' was not found` +
         (stores.length === 0 ? ': no credential store is referenced' : ''))
         .withDetails('key', `${first.key}.store_key`);
 }

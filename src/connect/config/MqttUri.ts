@@ -123,7 +123,7 @@ export function parseConnection(correlationId: string | null, connection: Connec
         const configKey = URI_QUERY_KEYS[name];
         if (configKey == null) {
             throw new ConfigException(cid(correlationId), MqttErrorCode.BadUri,
-                `MQTT connection uri has an unknown query parameter '${name}' (known: ${Object.keys(URI_QUERY_KEYS).join(', ')})`)
+                `MQTT ${key}.uri has an unknown query parameter '${name}' (known: ${Object.keys(URI_QUERY_KEYS).join(', ')})`)
                 .withDetails('key', `${key}.uri`).withDetails('parameter', name);
         }
         if (query[configKey] !== undefined && query[configKey] !== value) {
