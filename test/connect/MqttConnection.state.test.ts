@@ -55,6 +55,18 @@ describe('MqttConnection state and status', { timeout: 60000 }, () => {
         assert.ok(logger.messages(LogLevel.Error).some((m) => /state listener failed/.test(m)), 'the broken listener is logged');
     });
 
+    it('says in lastError that the connection was closed when the broker closes it without a word', async (t) => {
+        const f = fixture(t);
+        // Aedes closes the connection on a publish it refuses: no error event, no DISCONNECT.
+        const broker = await f.aedes({ authorizePublish: (_id, topic) => !topic.startsWith('refused/') });
+        const connection = f.connection(broker.url, 'options.reconnect_timeout', 5000);
+        await connection.open(null);
+        await connection.publish('refused/x', 'x');
+        await waitFor(() => !connection.isConnected(), 5000, 'the broker to close the connection');
+        assert.equal(connection.getStatus().state, 'reconnecting');
+        assert.match(connection.getStatus().lastError ?? 'null', /the connection was closed \(by the broker or the network\)/);
+    });
+
     it('turns disconnected, not reconnecting, when the connection is lost with retry_connect false', async (t) => {
         const f = fixture(t);
         const broker = await f.aedes();

@@ -137,6 +137,8 @@ export class MqttLink implements MqttSubscriptionLink {
         this._poisonWatch = new MqttPoisonWatch((event, handler) => this.on(event, handler), (poison) => this.onPoison(poison));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => {
+            // A broker that hangs up says nothing: without this, the status would show no reason at all.
+            if (this._lastError === null) this.setLastError('the connection was closed (by the broker or the network)');
             this._events.closed();
             this.onClose();
         });
