@@ -58,6 +58,9 @@ const brokers: { kind: string; skip: string | false; lossOnCrash: number; lossOn
     },
 ];
 
+/** Broker kills in the crash test. */
+const KILLS = 8;
+
 const CLIENT_EVENTS = ['message', 'connect', 'close', 'error', 'reconnect', 'offline', 'packetreceive', 'disconnect'] as const;
 
 /** How many handlers the client has per event: a reconnect must not add any. */
@@ -118,7 +121,7 @@ async function checkComplete(t: TestContext, stream: NumberedStream, sub: MqttCo
 
 for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
     describe(`MqttConnection under broker crashes and network faults (${kind})`, { skip, timeout: 180000 }, () => {
-        it('loses no acknowledged QoS 1 message of a numbered stream while the broker is killed and restarted three times', async (t) => {
+        it('loses no acknowledged QoS 1 message of a numbered stream while the broker is killed (SIGKILL) and restarted eight times', async (t) => {
             const f = fixture(t);
             const broker = await start();
             f.defer(() => broker.stop());
@@ -127,7 +130,7 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
             const handlers = handlerCounts(sub.getConnection()!);
             const subscriptions = sub.getSubscriptions().length;
             stream.start();
-            for (let round = 0; round < 3; round++) {
+            for (let round = 0; round < KILLS; round++) {
                 await progress(stream, 200);
                 await broker.crash();
                 await waitFor(() => !sub.isConnected() && !pub.isConnected(), 10000, 'both to notice the crash');
@@ -136,8 +139,8 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
                 await waitFor(() => sub.isConnected() && pub.isConnected(), 30000, 'both to reconnect');
             }
             await progress(stream, 200);
-            await checkComplete(t, stream, sub, pub, wire, 3 * lossOnCrash);
-            assert.ok(sub.getStatus().reconnects >= 3, `reconnects: ${sub.getStatus().reconnects}`);
+            await checkComplete(t, stream, sub, pub, wire, KILLS * lossOnCrash);
+            assert.ok(sub.getStatus().reconnects >= KILLS, `reconnects: ${sub.getStatus().reconnects}`);
             assert.deepEqual(handlerCounts(sub.getConnection()!), handlers, 'no handler added by the reconnects');
             assert.equal(sub.getSubscriptions().length, subscriptions);
         });
@@ -225,6 +228,33 @@ for (const { kind, skip, lossOnCrash, lossOnFaults, start } of brokers) {
                     t.diagnostic(`attempt ${attempt}: the broker ${err.message}; once more with a new broker`);
                 }
             }
+        });
+
+        it('loses and rejects no QoS 1 message through 20 connection cuts at random moments, half of them within 30 ms of a CONNACK', async (t) => {
+            const f = fixture(t);
+            const broker = await start();
+            f.defer(() => broker.stop());
+            const proxy = await f.proxy(broker.host, broker.port);
+            const { pub, sub, stream } = await streamPair(f, proxy.url);
+            const wire = new WireTap(sub.getConnection()!, stream.topic);
+            // Armed, the next CONNACK of the publisher gets its connection cut 0-30 ms later, while MQTT.js resends.
+            let armed = false;
+            pub.getConnection()!.on('packetreceive', (packet) => {
+                if (packet.cmd !== 'connack' || !armed) return;
+                armed = false;
+                setTimeout(() => proxy.cutAll(), Math.floor(Math.random() * 30));
+            });
+            stream.start();
+            for (let cut = 0; cut < 20; cut++) {
+                await progress(stream, 30);
+                await delay(Math.floor(Math.random() * 100));
+                armed = cut % 2 === 0;
+                proxy.cutAll();
+                await waitFor(() => !armed && sub.isConnected() && pub.isConnected(), 30000, `both back after cut ${cut + 1}`);
+            }
+            await progress(stream, 100);
+            await checkComplete(t, stream, sub, pub, wire, lossOnFaults);
+            t.diagnostic(`publisher reconnects ${pub.getStatus().reconnects}, subscriber reconnects ${sub.getStatus().reconnects}`);
         });
 
         async function faultRun(t: TestContext): Promise<void> {
