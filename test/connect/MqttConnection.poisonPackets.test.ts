@@ -56,6 +56,17 @@ describe('MqttConnection poison packets', { timeout: 60000 }, () => {
         assert.equal(connection.getStatus().pendingPublishes, 0);
     });
 
+    it('fails a QoS 1 publish to $SYS/... on Aedes, which closes the connection on it', async (t) => {
+        const f = fixture(t);
+        const broker = await f.aedes();
+        const connection = f.connection(broker.url, 'options.reconnect_timeout', 50);
+        await connection.open(null);
+        const err = await outcome(connection.publish('$SYS/mine', 'x', { qos: 1 }), 20000, 'the $SYS publish');
+        assert.equal(err.code, MqttErrorCode.PoisonPacket, err.message);
+        await waitFor(() => connection.isConnected(), 10000, 'the connection up again');
+        await stillServes(f, connection, broker.url);
+    });
+
     it('fails a SUBSCRIBE the broker closes the connection on three times in a row, and keeps the other subscriptions', async (t) => {
         const f = fixture(t);
         // A peer that hangs up on a SUBSCRIBE to bad/filter and answers everything else.
