@@ -84,6 +84,15 @@ import { MqttSubscriptions } from './subscriptions/MqttSubscriptions';
  *
  * - `mqtt.published_messages`, `mqtt.received_messages` (increments), `mqtt.publish_time` (timing)
  * - `mqtt.connection_losses`, `mqtt.reconnect_attempts`, `mqtt.reconnects`, `mqtt.watchdog_restarts` (increments)
+ * - `mqtt.dropped_messages` (held messages of a persistent session dropped), `mqtt.poison_packets` (increments)
+ *
+ * ### Strings and poison packets ###
+ *
+ * Topics, filters, the client id, the user name, the will topic and MQTT 5 string properties must
+ * be well-formed UTF-8 of at most 65535 bytes without NUL, control characters or noncharacters
+ * (brokers drop the connection on them): anything else is refused before it is sent. A PUBLISH or
+ * SUBSCRIBE the broker closes the connection on three times in a row fails with
+ * `MQTT_POISON_PACKET` and is not sent again; the connection goes on.
  *
  * ### Health ###
  *
@@ -313,14 +322,16 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     /**
      * Publishes a message. Resolves when MQTT.js has written it (QoS 0) or the broker has
-     * acknowledged it (QoS 1 and 2). While the connection is down and `retry_connect` is on,
-     * the message waits for the reconnect.
+     * acknowledged it (QoS 1 and 2). While the connection is not up (down, or MQTT.js still
+     * resending what it kept) and `retry_connect` is on, the message is held and sent once it is.
      *
-     * @param topic   a topic name: no wildcards, not empty, at most 65535 bytes.
+     * @param topic   a topic name: no wildcards, not empty, at most 65535 bytes, no NUL, control
+     *                characters, noncharacters or lone surrogates.
      * @param data    the payload, sent as is.
      * @param options (optional) QoS (default 0), retain, MQTT 5 properties; never modified.
      * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED` or
-     *   `MQTT_CLOSED`, ConnectionException `MQTT_NOT_CONNECTED` or `MQTT_PUBLISH_FAILED`,
+     *   `MQTT_CLOSED`, ConnectionException `MQTT_NOT_CONNECTED`, `MQTT_PUBLISH_FAILED`, `MQTT_OFFLINE_LIMIT` or
+     *   `MQTT_POISON_PACKET` (the broker closed the connection on it three times in a row),
      *   UnsupportedException `MQTT_QOS_NOT_SUPPORTED` (a QoS above what the broker takes) or
      *   `MQTT_FEATURE_NOT_SUPPORTED` (retain, when an MQTT 5 broker has no retained messages).
      */
@@ -356,7 +367,8 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
      * @param listener  the listener; subscribing the same listener again to the same filter does nothing.
      * @throws BadRequestException for bad input, InvalidStateException `MQTT_NOT_OPENED` or `MQTT_CLOSED`,
      *   ConnectionException `MQTT_SUBSCRIBE_REJECTED` (SUBACK failure, details.reason_code), `MQTT_QOS_NOT_GRANTED`
-     *   (the SUBACK granted a lower QoS) or `MQTT_NOT_CONNECTED`, UnsupportedException `MQTT_QOS_NOT_SUPPORTED` or
+     *   (the SUBACK granted a lower QoS), `MQTT_POISON_PACKET` (the broker closed the connection on the SUBSCRIBE
+     *   three times in a row) or `MQTT_NOT_CONNECTED`, UnsupportedException `MQTT_QOS_NOT_SUPPORTED` or
      *   `MQTT_FEATURE_NOT_SUPPORTED` (what an MQTT 5 broker's CONNACK says it lacks).
      */
     public async subscribe(topic: string, options: IClientSubscribeOptions | null, listener: IMqttMessageListener): Promise<void> {
