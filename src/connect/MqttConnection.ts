@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 
-import type { IClientPublishOptions, IClientSubscribeOptions, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IClientSubscribeOptions, IPublishPacket, MqttClient } from 'mqtt';
 import {
     ConfigParams, InvalidStateException,
     type IConfigurable, type IOpenable, type IReferenceable, type IReferences, type IUnreferenceable,
@@ -190,6 +190,25 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
     /** True between a successful open() and close(), whether or not the broker is reachable right now. */
     public isOpen(): boolean {
         return this._open != null;
+    }
+
+    /**
+     * Acknowledgement after processing. Called by a listener inside its onMessage() for a QoS 1
+     * message, it keeps the message's PUBACK back until the returned function is called (once
+     * each listener that deferred it has called its own), so a broker that keeps the session
+     * (`clean_session` false) sends the message again when the connection ends before (the
+     * process killed, a cut). PUBACKs go in the order the messages came: a settled one waits for
+     * those before it. Until then the broker counts the message against its in-flight window
+     * (Mosquitto `max_inflight_messages`, MQTT 5 receive maximum), which holds back further QoS 1/2
+     * messages to this connection's client. Settling after the connection was lost does nothing:
+     * the next connection gets the message again, or (clean session) never.
+     *
+     * @returns the function that acknowledges, or null when there is nothing to defer: QoS 0, QoS 2
+     *   (MQTT.js answers PUBREC before it hands the message on), a message MQTT.js acknowledged
+     *   already (one held for a listener that came later), or a call outside onMessage().
+     */
+    public deferAcknowledgement(packet: IPublishPacket): (() => void) | null {
+        return this._open?.link.acknowledgements.hold(packet) ?? null;
     }
 
     /** False with `options.clean_session` false: the broker keeps the subscriptions and queued QoS 1/2 messages. */

@@ -9,6 +9,7 @@ import { brokerRefusal, closedError, poisonPacket, reasonCodeOf, reasonStringOf 
 import type { MqttSubscriptionLink } from '../subscriptions/MqttSubscriptions';
 import { toClientOptions } from './clientOptions';
 import { endClient } from './endClient';
+import { MqttAcknowledgements } from './MqttAcknowledgements';
 import { CLOSES_TO_POISON, type MqttPoison, MqttPoisonWatch } from './MqttPoisonWatch';
 import { MqttReconnector } from './MqttReconnector';
 import { waitForConnack } from './waitForConnack';
@@ -90,7 +91,15 @@ export class MqttLink implements MqttSubscriptionLink {
         }
         followServerKeepAlive(client);
         // From the first CONNACK on: a broker that kept the session sends its queue right behind it.
-        const onMessage = (topic: string, payload: Buffer, packet: IPublishPacket): void => events.message(topic, payload, packet);
+        const acknowledgements = new MqttAcknowledgements(client);
+        const onMessage = (topic: string, payload: Buffer, packet: IPublishPacket): void => {
+            acknowledgements.emitting = packet;
+            try {
+                events.message(topic, payload, packet);
+            } finally {
+                acknowledgements.emitting = null;
+            }
+        };
         client.on('message', onMessage);
         const reconnector = new MqttReconnector(client, settings.reconnectTimeout, settings.maxReconnectTimeout, {
             onStalled: (idleMs) => {
@@ -122,7 +131,7 @@ export class MqttLink implements MqttSubscriptionLink {
         if (!settings.retryConnect) reconnector.disable();
         // MQTT 5 with a session expiry: a clean start at open(), and reconnects resume the session.
         if (settings.sessionOutlivesConnection) client.options.clean = false;
-        const link = new MqttLink(client, settings, reporting, events, reconnector);
+        const link = new MqttLink(client, settings, reporting, events, reconnector, acknowledgements);
         link._handlers.push({ event: 'message', handler: onMessage });
         return link;
     }
@@ -133,7 +142,10 @@ export class MqttLink implements MqttSubscriptionLink {
         private readonly _reporting: MqttReporting,
         private readonly _events: MqttLinkEvents,
         private readonly _reconnector: MqttReconnector,
+        /** Acknowledgement after processing: see [[MqttAcknowledgements]]. */
+        public readonly acknowledgements: MqttAcknowledgements,
     ) {
+        this.on('close', () => acknowledgements.closed());
         this._poisonWatch = new MqttPoisonWatch((event, handler) => this.on(event, handler), (poison) => this.onPoison(poison));
         this.on('connect', (connack: IConnackPacket) => this.onConnect(connack));
         this.on('close', () => {

@@ -47,3 +47,26 @@ export function clearReconnectTimer(client: MqttClient): void {
 export function reconnectNow(client: MqttClient): void {
     (client as unknown as ClientPrivates)._reconnect?.();
 }
+
+/** MQTT.js's `_sendPacket(packet, cb, cbStorePut, noStore)`: every packet the client writes goes through it. */
+export type MqttPacketSender = (packet: Packet, cb?: (err?: Error) => void, cbStorePut?: unknown, noStore?: boolean) => void;
+
+/**
+ * Puts `intercept` in front of every PUBACK the client writes (in `_sendPacket`, which every
+ * packet goes through): it gets the packet, MQTT.js's callback (the parser waits for it before it
+ * reads the next packet) and the original sender, and decides when to send it. Other packets go
+ * straight on. False when MQTT.js has no `_sendPacket` (nothing is changed then).
+ */
+export function interceptPubacks(
+    client: MqttClient, intercept: (packet: Packet, cb: ((err?: Error) => void) | undefined, send: MqttPacketSender) => void,
+): boolean {
+    const privates = client as unknown as { _sendPacket?: MqttPacketSender };
+    const original = privates._sendPacket;
+    if (typeof original !== 'function') return false;
+    const send: MqttPacketSender = original.bind(client);
+    privates._sendPacket = (packet, cb, cbStorePut, noStore) => {
+        if (packet.cmd === 'puback') intercept(packet, cb, send);
+        else send(packet, cb, cbStorePut, noStore);
+    };
+    return true;
+}
