@@ -4,8 +4,8 @@ import { after, before, describe, it } from 'node:test';
 
 import type { IClientOptions, MqttClient, Packet } from 'mqtt';
 
-import { clearReconnectTimer, type MqttQueuedPublish, reconnectNow, storedPackets, storeProcessingQueue } from '../../../src/connect/link/mqttInternals';
-import { type AedesTestBroker, delay, startAedes, uniqueTopic } from '../../helpers/brokers';
+import { clearReconnectTimer, interceptPubacks, type MqttQueuedPublish, reconnectNow, storedPackets, storeProcessingQueue } from '../../../src/connect/link/mqttInternals';
+import { type AedesTestBroker, delay, startAedes, uniqueTopic, waitFor } from '../../helpers/brokers';
 import { TestClients } from '../../helpers/clients';
 
 // Each accessor of src/connect/link/mqttInternals.ts against the installed MQTT.js, on real
@@ -125,6 +125,22 @@ describe(`mqttInternals (MQTT.js ${MQTT_VERSION})`, () => {
         assert.equal(queued.length, 1, moved('_storeProcessingQueue: a publish made while the store is resent is not in it'));
         assert.equal(queued[0].callback, secondCallback, moved('_storeProcessingQueue[].callback (the publish callback of a queued publish)'));
         assert.equal(storeProcessingQueue(client)?.length, 0, 'the queue is empty once the store was resent');
+    });
+
+    it('interceptPubacks(client) gets each PUBACK MQTT.js writes for an incoming QoS 1 message, and only PUBACKs', TEST, async () => {
+        const sub = await connect({});
+        const pub = await connect({});
+        const topic = uniqueTopic('internals-puback');
+        await sub.subscribeAsync(topic, { qos: 1 });
+        const seen: string[] = [];
+        assert.ok(interceptPubacks(sub, (packet, cb, send) => {
+            seen.push(packet.cmd);
+            send(packet, cb);
+        }), moved('_sendPacket'));
+        await pub.publishAsync(topic, 'x', { qos: 1 });
+        await waitFor(() => seen.length > 0, 5000, 'the PUBACK').catch(() => undefined);
+        await sub.publishAsync(uniqueTopic('internals-other'), 'y', { qos: 1 });
+        assert.deepEqual(seen, ['puback'], moved('_sendPacket'));
     });
 
     it('clearReconnectTimer(client) stops the reconnect timer MQTT.js armed at a close', TEST, async () => {
