@@ -35,16 +35,17 @@ export class MqttMessageBuffer {
 
     /**
      * Takes a message: it goes to the oldest waiting receive(), or to the end of the buffer.
+     * @param beyondLimit keep it even when the buffer is full (its broker holds back more until it is settled).
      * @returns false when the buffer is full and the message was not kept.
      */
-    public push(message: MessageEnvelope): boolean {
+    public push(message: MessageEnvelope, beyondLimit = false): boolean {
         const waiter = this._waiters.shift();
         if (waiter) {
             if (waiter.timer) clearTimeout(waiter.timer);
             waiter.resolve(message);
             return true;
         }
-        if (this.length >= this.limit) return false;
+        if (this.length >= this.limit && !beyondLimit) return false;
         this._items.push(message);
         return true;
     }
@@ -70,12 +71,20 @@ export class MqttMessageBuffer {
         return this._items.slice(this._head, this._head + count);
     }
 
-    /** Drops every buffered message; waiting receive() calls keep waiting. @returns how many were dropped. */
-    public clear(): number {
-        const dropped = this.length;
+    /** Drops every buffered message; waiting receive() calls keep waiting. @returns what was dropped, oldest first. */
+    public clear(): MessageEnvelope[] {
+        const dropped = this._items.slice(this._head);
         this._items = [];
         this._head = 0;
         return dropped;
+    }
+
+    /** Keeps only the buffered messages `keep` accepts, in order. @returns how many went. */
+    public filter(keep: (message: MessageEnvelope) => boolean): number {
+        const before = this.length;
+        this._items = this._items.slice(this._head).filter(keep);
+        this._head = 0;
+        return before - this.length;
     }
 
     /**

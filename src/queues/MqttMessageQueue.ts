@@ -2,7 +2,7 @@ import { inspect } from 'node:util';
 
 import type { IClientPublishOptions, MqttClient } from 'mqtt';
 import {
-    ConfigParams, InvalidStateException,
+    ConfigException, ConfigParams, InvalidStateException,
     type ICleanable, type IOpenable, type IReferences, type IUnreferenceable,
 } from 'pip-services3-commons-nodex';
 import { LogLevel } from 'pip-services3-components-nodex';
@@ -38,9 +38,17 @@ import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from '
  * When the owner of a shared connection closes it, the subscription goes with it: isOpen() turns
  * false, and open() subscribes again.
  *
- * MQTT acknowledges a message when it arrives, so complete(), abandon(), renewLock() and
- * moveToDeadLetter() do nothing, and the capabilities say so. A message buffered here and not
- * yet received is lost if the process stops.
+ * At least once: with `options.acknowledge` after_processing (the default) a QoS 1 message is
+ * acknowledged to the broker only once it is settled: complete() after receive(), the receiver's
+ * promise for listen() (resolved or rejected), abandon() or moveToDeadLetter(). Until then a
+ * broker that keeps the session (`clean_session` false with a fixed `client_id`) sends it again
+ * if the consumer dies or its connection drops; PUBACKs go in arrival order, and the broker sends
+ * no more than its in-flight window unacknowledged, so a full buffer never drops such a message.
+ * abandon() publishes the message to the topic again (same envelope) and then acknowledges the
+ * original; moveToDeadLetter() publishes it to `options.dead_letter_topic`. QoS 0 messages have no
+ * acknowledgement; QoS 2 messages are acknowledged (PUBREC) by MQTT.js when they arrive. With
+ * `options.acknowledge` on_arrival, MQTT.js acknowledges every message as it arrives: a message
+ * buffered or being processed is then lost if the process stops.
  *
  * ### Configuration parameters ###
  *
@@ -56,7 +64,12 @@ import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from '
  *   - __group__:                   (optional) consume as a member of this shared-subscription group
  *                                  (`$share/<group>/<topic>`): each message goes to one member (default: none)
  *   - __max_buffered__:            (optional) the most messages kept in memory; beyond it incoming messages are
- *                                  dropped, logged and counted (default: 10000)
+ *                                  dropped, logged and counted, except QoS 1 messages acknowledged after processing,
+ *                                  which the broker's in-flight window bounds instead (default: 10000)
+ *   - __acknowledge__:             (optional) after_processing or on_arrival: when QoS 1 messages are acknowledged
+ *                                  to the broker (default: after_processing)
+ *   - __dead_letter_topic__:       (optional) the topic moveToDeadLetter() publishes to (default: none; it then fails
+ *                                  with `MQTT_NO_DEAD_LETTER_TOPIC`)
  * - __dependencies__:
  *   - __connection__:              (optional) the descriptor of the connection to use (default: `*:connection:mqtt:*:1.0`)
  * - all [[MqttConnection]] keys (`client_id`, `connection(s)`, `credential(s)`, `options.*`) for a connection of its own
@@ -105,13 +118,18 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     private readonly _inbox = new MqttQueueInbox(this, () => this.getName(), this._reporting);
     private readonly _buffer = this._inbox.buffer;
     private readonly _subscription = new MqttQueueSubscription({
-        // Until close() has removed the listener, a message is kept (MQTT.js has acknowledged it).
-        onMessage: (topic, data, packet) => { if (this._settings) this._inbox.accept(topic, data, packet, this._settings.serializeEnvelope); },
+        // Until close() has removed the listener, a message is kept.
+        onMessage: (topic, data, packet) => {
+            const settings = this._settings;
+            if (!settings) return;
+            const acknowledge = settings.acknowledge === 'after_processing' ? this._connection?.deferAcknowledgement(packet) ?? null : null;
+            this._inbox.accept(topic, data, packet, settings.serializeEnvelope, acknowledge);
+        },
     }, () => this.getName(), this._reporting);
 
     /** @param name (optional) the queue name; also the default topic. */
     public constructor(name?: string) {
-        super(name, new MessagingCapabilities(true, true, true, true, true, false, false, false, true));
+        super(name, capabilities(false));
     }
 
     /** Configures the queue; values are checked at open(), which raises ConfigException. */
@@ -178,6 +196,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         if (this.getName() == null || this.getName() === '') this._name = settings.topic;
         this._settings = settings;
         this._buffer.limit = settings.maxBuffered;
+        this._capabilities = capabilities(settings.deadLetterTopic !== null);
 
         const connection = this._connections.pick();
         this._connection = connection;
@@ -231,6 +250,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         // A connection of its own with a persistent session goes away without unsubscribing, so the
         // broker keeps collecting the queue's messages for the next open().
         const keepSession = owned && connection != null && !connection.isCleanSession();
+        this._inbox.closing(keepSession);
         const unsubscribing = this._subscription.end(correlationId, connection, this._settings?.filter, keepSession);
         await this._guard.openingSettled();
         await unsubscribing;
@@ -345,14 +365,67 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
         return message ?? NO_MESSAGE;
     }
 
-    /** MQTT has no message locks: does nothing (capabilities.canRenewLock is false). */
+    /**
+     * Does nothing: MQTT has no lock that expires. A received message stays the receiver's until
+     * it is settled (capabilities.canRenewLock is false).
+     */
     public renewLock(_message: MessageEnvelope, _lockTimeout: number): Promise<void> { return Promise.resolve(); }
-    /** MQTT acknowledges on arrival: does nothing. */
-    public complete(_message: MessageEnvelope): Promise<void> { return Promise.resolve(); }
-    /** MQTT cannot return a message to the broker: does nothing (capabilities.canAbandon is false). */
-    public abandon(_message: MessageEnvelope): Promise<void> { return Promise.resolve(); }
-    /** MQTT has no dead-letter queue: does nothing (capabilities.canDeadLetter is false). */
-    public moveToDeadLetter(_message: MessageEnvelope): Promise<void> { return Promise.resolve(); }
+
+    /**
+     * The message is done with: with `options.acknowledge` after_processing (the default), its
+     * QoS 1 PUBACK goes to the broker now (in arrival order, see MqttConnection.deferAcknowledgement);
+     * before, a crash or a lost connection makes a broker that keeps the session send it again. The
+     * message has no reference afterwards. A second call does nothing.
+     */
+    public complete(message: MessageEnvelope): Promise<void> {
+        this._inbox.settle(message);
+        return Promise.resolve();
+    }
+
+    /**
+     * Makes the message available again: MQTT has no negative acknowledgement, so it is published
+     * to the queue's topic once more (the same envelope, message_id included), then settled as
+     * complete() does. It comes back after the messages already on their way, counted as sent.
+     * When the publish fails the message is not settled (and the call rejects).
+     *
+     * @throws the errors of MqttConnection.publish(), InvalidStateException `MQTT_NOT_OPENED`.
+     */
+    public async abandon(message: MessageEnvelope): Promise<void> {
+        await this.republish(message, this._settings?.topic ?? null);
+        this._inbox.settle(message);
+    }
+
+    /**
+     * Publishes the message to `options.dead_letter_topic` (the same envelope, at the queue's QoS),
+     * then settles it as complete() does.
+     *
+     * @throws ConfigException `MQTT_NO_DEAD_LETTER_TOPIC` when none is configured (capabilities.canDeadLetter
+     *   says whether one is), the errors of MqttConnection.publish(), InvalidStateException `MQTT_NOT_OPENED`.
+     */
+    public async moveToDeadLetter(message: MessageEnvelope): Promise<void> {
+        const topic = this._settings?.deadLetterTopic ?? null;
+        if (this._settings !== null && topic === null) {
+            throw new ConfigException(message?.correlation_id ?? null, MqttErrorCode.NoDeadLetterTopic,
+                `MQTT queue ${this.getName()} has no dead-letter topic: set options.dead_letter_topic`)
+                .withDetails('key', 'options.dead_letter_topic');
+        }
+        await this.republish(message, topic);
+        this._inbox.settle(message);
+    }
+
+    /** Publishes an envelope again, to `topic`, at the queue's QoS, never retained. */
+    private async republish(message: MessageEnvelope, topic: string | null): Promise<void> {
+        const correlationId = message?.correlation_id ?? null;
+        const connection = this.openConnection(correlationId);
+        const settings = this._settings!;
+        const payload = encodeEnvelope(correlationId, message, settings.serializeEnvelope);
+        const options: IClientPublishOptions = { qos: settings.qos };
+        if (!settings.serializeEnvelope && connection.getProtocolVersion() === 5) {
+            options.properties = { userProperties: envelopeUserProperties(correlationId, message) };
+        }
+        await connection.publish(topic!, payload, options);
+        this._counters.incrementOne(queueCounter(this.getName(), 'sent_messages'));
+    }
 
     /**
      * Delivers messages to `receiver`, one at a time and in order: first those already buffered,
@@ -382,7 +455,7 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
 
     /** Drops every buffered message (the broker keeps its retained message, if any). */
     public clear(correlationId: string | null): Promise<void> {
-        const dropped = this._buffer.clear();
+        const dropped = this._inbox.clear();
         if (dropped > 0) this._logger.trace(cid(correlationId), 'MQTT queue %s cleared %d messages', this.getName(), dropped);
         return Promise.resolve();
     }
@@ -391,4 +464,9 @@ export class MqttMessageQueue extends MessageQueue implements IUnreferenceable, 
     public readMessageCount(): Promise<number> {
         return Promise.resolve(this._buffer.length);
     }
+}
+
+/** What the queue can do: every MessageQueue call, dead letters only with a topic for them, no lock to renew. */
+function capabilities(deadLetters: boolean): MessagingCapabilities {
+    return new MessagingCapabilities(true, true, true, true, true, false, true, deadLetters, true);
 }

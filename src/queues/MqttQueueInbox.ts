@@ -28,6 +28,8 @@ export class MqttQueueInbox {
     private readonly _delivering = new Map<IMessageReceiver, Promise<unknown>>();
     /** Messages dropped since the buffer last had room; > 0 while dropping. */
     private _dropping = 0;
+    /** The broker acknowledgement each message not yet settled waits for (acknowledgement after processing). */
+    private readonly _unsettled = new WeakMap<MessageEnvelope, () => void>();
 
     /**
      * @param _queue     the queue, handed to the receiver with each message.
@@ -58,18 +60,25 @@ export class MqttQueueInbox {
         return queueCounter(this._name(), name);
     }
 
-    /** Takes an incoming message: decoded, then to a waiting receive(), the receiver or the buffer. */
-    public accept(topic: string, data: Buffer, packet: IPublishPacket, serializeEnvelope: boolean): void {
+    /**
+     * Takes an incoming message: decoded, then to a waiting receive(), the receiver or the buffer.
+     * @param acknowledge the broker acknowledgement that waits until the message is settled
+     *   (see settle()), or null: a message with one is never dropped for a full buffer.
+     */
+    public accept(topic: string, data: Buffer, packet: IPublishPacket, serializeEnvelope: boolean, acknowledge: (() => void) | null): void {
         const { logger, counters } = this._reporting;
         const name = this._name();
         const envelope = decodeEnvelope(topic, data, serializeEnvelope, packet.properties);
         if (typeof envelope === 'string') {
+            // Of no use to anyone: acknowledged, so the broker does not send it again.
+            acknowledge?.();
             counters.incrementOne(this.counter('malformed_messages'));
             logger.error(NO_CID, null as unknown as Error, 'MQTT queue %s dropped a malformed message from %s: %s', name, topic, envelope);
             return;
         }
         envelope.setReference(packet);
-        if (!this.buffer.push(envelope)) {
+        if (acknowledge !== null) this._unsettled.set(envelope, acknowledge);
+        if (!this.buffer.push(envelope, acknowledge !== null)) {
             counters.incrementOne(this.counter('dropped_messages'));
             if (this._dropping++ === 0) {
                 logger.warn(NO_CID, 'MQTT queue %s is full (%d messages, options.max_buffered): dropping incoming messages until it has room',
@@ -84,6 +93,46 @@ export class MqttQueueInbox {
         counters.incrementOne(this.counter('received_messages'));
         if (logsAt(logger, LogLevel.Trace)) logger.trace(NO_CID, 'MQTT queue %s received message %s', name, envelope.message_id);
         if (this._receiver) this.pump();
+    }
+
+    /**
+     * The message is done with (completed, abandoned, moved to the dead letters, or handled by
+     * the receiver): its broker acknowledgement goes out, and it no longer has a reference.
+     * @returns false when it was settled before (or never waited for one).
+     */
+    public settle(message: MessageEnvelope): boolean {
+        const acknowledge = this._unsettled.get(message);
+        message.setReference(null);
+        if (acknowledge === undefined) return false;
+        this._unsettled.delete(message);
+        acknowledge();
+        return true;
+    }
+
+    /** True while the message waits for settle(). */
+    public isUnsettled(message: MessageEnvelope): boolean {
+        return this._unsettled.has(message);
+    }
+
+    /** Drops every buffered message, each settled (the broker may forget it). @returns how many. */
+    public clear(): number {
+        const dropped = this.buffer.clear();
+        for (const message of dropped) this.settle(message);
+        return dropped.length;
+    }
+
+    /**
+     * The queue closes. The buffered messages still waiting for their acknowledgement: with a
+     * session the broker keeps (`sentAgain`), they go (the broker sends them again, to this queue
+     * when it opens again); otherwise they are acknowledged now and stay buffered for a reopen
+     * (on a shared connection, later PUBACKs would wait behind theirs).
+     */
+    public closing(sentAgain: boolean): void {
+        if (sentAgain) {
+            this.buffer.filter((message) => !this._unsettled.delete(message));
+            return;
+        }
+        for (const message of this.buffer.peek(this.buffer.length)) this.settle(message);
     }
 
     /** Starts delivering to `receiver`: the buffered messages first, then each new one. */
@@ -122,14 +171,19 @@ export class MqttQueueInbox {
                 if (!message) return;
                 // Called directly, and awaited only when it returns a promise: a drain runs for
                 // every message a listening queue gets, so no promises of its own per message.
+                // Settled once the receiver is done, unless it settled the message itself (abandon(), say).
                 let result: unknown;
                 try {
                     result = receiver.receiveMessage(message, this._queue);
                 } catch (err) {
                     this.receiverFailed(message, err);
+                    this.settle(message);
                     continue;
                 }
-                if (!isThenable(result)) continue;
+                if (!isThenable(result)) {
+                    this.settle(message);
+                    continue;
+                }
                 const delivering = Promise.resolve(result);
                 this._delivering.set(receiver, delivering);
                 try {
@@ -137,6 +191,7 @@ export class MqttQueueInbox {
                 } catch (err) {
                     this.receiverFailed(message, err);
                 } finally {
+                    this.settle(message);
                     if (this._delivering.get(receiver) === delivering) this._delivering.delete(receiver);
                 }
             }

@@ -3,7 +3,7 @@ import { BooleanConverter, ConfigException, ConfigParams } from 'pip-services3-c
 
 import { cid, nonEmpty } from '../shared/pip';
 import { MqttErrorCode } from '../connect/errors/MqttErrorCode';
-import { parseFilter } from '../connect/MqttTopics';
+import { checkTopicName, parseFilter } from '../connect/MqttTopics';
 
 type QoS = IClientSubscribeOptions['qos'];
 
@@ -17,6 +17,7 @@ export const MQTT_QUEUE_DEFAULTS: ConfigParams = ConfigParams.fromTuples(
     'options.qos', 0,
     'options.retain', false,
     'options.max_buffered', 10000,
+    'options.acknowledge', 'after_processing',
 );
 
 /** The most messages `options.max_buffered` may allow (a sanity bound, not a memory promise). */
@@ -34,6 +35,13 @@ export interface MqttQueueSettings {
     readonly qos: QoS;
     readonly retain: boolean;
     readonly maxBuffered: number;
+    /**
+     * When a QoS 1 message is acknowledged to the broker: once it is settled (complete(),
+     * abandon(), moveToDeadLetter(), or the listener's receiver done), or when it arrives.
+     */
+    readonly acknowledge: 'after_processing' | 'on_arrival';
+    /** Where moveToDeadLetter() publishes, or null (it then fails with `MQTT_NO_DEAD_LETTER_TOPIC`). */
+    readonly deadLetterTopic: string | null;
 }
 
 function badOption(correlationId: string | null, key: string, reason: string): ConfigException {
@@ -82,6 +90,14 @@ export function readQueueSettings(correlationId: string | null, config: ConfigPa
         throw badOption(correlationId, 'options.group', `must not contain '/', '+' or '#', not '${group}'`);
     }
 
+    const acknowledge = text('options.acknowledge');
+    if (acknowledge !== 'after_processing' && acknowledge !== 'on_arrival') {
+        throw badOption(correlationId, 'options.acknowledge', `must be after_processing or on_arrival, not '${acknowledge}'`);
+    }
+    const deadLetterTopic = text('options.dead_letter_topic') ?? null;
+    const deadLetterProblem = deadLetterTopic !== null ? checkTopicName(deadLetterTopic) : null;
+    if (deadLetterProblem !== null) throw badOption(correlationId, 'options.dead_letter_topic', `is not a valid MQTT topic name: ${deadLetterProblem}`);
+
     return {
         topic,
         filter: group != null ? `$share/${group}/${topic}` : topic,
@@ -91,5 +107,7 @@ export function readQueueSettings(correlationId: string | null, config: ConfigPa
         qos: integer('options.qos', 0, 2) as QoS,
         retain: flag('options.retain'),
         maxBuffered: integer('options.max_buffered', 1, MAX_BUFFERED_LIMIT),
+        acknowledge,
+        deadLetterTopic,
     };
 }

@@ -33,7 +33,7 @@ describe('MqttMessageBuffer', () => {
         buffer.shift();
         assert.equal(buffer.push(message('d')), true);
         assert.deepEqual(texts(buffer.peek(10)), ['b', 'd']);
-        assert.equal(buffer.clear(), 2);
+        assert.equal(buffer.clear().length, 2);
         assert.equal(buffer.length, 0);
     });
 

@@ -62,12 +62,17 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         }
     }
 
-    it('states its capabilities: no locks, no abandon, no dead letters', () => {
-        const caps = new MqttMessageQueue('q').getCapabilities();
-        assert.deepEqual(
-            [caps.canMessageCount, caps.canSend, caps.canReceive, caps.canPeek, caps.canPeekBatch, caps.canRenewLock, caps.canAbandon, caps.canDeadLetter, caps.canClear],
-            [true, true, true, true, true, false, false, false, true],
-        );
+    it('states its capabilities: no locks to renew, abandon, and dead letters once a dead-letter topic is configured', async () => {
+        const flags = (queue: MqttMessageQueue): boolean[] => {
+            const caps = queue.getCapabilities();
+            return [caps.canMessageCount, caps.canSend, caps.canReceive, caps.canPeek, caps.canPeekBatch, caps.canRenewLock, caps.canAbandon,
+                caps.canDeadLetter, caps.canClear];
+        };
+        assert.deepEqual(flags(new MqttMessageQueue('q')), [true, true, true, true, true, false, true, false, true]);
+        await withQueue(uniqueTopic('caps'), ['options.dead_letter_topic', uniqueTopic('caps-dead')], (queue) => {
+            assert.deepEqual(flags(queue), [true, true, true, true, true, false, true, true, true]);
+            return Promise.resolve();
+        });
     });
 
     it('subscribes once, on the first peek/receive/listen, and again only after a reopen', async () => {
@@ -247,8 +252,9 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         });
     });
 
-    it('bounds its buffer: drops, counts and logs beyond options.max_buffered, then takes messages again', async () => {
-        await withQueue(uniqueTopic('bound'), ['options.autosubscribe', true, 'options.qos', 1, 'options.max_buffered', 5], async (queue, { counters, logger }) => {
+    it('bounds its buffer with acknowledgement on arrival: drops, counts and logs beyond options.max_buffered, then takes messages again', async () => {
+        await withQueue(uniqueTopic('bound'), ['options.autosubscribe', true, 'options.qos', 1, 'options.max_buffered', 5, 'options.acknowledge', 'on_arrival'],
+            async (queue, { counters, logger }) => {
             for (let i = 0; i < 8; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
             await waitFor(() => counters.increments.get('queue.q.dropped_messages') === 3, 5000, '3 dropped messages');
             assert.equal(await queue.readMessageCount(), 5);
@@ -261,6 +267,21 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
             await waitFor(async () => (await queue.readMessageCount()) === 5, 5000, 'm8 accepted');
             assert.equal((await queue.peekBatch(null, 10)).at(-1)?.getMessageAsString(), 'm8');
             assert.ok(logger.messages(LogLevel.Warn).some((w) => /room again after dropping 3/.test(w)));
+        });
+    });
+
+    it('drops no QoS 1 message for a full buffer when it acknowledges after processing (the broker holds back the rest)', async () => {
+        await withQueue(uniqueTopic('nodrop'), ['options.autosubscribe', true, 'options.qos', 1, 'options.max_buffered', 5], async (queue, { counters }) => {
+            for (let i = 0; i < 8; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
+            await waitFor(async () => (await queue.readMessageCount()) === 8, 5000, 'all 8 buffered');
+            assert.equal(counters.increments.get('queue.q.dropped_messages'), undefined);
+            const received: string[] = [];
+            for (let i = 0; i < 8; i++) {
+                const message = await queue.receive(null, 1000);
+                received.push(message?.getMessageAsString() ?? 'none');
+                if (message) await queue.complete(message);
+            }
+            assert.deepEqual(received, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7']);
         });
     });
 

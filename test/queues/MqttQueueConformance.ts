@@ -121,7 +121,9 @@ export function describeQueueConformance(
                 it('listen delivers a buffered backlog first, in order, none lost', async () => {
                     const queue = await openQueue(mode.serialize, uniqueTopic('conf'));
                     for (let i = 0; i < 50; i++) await queue.send(null, new MessageEnvelope('c', 't', `b${i}`));
-                    await waitFor(async () => (await queue.readMessageCount()) === 50, 10000, 'a backlog of 50');
+                    // Acknowledged only once settled: a broker sends no more than its in-flight window
+                    // unacknowledged (Mosquitto's max_inflight_messages, 20), and keeps the rest until then.
+                    await waitFor(async () => (await queue.readMessageCount()) >= 20, 10000, 'a backlog of 20 or more');
                     const receiver = new CollectingReceiver();
                     queue.listen(null, receiver);
                     const more = (async () => {

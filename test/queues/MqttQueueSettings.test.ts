@@ -17,10 +17,12 @@ describe('MqttMessageQueue settings', () => {
             qos: 0,
             retain: false,
             maxBuffered: 10000,
+            acknowledge: 'after_processing',
+            deadLetterTopic: null,
         });
         assert.deepEqual(MqttMessageQueue.defaultConfig.getAsObject(), {
             'options.serialize_envelope': 'false', 'options.autosubscribe': 'false', 'options.qos': '0',
-            'options.retain': 'false', 'options.max_buffered': '10000',
+            'options.retain': 'false', 'options.max_buffered': '10000', 'options.acknowledge': 'after_processing',
         });
     });
 
@@ -28,6 +30,7 @@ describe('MqttMessageQueue settings', () => {
         const settings = readQueueSettings(null, ConfigParams.fromTuples(
             'topic', 'jobs/+/in', 'options.serialize_envelope', true, 'options.autosubscribe', 'true', 'options.qos', 2,
             'options.retain', true, 'options.group', 'workers', 'options.max_buffered', 7,
+            'options.acknowledge', 'on_arrival', 'options.dead_letter_topic', 'jobs/dead',
         ), 'ignored');
         assert.deepEqual(settings, {
             topic: 'jobs/+/in',
@@ -38,6 +41,8 @@ describe('MqttMessageQueue settings', () => {
             qos: 2,
             retain: true,
             maxBuffered: 7,
+            acknowledge: 'on_arrival',
+            deadLetterTopic: 'jobs/dead',
         });
     });
 
@@ -56,6 +61,9 @@ describe('MqttMessageQueue settings', () => {
             [['options.retain', 'sometimes'], 'q', MqttErrorCode.BadOption, 'options.retain'],
             [['options.autosubscribe', 'maybe'], 'q', MqttErrorCode.BadOption, 'options.autosubscribe'],
             [['options.serialize_envelope', 'json'], 'q', MqttErrorCode.BadOption, 'options.serialize_envelope'],
+            [['options.acknowledge', 'later'], 'q', MqttErrorCode.BadOption, 'options.acknowledge'],
+            [['options.dead_letter_topic', 'dead/+'], 'q', MqttErrorCode.BadOption, 'options.dead_letter_topic'],
+            [['options.dead_letter_topic', 'dead\u0001'], 'q', MqttErrorCode.BadOption, 'options.dead_letter_topic'],
         ];
         for (const [tuples, name, code, key] of cases) {
             assert.throws(() => readQueueSettings('cid', ConfigParams.fromTuples(...tuples), name), (err: ConfigException) => {

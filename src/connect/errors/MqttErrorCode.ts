@@ -33,6 +33,8 @@ export const MqttErrorCode = {
     ResolveFailed: 'MQTT_RESOLVE_FAILED',
     /** A message queue has no topic: neither `topic` nor a queue name is configured. */
     NoTopic: 'MQTT_NO_TOPIC',
+    /** moveToDeadLetter() on a queue with no `options.dead_letter_topic`. */
+    NoDeadLetterTopic: 'MQTT_NO_DEAD_LETTER_TOPIC',
     /** A referenced component found as the queue's connection is not an MqttConnection. */
     BadReference: 'MQTT_BAD_REFERENCE',
     /**
