@@ -194,18 +194,19 @@ export class MqttConnection implements IMessageQueueConnection, IReferenceable, 
 
     /**
      * Acknowledgement after processing. Called by a listener inside its onMessage() for a QoS 1
-     * message, it keeps the message's PUBACK back until the returned function is called (once
-     * each listener that deferred it has called its own), so a broker that keeps the session
-     * (`clean_session` false) sends the message again when the connection ends before (the
-     * process killed, a cut). PUBACKs go in the order the messages came: a settled one waits for
-     * those before it. Until then the broker counts the message against its in-flight window
-     * (Mosquitto `max_inflight_messages`, MQTT 5 receive maximum), which holds back further QoS 1/2
-     * messages to this connection's client. Settling after the connection was lost does nothing:
-     * the next connection gets the message again, or (clean session) never.
+     * or 2 message, it keeps the message's last answer (PUBACK; PUBCOMP for QoS 2) back until the
+     * returned function is called (once each listener that deferred it has called its own). For
+     * QoS 1 a broker that keeps the session (`clean_session` false) sends the message again when
+     * the connection ends before (the process killed, a cut); QoS 2 was taken as delivered at its
+     * PUBREC, which MQTT.js sends before it hands the message on. Answers go in the order the
+     * messages came: a settled one waits for those before it. Until then the broker counts the
+     * message against its in-flight window (Mosquitto `max_inflight_messages`, MQTT 5 receive
+     * maximum), which holds back further QoS 1/2 messages to this connection's client. Settling
+     * after the connection was lost does nothing.
      *
-     * @returns the function that acknowledges, or null when there is nothing to defer: QoS 0, QoS 2
-     *   (MQTT.js answers PUBREC before it hands the message on), a message MQTT.js acknowledged
-     *   already (one held for a listener that came later), or a call outside onMessage().
+     * @returns the function that acknowledges, or null when there is nothing to defer: QoS 0, a
+     *   message MQTT.js answered already (one held for a listener that came later), or a call
+     *   outside onMessage().
      */
     public deferAcknowledgement(packet: IPublishPacket): (() => void) | null {
         return this._open?.link.acknowledgements.hold(packet) ?? null;

@@ -46,7 +46,8 @@ import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from '
  * no more than its in-flight window unacknowledged, so a full buffer never drops such a message.
  * abandon() publishes the message to the topic again (same envelope) and then acknowledges the
  * original; moveToDeadLetter() publishes it to `options.dead_letter_topic`. QoS 0 messages have no
- * acknowledgement; QoS 2 messages are acknowledged (PUBREC) by MQTT.js when they arrive. With
+ * acknowledgement; QoS 2 messages are taken (PUBREC) by MQTT.js when they arrive, and their
+ * PUBCOMP waits until they are settled (the in-flight window bounds them; a dying consumer loses them). With
  * `options.acknowledge` on_arrival, MQTT.js acknowledges every message as it arrives: a message
  * buffered or being processed is then lost if the process stops.
  *
@@ -64,9 +65,9 @@ import { MQTT_QUEUE_DEFAULTS, readQueueSettings, type MqttQueueSettings } from '
  *   - __group__:                   (optional) consume as a member of this shared-subscription group
  *                                  (`$share/<group>/<topic>`): each message goes to one member (default: none)
  *   - __max_buffered__:            (optional) the most messages kept in memory; beyond it incoming messages are
- *                                  dropped, logged and counted, except QoS 1 messages acknowledged after processing,
+ *                                  dropped, logged and counted, except QoS 1/2 messages acknowledged after processing,
  *                                  which the broker's in-flight window bounds instead (default: 10000)
- *   - __acknowledge__:             (optional) after_processing or on_arrival: when QoS 1 messages are acknowledged
+ *   - __acknowledge__:             (optional) after_processing or on_arrival: when QoS 1/2 messages are acknowledged
  *                                  to the broker (default: after_processing)
  *   - __dead_letter_topic__:       (optional) the topic moveToDeadLetter() publishes to (default: none; it then fails
  *                                  with `MQTT_NO_DEAD_LETTER_TOPIC`)

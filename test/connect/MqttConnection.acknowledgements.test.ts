@@ -24,11 +24,11 @@ class DeferringListener {
     }
 }
 
-/** The message ids of the PUBACKs a connection's client writes, in order. */
-function pubacks(connection: MqttConnection): number[] {
+/** The message ids of the PUBACKs (or PUBCOMPs) a connection's client writes, in order. */
+function pubacks(connection: MqttConnection, cmd: 'puback' | 'pubcomp' = 'puback'): number[] {
     const sent: number[] = [];
     connection.getConnection()!.on('packetsend', (packet: Packet) => {
-        if (packet.cmd === 'puback') sent.push(packet.messageId!);
+        if (packet.cmd === cmd) sent.push(packet.messageId!);
     });
     return sent;
 }
@@ -61,6 +61,26 @@ for (const { kind, skip } of EACH_BROKER) {
             await sub.publish(uniqueTopic('ack-later-probe'), 'x', { qos: 1 });
             assert.deepEqual(sent, ids, 'a second settle sends nothing');
             assert.equal(sub.isConnected(), true);
+        });
+
+        it('keeps a deferred QoS 2 PUBCOMP back until it is settled (MQTT.js answered PUBREC already)', async (t) => {
+            const f = fixture(t);
+            const broker = await f.broker(kind);
+            const sub = f.connection(broker.url);
+            const pub = f.connection(broker.url);
+            await sub.open(null);
+            await pub.open(null);
+            const topic = uniqueTopic('ack-qos2');
+            const listener = new DeferringListener(sub);
+            await sub.subscribe(topic, { qos: 2 }, listener);
+            const sent = pubacks(sub, 'pubcomp');
+            await pub.publish(topic, 'defer-2', { qos: 2 });
+            await pub.publish(topic, 'plain-2', { qos: 2 });
+            await waitFor(() => listener.received.length === 2, 5000, 'both messages');
+            await sub.publish(uniqueTopic('ack-qos2-probe'), 'x', { qos: 1 });
+            assert.deepEqual(sent, [], 'no PUBCOMP before the first message is settled');
+            listener.settles.get('defer-2')!();
+            await waitFor(() => sent.length === 2, 5000, 'both PUBCOMPs');
         });
 
         it('sends the PUBACK once every listener that deferred the message has settled', async (t) => {

@@ -270,19 +270,22 @@ describe('MqttMessageQueue', { timeout: 60000 }, () => {
         });
     });
 
-    it('drops no QoS 1 message for a full buffer when it acknowledges after processing (the broker holds back the rest)', async () => {
-        await withQueue(uniqueTopic('nodrop'), ['options.autosubscribe', true, 'options.qos', 1, 'options.max_buffered', 5], async (queue, { counters }) => {
-            for (let i = 0; i < 8; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
-            await waitFor(async () => (await queue.readMessageCount()) === 8, 5000, 'all 8 buffered');
-            assert.equal(counters.increments.get('queue.q.dropped_messages'), undefined);
-            const received: string[] = [];
-            for (let i = 0; i < 8; i++) {
-                const message = await queue.receive(null, 1000);
-                received.push(message?.getMessageAsString() ?? 'none');
-                if (message) await queue.complete(message);
-            }
-            assert.deepEqual(received, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7']);
-        });
+    it('drops no QoS 1 or 2 message for a full buffer when it acknowledges after processing (the broker holds back the rest)', async () => {
+        for (const qos of [1, 2]) {
+            await withQueue(uniqueTopic('nodrop'), ['options.autosubscribe', true, 'options.qos', qos, 'options.max_buffered', 5],
+                async (queue, { counters }) => {
+                    for (let i = 0; i < 8; i++) await queue.send(null, new MessageEnvelope('c', 't', `m${i}`));
+                    await waitFor(async () => (await queue.readMessageCount()) === 8, 5000, `QoS ${qos}: all 8 buffered`);
+                    assert.equal(counters.increments.get('queue.q.dropped_messages'), undefined, `QoS ${qos}`);
+                    const received: string[] = [];
+                    for (let i = 0; i < 8; i++) {
+                        const message = await queue.receive(null, 1000);
+                        received.push(message?.getMessageAsString() ?? 'none');
+                        if (message) await queue.complete(message);
+                    }
+                    assert.deepEqual(received, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7'], `QoS ${qos}`);
+                });
+        }
     });
 
     it('logs and counts a malformed envelope, never throws, and goes on', async () => {

@@ -52,12 +52,13 @@ export function reconnectNow(client: MqttClient): void {
 export type MqttPacketSender = (packet: Packet, cb?: (err?: Error) => void, cbStorePut?: unknown, noStore?: boolean) => void;
 
 /**
- * Puts `intercept` in front of every PUBACK the client writes (in `_sendPacket`, which every
- * packet goes through): it gets the packet, MQTT.js's callback (the parser waits for it before it
- * reads the next packet) and the original sender, and decides when to send it. Other packets go
- * straight on. False when MQTT.js has no `_sendPacket` (nothing is changed then).
+ * Puts `intercept` in front of every PUBACK and PUBCOMP the client writes (the last answer to an
+ * incoming QoS 1 or QoS 2 message), in `_sendPacket`, which every packet goes through: it gets
+ * the packet, MQTT.js's callback (the parser waits for it before it reads the next packet) and the
+ * original sender, and decides when to send it. Other packets go straight on. False when MQTT.js
+ * has no `_sendPacket` (nothing is changed then).
  */
-export function interceptPubacks(
+export function interceptAcknowledgements(
     client: MqttClient, intercept: (packet: Packet, cb: ((err?: Error) => void) | undefined, send: MqttPacketSender) => void,
 ): boolean {
     const privates = client as unknown as { _sendPacket?: MqttPacketSender };
@@ -65,7 +66,7 @@ export function interceptPubacks(
     if (typeof original !== 'function') return false;
     const send: MqttPacketSender = original.bind(client);
     privates._sendPacket = (packet, cb, cbStorePut, noStore) => {
-        if (packet.cmd === 'puback') intercept(packet, cb, send);
+        if (packet.cmd === 'puback' || packet.cmd === 'pubcomp') intercept(packet, cb, send);
         else send(packet, cb, cbStorePut, noStore);
     };
     return true;

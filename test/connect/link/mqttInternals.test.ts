@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 
 import type { IClientOptions, MqttClient, Packet } from 'mqtt';
 
-import { clearReconnectTimer, interceptPubacks, type MqttQueuedPublish, reconnectNow, storedPackets, storeProcessingQueue } from '../../../src/connect/link/mqttInternals';
+import { clearReconnectTimer, interceptAcknowledgements, type MqttQueuedPublish, reconnectNow, storedPackets, storeProcessingQueue } from '../../../src/connect/link/mqttInternals';
 import { type AedesTestBroker, delay, startAedes, uniqueTopic, waitFor } from '../../helpers/brokers';
 import { TestClients } from '../../helpers/clients';
 
@@ -127,20 +127,22 @@ describe(`mqttInternals (MQTT.js ${MQTT_VERSION})`, () => {
         assert.equal(storeProcessingQueue(client)?.length, 0, 'the queue is empty once the store was resent');
     });
 
-    it('interceptPubacks(client) gets each PUBACK MQTT.js writes for an incoming QoS 1 message, and only PUBACKs', TEST, async () => {
+    it('interceptAcknowledgements(client) gets the PUBACK and PUBCOMP MQTT.js writes for incoming QoS 1 and 2 messages, and only those', TEST, async () => {
         const sub = await connect({});
         const pub = await connect({});
         const topic = uniqueTopic('internals-puback');
-        await sub.subscribeAsync(topic, { qos: 1 });
+        await sub.subscribeAsync(topic, { qos: 2 });
         const seen: string[] = [];
-        assert.ok(interceptPubacks(sub, (packet, cb, send) => {
+        assert.ok(interceptAcknowledgements(sub, (packet, cb, send) => {
             seen.push(packet.cmd);
             send(packet, cb);
         }), moved('_sendPacket'));
         await pub.publishAsync(topic, 'x', { qos: 1 });
         await waitFor(() => seen.length > 0, 5000, 'the PUBACK').catch(() => undefined);
-        await sub.publishAsync(uniqueTopic('internals-other'), 'y', { qos: 1 });
-        assert.deepEqual(seen, ['puback'], moved('_sendPacket'));
+        await pub.publishAsync(topic, 'y', { qos: 2 });
+        await waitFor(() => seen.length > 1, 5000, 'the PUBCOMP').catch(() => undefined);
+        await sub.publishAsync(uniqueTopic('internals-other'), 'z', { qos: 2 });
+        assert.deepEqual(seen, ['puback', 'pubcomp'], moved('_sendPacket'));
     });
 
     it('clearReconnectTimer(client) stops the reconnect timer MQTT.js armed at a close', TEST, async () => {
