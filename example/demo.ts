@@ -1,13 +1,16 @@
 /**
  * The demo: a Pip.Services container configured from demo.yml, on the embedded broker (or the
  * broker at MQTT_URI). A producer queue sends jobs; two worker queues in one shared-subscription
- * group split them; an audit queue on a wildcard topic sees every one. Run it with `npm start`.
+ * group split them; an audit queue on a wildcard topic sees every one. Then at-least-once: a
+ * worker process (worker.ts) is killed in the middle of a job and started again, and finishes
+ * every job. Run it with `npm start`.
  */
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 import { ConfigParams, Descriptor } from 'pip-services3-commons-nodex';
 import { Container } from 'pip-services3-container-nodex';
-import type { IMessageQueue, IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
+import { type IMessageQueue, type IMessageReceiver, MessageEnvelope } from 'pip-services3-messaging-nodex';
 
 import { EmbeddedBroker } from '../dev/EmbeddedBroker';
 import { DefaultMqttFactory } from '../src';
@@ -15,6 +18,9 @@ import { DefaultMqttFactory } from '../src';
 /** demo.yml sits beside this file's source; the compiled file runs from dist/example. */
 const CONFIG = join(__dirname, '../../example/demo.yml');
 const JOBS = 10;
+/** Jobs for the worker process, and the one it is killed in the middle of. */
+const WORK = 6;
+const KILLED_IN = 'job 3';
 
 class DemoContainer extends Container {
     public queue(name: string): IMessageQueue {
@@ -73,10 +79,61 @@ async function main(): Promise<void> {
             console.log('The work was not split as expected.');
             process.exitCode = 1;
         }
+        if (!(await killedWorker(container, uri))) process.exitCode = 1;
     } finally {
         await container.close('demo');
         await broker?.stop();
     }
+}
+
+/**
+ * Sends WORK jobs to a worker process, kills it (SIGKILL) when it has started KILLED_IN, starts
+ * it again with the same client id, and waits until every job is finished.
+ * @returns true when every job was finished.
+ */
+async function killedWorker(container: DemoContainer, uri: string): Promise<boolean> {
+    console.log(`At least once: ${WORK} jobs for a worker process, killed in the middle of ${KILLED_IN}...`);
+    const clientId = `demo-worker-${process.pid}`;
+    const finished = new Set<string>();
+    let killed = false;
+    const start = (): Promise<{ exited: Promise<void>; kill: () => void }> => new Promise((resolve) => {
+        const child = spawn(process.execPath, [join(__dirname, 'worker.js'), uri, 'worker/jobs', clientId], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const exited = new Promise<void>((done) => child.once('exit', () => done()));
+        const handle = { exited, kill: () => { child.kill('SIGKILL'); } };
+        let rest = '';
+        child.stdout.on('data', (chunk: Buffer) => {
+            const lines = (rest + chunk.toString()).split('\n');
+            rest = lines.pop() ?? '';
+            for (const line of lines) {
+                if (line === 'ready') resolve(handle);
+                if (line.startsWith('started ')) console.log(`  worker   started ${line.slice(8)}`);
+                if (line.startsWith('finished ')) {
+                    finished.add(line.slice(9));
+                    console.log(`  worker   finished ${line.slice(9)}`);
+                }
+                if (line === `started ${KILLED_IN}` && !killed) {
+                    killed = true;
+                    handle.kill();
+                    console.log(`  killed the worker (SIGKILL) in the middle of ${KILLED_IN}; starting it again`);
+                }
+            }
+        });
+        // A worker that dies before it is ready (it cannot connect, say) ends the wait too.
+        void exited.then(() => resolve(handle));
+    });
+    const first = await start();
+    const work = container.queue('work');
+    for (let i = 1; i <= WORK; i++) await work.send('demo', new MessageEnvelope('demo', 'job', `job ${i}`));
+    await first.exited;
+    const second = await start();
+    const deadline = Date.now() + 20000;
+    while (finished.size < WORK && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    second.kill();
+    await second.exited;
+    const lost = WORK - finished.size;
+    console.log(`The worker finished ${finished.size} of ${WORK} jobs after it was killed in the middle of ${KILLED_IN}: ` +
+        `${lost === 0 ? 'nothing lost' : `${lost} lost`}.`);
+    return killed && lost === 0;
 }
 
 main().catch((err: unknown) => {
