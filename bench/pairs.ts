@@ -11,11 +11,24 @@ export interface PubSubPair {
     close(): Promise<void>;
 }
 
-/** Raw MQTT.js: two clients, `publishAsync` and the `message` event. */
-export async function openRawPair(url: string, topic: string, qos: 0 | 1, onPayload: (payload: Buffer) => void): Promise<PubSubPair> {
+/**
+ * Raw MQTT.js: two clients, `publishAsync` and the `message` event. With `acknowledgeAfter`, the
+ * subscriber acknowledges each QoS 1 message only once `onPayload` has handled it, by hand: in
+ * `handleMessage`, which MQTT.js calls before it sends the PUBACK (`customHandleAcks` is MQTT 5 only).
+ */
+export async function openRawPair(
+    url: string, topic: string, qos: 0 | 1, onPayload: (payload: Buffer) => void, acknowledgeAfter = false,
+): Promise<PubSubPair> {
     const sub = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
     const pub = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
-    sub.on('message', (_topic, payload) => onPayload(payload));
+    if (acknowledgeAfter) {
+        sub.handleMessage = (packet, callback) => {
+            onPayload(packet.payload as Buffer);
+            callback();
+        };
+    } else {
+        sub.on('message', (_topic, payload) => onPayload(payload));
+    }
     await sub.subscribeAsync(topic, { qos });
     return {
         publish: async (payload) => { await pub.publishAsync(topic, payload, { qos }); },

@@ -70,7 +70,8 @@ async function measure(params: QueueParams, open: (topic: string, onBody: (text:
 
 /**
  * Raw MQTT.js doing the same job by hand, QoS 1: the body as the payload, or with
- * `serializeEnvelope` the same JSON envelope the queues send (encoded at send, parsed at receipt).
+ * `serializeEnvelope` the same JSON envelope the queues send (encoded at send, parsed at receipt),
+ * each message acknowledged once handled (in `handleMessage`), as the queue acknowledges after processing.
  */
 export function rawQueue(params: QueueParams): Promise<RunResult> {
     const encode = (text: string): string => (params.serializeEnvelope
@@ -83,12 +84,12 @@ export function rawQueue(params: QueueParams): Promise<RunResult> {
         ? Buffer.from((JSON.parse(payload.toString('utf8')) as { message: string }).message, 'base64').toString('utf8')
         : payload.toString('utf8'));
     return measure(params, async (topic, onBody) => {
-        const pair = await openRawPair(params.url, topic, 1, (payload) => onBody(decode(payload)));
+        const pair = await openRawPair(params.url, topic, 1, (payload) => onBody(decode(payload)), true);
         return { send: (text) => pair.publish(encode(text)), close: () => pair.close() };
     });
 }
 
-/** This package: two MqttMessageQueues, send() and listen(). */
+/** This package: two MqttMessageQueues, send() and listen(), acknowledging after processing (the default). */
 export function oursQueue(params: QueueParams): Promise<RunResult> {
     return measure(params, async (topic, onBody) => {
         const make = (...tuples: unknown[]): MqttMessageQueue => {

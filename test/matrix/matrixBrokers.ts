@@ -8,6 +8,7 @@ import { rabbitmqSkip, startRabbitMq } from '../helpers/rabbitmq';
 export const FEATURES = {
     'connection-suite': 'Connection conformance suite',
     'queue-suite': 'Queue conformance suite',
+    'queue-acks': 'Queue acknowledgement after processing',
     qos0: 'QoS 0',
     qos1: 'QoS 1',
     qos2: 'QoS 2',

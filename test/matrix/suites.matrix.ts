@@ -1,8 +1,9 @@
-// The conformance suites of the broker matrix: the connection's and the queue's, on every broker.
+// The conformance suites of the broker matrix: the connection's, the queue's and the queue's acknowledgement, on every broker.
 import { describe } from 'node:test';
 
 import { describeConnectionConformance } from '../connect/MqttConnectionConformance';
 import type { TestBroker } from '../helpers/brokers';
+import { describeQueueAcknowledgement } from '../queues/MqttQueueAcknowledgement';
 import { describeQueueConformance } from '../queues/MqttQueueConformance';
 import { recordDeviation } from './evidence';
 import { cellTitle, MATRIX_BROKERS } from './matrixBrokers';
@@ -28,5 +29,8 @@ for (const broker of MATRIX_BROKERS) {
     describe(cellTitle(broker, 'queue-suite', broker.name), { skip: broker.skip }, () => {
         describeQueueConformance(broker.name, start, false,
             broker.lacks.has('shared') ? 'the broker has no shared subscriptions (see the matrix row)' : false);
+    });
+    describe(cellTitle(broker, 'queue-acks', broker.name), { skip: broker.skip }, () => {
+        describeQueueAcknowledgement(broker.name, start, false);
     });
 }
