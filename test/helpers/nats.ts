@@ -236,6 +236,9 @@ class NatsProcess extends BrokerProcess implements NatsBroker {
             '}',
             'mqtt {',
             `    listen: "${HOST}:${this._port}"`,
+            // NATS sends an unacknowledged QoS 1 message again after ack_wait (default 30 s), not at
+            // the reconnect: 2 s keeps the acknowledgement tests short.
+            '    ack_wait: "2s"',
             '}',
             `log_file: ${quoted(this.logFile)}`,
             'logtime: true',
