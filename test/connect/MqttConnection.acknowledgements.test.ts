@@ -1,14 +1,14 @@
 // Acknowledgement after processing: a listener that defers a QoS 1 message's PUBACK keeps it back
 // until it settles, PUBACKs go in arrival order, and a kept session gets an unsettled message again.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 
 import type { IPublishPacket, Packet } from 'mqtt';
 
 import type { MqttConnection } from '../../src';
 import { uniqueTopic, waitFor } from '../helpers/brokers';
 import { dropConnection, uniqueClientId } from '../helpers/components';
-import { EACH_BROKER, fixture } from '../helpers/fixture';
+import { type BrokerKind, EACH_BROKER, fixture } from '../helpers/fixture';
 
 /** A listener that defers the PUBACK of each message whose payload starts with `defer`, and keeps the settles. */
 class DeferringListener {
@@ -33,15 +33,21 @@ function pubacks(connection: MqttConnection, cmd: 'puback' | 'pubcomp' = 'puback
     return sent;
 }
 
+/** A subscribing and a publishing connection, open, on a broker of `kind` the test's fixture stops. */
+async function openPair(t: TestContext, kind: BrokerKind, ...subTuples: unknown[]): Promise<{ sub: MqttConnection; pub: MqttConnection }> {
+    const f = fixture(t);
+    const broker = await f.broker(kind);
+    const sub = f.connection(broker.url, ...subTuples);
+    const pub = f.connection(broker.url);
+    await sub.open(null);
+    await pub.open(null);
+    return { sub, pub };
+}
+
 for (const { kind, skip } of EACH_BROKER) {
     describe(`MqttConnection acknowledgement after processing (${kind})`, { skip, timeout: 30000 }, () => {
         it('keeps a deferred PUBACK back until it is settled, and the PUBACKs after it behind it, in arrival order', async (t) => {
-            const f = fixture(t);
-            const broker = await f.broker(kind);
-            const sub = f.connection(broker.url);
-            const pub = f.connection(broker.url);
-            await sub.open(null);
-            await pub.open(null);
+            const { sub, pub } = await openPair(t, kind);
             const topic = uniqueTopic('ack-later');
             const listener = new DeferringListener(sub);
             await sub.subscribe(topic, { qos: 1 }, listener);
@@ -64,12 +70,7 @@ for (const { kind, skip } of EACH_BROKER) {
         });
 
         it('keeps a deferred QoS 2 PUBCOMP back until it is settled (MQTT.js answered PUBREC already)', async (t) => {
-            const f = fixture(t);
-            const broker = await f.broker(kind);
-            const sub = f.connection(broker.url);
-            const pub = f.connection(broker.url);
-            await sub.open(null);
-            await pub.open(null);
+            const { sub, pub } = await openPair(t, kind);
             const topic = uniqueTopic('ack-qos2');
             const listener = new DeferringListener(sub);
             await sub.subscribe(topic, { qos: 2 }, listener);
@@ -84,12 +85,7 @@ for (const { kind, skip } of EACH_BROKER) {
         });
 
         it('sends the PUBACK once every listener that deferred the message has settled', async (t) => {
-            const f = fixture(t);
-            const broker = await f.broker(kind);
-            const sub = f.connection(broker.url);
-            const pub = f.connection(broker.url);
-            await sub.open(null);
-            await pub.open(null);
+            const { sub, pub } = await openPair(t, kind);
             const topic = uniqueTopic('ack-two');
             const first = new DeferringListener(sub);
             const second = new DeferringListener(sub);
@@ -106,13 +102,8 @@ for (const { kind, skip } of EACH_BROKER) {
         });
 
         it('gets an unsettled message again after the connection drops, when the broker keeps the session', async (t) => {
-            const f = fixture(t);
-            const broker = await f.broker(kind);
-            const sub = f.connection(broker.url, 'client_id', uniqueClientId('ack-session'), 'options.clean_session', false,
+            const { sub, pub } = await openPair(t, kind, 'client_id', uniqueClientId('ack-session'), 'options.clean_session', false,
                 'options.reconnect_timeout', 100);
-            const pub = f.connection(broker.url);
-            await sub.open(null);
-            await pub.open(null);
             const topic = uniqueTopic('ack-again');
             const listener = new DeferringListener(sub);
             await sub.subscribe(topic, { qos: 1 }, listener);
@@ -141,12 +132,7 @@ for (const { kind, skip } of EACH_BROKER) {
         });
 
         it('defers nothing for QoS 0, outside onMessage, or on a closed connection', async (t) => {
-            const f = fixture(t);
-            const broker = await f.broker(kind);
-            const sub = f.connection(broker.url);
-            const pub = f.connection(broker.url);
-            await sub.open(null);
-            await pub.open(null);
+            const { sub, pub } = await openPair(t, kind);
             const topic = uniqueTopic('ack-none');
             const listener = new DeferringListener(sub);
             const packets: IPublishPacket[] = [];
