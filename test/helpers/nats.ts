@@ -42,6 +42,12 @@ export interface NatsOptions {
      * bcrypt hash (`$2a$...`) is refused here: NATS would compare against it as a hash.
      */
     passwords?: Record<string, string>;
+    /**
+     * A node of a cluster (see natsCluster.ts): its route listener's port, the route ports of all
+     * nodes (its own included: NATS ignores a route to itself), and the cluster's name. The MQTT
+     * streams and consumers then have `replicas` copies (default 3).
+     */
+    cluster?: { readonly name: string; readonly port: number; readonly routes: readonly number[]; readonly replicas?: number };
 }
 
 /**
@@ -223,19 +229,36 @@ class NatsProcess extends BrokerProcess implements NatsBroker {
         return (await canConnect(this._port)) && (await canConnect(this._clientPort));
     }
 
+    /** The cluster block of a cluster node: its route listener and the routes to every node. */
+    private clusterConfig(): string[] {
+        const cluster = this._options.cluster;
+        if (!cluster) return [];
+        return [
+            'cluster {',
+            `    name: ${quoted(cluster.name)}`,
+            `    listen: "${HOST}:${cluster.port}"`,
+            `    routes: [${cluster.routes.map((port) => quoted(`nats-route://${HOST}:${port}`)).join(', ')}]`,
+            '}',
+        ];
+    }
+
     protected config(): string {
         const lines = [
             `server_name: ${quoted(this._serverName)}`,
             `listen: "${HOST}:${this._clientPort}"`,
-            // No http/https (monitoring), cluster, gateway, leafnodes or websocket blocks: those
+            // No http/https (monitoring), gateway, leafnodes or websocket blocks (and a cluster block only for a cluster node): those
             // listeners stay closed. The limits only cap what a runaway test may store.
             'jetstream {',
             `    store_dir: ${quoted(this._storeDir)}`,
             '    max_memory_store: 268435456',
             '    max_file_store: 1073741824',
             '}',
+            ...this.clusterConfig(),
             'mqtt {',
             `    listen: "${HOST}:${this._port}"`,
+            ...(this._options.cluster
+                ? [`    stream_replicas: ${this._options.cluster.replicas ?? 3}`, `    consumer_replicas: ${this._options.cluster.replicas ?? 3}`]
+                : []),
             // NATS sends an unacknowledged QoS 1 message again after ack_wait (default 30 s), not at
             // the reconnect: 2 s keeps the acknowledgement tests short.
             '    ack_wait: "2s"',
