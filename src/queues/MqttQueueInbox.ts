@@ -109,11 +109,6 @@ export class MqttQueueInbox {
         return true;
     }
 
-    /** True while the message waits for settle(). */
-    public isUnsettled(message: MessageEnvelope): boolean {
-        return this._unsettled.has(message);
-    }
-
     /** Drops every buffered message, each settled (the broker may forget it). @returns how many. */
     public clear(): number {
         const dropped = this.buffer.clear();
