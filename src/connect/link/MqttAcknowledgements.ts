@@ -48,11 +48,6 @@ export class MqttAcknowledgements {
 
     public constructor(private readonly _client: MqttClient) {}
 
-    /** Acknowledgements held now, waiting for a settle or for one before them. */
-    public get pending(): number {
-        return this._holders.size + this._queue.filter((ack) => ack.ready).length;
-    }
-
     /** The message MQTT.js emits now (null once it is delivered): hold() can hold its answer meanwhile. */
     public set emitting(packet: IPublishPacket | null) {
         this._emitting = packet;
