@@ -1,11 +1,13 @@
-// Failover between the servers of connections.N: the next one is tried when one is down or silent.
+// Failover between the servers of connections.N: the next one is tried when one is down or silent,
+// and after a loss the attempts start again at the first (the order the user gave).
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 
 import { ConfigParams } from 'pip-services3-commons-nodex';
 
 import { MqttConnection, MqttErrorCode } from '../../src';
-import { type AedesTestBroker, refusedPort } from '../helpers/brokers';
+import { type AedesTestBroker, refusedPort, waitFor } from '../helpers/brokers';
+import { dropConnection } from '../helpers/components';
 import { fixture, suiteFixture } from '../helpers/fixture';
 
 describe('MqttConnection failover', { timeout: 30000 }, () => {
@@ -57,5 +59,42 @@ describe('MqttConnection failover', { timeout: 30000 }, () => {
         const started = Date.now();
         await assert.rejects(connection.open(null), { code: MqttErrorCode.ConnectFailed });
         assert.ok(Date.now() - started < 5000, 'does not wait for connect_timeout');
+    });
+
+    /** An open connection over `urls` in that order (connections.1-N), reconnecting quickly. */
+    async function overServers(f: ReturnType<typeof fixture>, urls: string[]): Promise<MqttConnection> {
+        const connection = f.closing(new MqttConnection());
+        connection.configure(ConfigParams.fromTuples(...urls.flatMap((url, i) => [`connections.${i + 1}.uri`, url]),
+            'options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 200, 'options.connect_timeout', 6000));
+        await connection.open(null);
+        return connection;
+    }
+
+    it('after losing the connection to connections.1, reconnects to connections.1, not to the next server', async (t) => {
+        const f = fixture(t);
+        const second = await f.aedes();
+        const connection = await overServers(f, [broker.url, second.url]);
+        assert.equal(connection.getConnection()!.options.port, broker.port);
+        for (let loss = 1; loss <= 3; loss++) {
+            await dropConnection(connection);
+            await waitFor(() => connection.isConnected(), 10000, `the reconnect after loss ${loss}`);
+            assert.equal(connection.getConnection()!.options.port, broker.port, `loss ${loss}: back on connections.1`);
+        }
+    });
+
+    it('moves on to the next server while the first is down, and starts at the first again after the next loss', async (t) => {
+        const f = fixture(t);
+        const first = await f.aedes();
+        const second = await f.aedes();
+        const third = await f.aedes();
+        const connection = await overServers(f, [first.url, second.url, third.url]);
+        await first.stop();
+        await waitFor(() => !connection.isConnected(), 5000, 'the loss of connections.1');
+        await waitFor(() => connection.isConnected(), 10000, 'a connection to another server');
+        assert.equal(connection.getConnection()!.options.port, second.port, 'connections.2 is next after connections.1');
+        await first.restart();
+        await dropConnection(connection);
+        await waitFor(() => connection.isConnected(), 10000, 'the reconnect');
+        assert.equal(connection.getConnection()!.options.port, first.port, 'back on connections.1 once it is up again');
     });
 });

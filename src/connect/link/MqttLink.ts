@@ -10,6 +10,7 @@ import type { MqttSubscriptionLink } from '../subscriptions/MqttSubscriptions';
 import { toClientOptions } from './clientOptions';
 import { endClient } from './endClient';
 import { MqttAcknowledgements } from './MqttAcknowledgements';
+import { restartServerRotation } from './mqttInternals';
 import { CLOSES_TO_POISON, type MqttPoison, MqttPoisonWatch } from './MqttPoisonWatch';
 import { MqttReconnector } from './MqttReconnector';
 import { waitForConnack } from './waitForConnack';
@@ -387,6 +388,8 @@ export class MqttLink implements MqttSubscriptionLink {
         this._connected = false;
         this.notifyLoss();
         this._lostAt = Date.now();
+        // connections.N are tried in the order given after every loss: the first is the one the user prefers.
+        restartServerRotation(this.client);
         this._reporting.counters.incrementOne('mqtt.connection_losses');
         const sessionKept = this._settings.sessionOutlivesConnection;
         if (this._settings.retryConnect) {

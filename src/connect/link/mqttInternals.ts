@@ -14,6 +14,7 @@ interface ClientPrivates {
     _storeProcessingQueue?: MqttQueuedPublish[];
     _reconnect?: () => void;
     _clearReconnect?: () => void;
+    _reconnectCount?: number;
 }
 
 /**
@@ -41,6 +42,16 @@ export function storedPackets(store: IStore): ReadonlyMap<number, Packet> | null
  */
 export function clearReconnectTimer(client: MqttClient): void {
     (client as unknown as ClientPrivates)._clearReconnect?.();
+}
+
+/**
+ * Makes MQTT.js's next connection attempt go to the first of its `servers`. MQTT.js moves on to
+ * the next server at every attempt (`_reconnectCount`, the index of the next one) and never starts
+ * over, so without this the reconnect after any loss goes to the next server, however well the
+ * current one works.
+ */
+export function restartServerRotation(client: MqttClient): void {
+    (client as unknown as ClientPrivates)._reconnectCount = 0;
 }
 
 /** Starts a reconnect attempt now (`_reconnect`), as MQTT.js's reconnect timer does. */

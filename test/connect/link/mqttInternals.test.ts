@@ -4,7 +4,9 @@ import { after, before, describe, it } from 'node:test';
 
 import type { IClientOptions, MqttClient, Packet } from 'mqtt';
 
-import { clearReconnectTimer, interceptAcknowledgements, type MqttQueuedPublish, reconnectNow, storedPackets, storeProcessingQueue } from '../../../src/connect/link/mqttInternals';
+import {
+    clearReconnectTimer, interceptAcknowledgements, type MqttQueuedPublish, reconnectNow, restartServerRotation, storedPackets, storeProcessingQueue,
+} from '../../../src/connect/link/mqttInternals';
 import { type AedesTestBroker, delay, startAedes, uniqueTopic, waitFor } from '../../helpers/brokers';
 import { TestClients } from '../../helpers/clients';
 
@@ -184,5 +186,35 @@ describe(`mqttInternals (MQTT.js ${MQTT_VERSION})`, () => {
         assert.equal(reconnectEmitted, true, moved('_reconnect: no reconnect attempt started'));
         await connected;
         assert.equal(client.connected, true);
+    });
+
+    /** The port of the server a client of `servers` [broker, a second broker] reconnects to after a drop, with or without restartServerRotation. */
+    async function portAfterDrop(restart: boolean): Promise<{ port: number | undefined; first: number; second: number }> {
+        const second = await startAedes();
+        try {
+            const client = await connect({ reconnectPeriod: 50, servers: [{ host: broker.host, port: broker.port }, { host: second.host, port: second.port }] });
+            assert.equal(client.options.port, broker.port, 'the first attempt goes to servers[0]');
+            const closed = nextEvent(client, 'close');
+            const reconnected = nextEvent(client, 'connect');
+            client.stream.destroy();
+            await closed;
+            if (restart) restartServerRotation(client);
+            await reconnected;
+            const port = client.options.port;
+            await client.endAsync(true);
+            return { port, first: broker.port, second: second.port };
+        } finally {
+            await second.stop();
+        }
+    }
+
+    it('restartServerRotation(client) sends the next attempt to the first of the servers', TEST, async () => {
+        const { port, first } = await portAfterDrop(true);
+        assert.equal(port, first, moved('_reconnectCount (the index of the next server)'));
+    });
+
+    it('without restartServerRotation the client moves on to the next server (the check above can fail)', TEST, async () => {
+        const { port, second } = await portAfterDrop(false);
+        assert.equal(port, second);
     });
 });
