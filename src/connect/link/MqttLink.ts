@@ -1,3 +1,5 @@
+import { Socket } from 'node:net';
+
 import { connect, type IClientSubscribeOptions, type IConnackPacket, type IDisconnectPacket, type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
 import { ApplicationException, ConnectionException } from 'pip-services3-commons-nodex';
 import type { ILogger } from 'pip-services3-components-nodex';
@@ -10,7 +12,7 @@ import type { MqttSubscriptionLink } from '../subscriptions/MqttSubscriptions';
 import { toClientOptions } from './clientOptions';
 import { endClient } from './endClient';
 import { MqttAcknowledgements } from './MqttAcknowledgements';
-import { restartServerRotation } from './mqttInternals';
+import { rearmConnackTimeout, restartServerRotation } from './mqttInternals';
 import { CLOSES_TO_POISON, type MqttPoison, MqttPoisonWatch } from './MqttPoisonWatch';
 import { MqttReconnector } from './MqttReconnector';
 import { waitForConnack } from './waitForConnack';
@@ -155,6 +157,7 @@ export class MqttLink implements MqttSubscriptionLink {
             this._events.closed();
             this.onClose();
         });
+        if (_settings.connection.servers.length > 1) this.on('reconnect', () => process.nextTick(() => this.waitLongerOnceAccepted()));
         this.on('reconnect', () => {
             this._attempts++;
             this._reporting.counters.incrementOne('mqtt.reconnect_attempts');
@@ -172,6 +175,24 @@ export class MqttLink implements MqttSubscriptionLink {
             const reason = `reason code ${packet.reasonCode ?? 0}${reasonString !== undefined ? `: ${reasonString}` : ''}`;
             this.setLastError(`the broker sent DISCONNECT (${reason})`);
             this._reporting.logger.warn(NO_CID, 'MQTT broker at %s sent DISCONNECT (%s)', this.displayUri, reason);
+        });
+    }
+
+    /**
+     * A reconnect to one of several servers gets a 1/N share of connect_timeout, so that a server
+     * that never accepts costs little before the next is tried. Once the server has accepted the
+     * connection it is there and working on the CONNECT (a cluster node waits for its leader
+     * election before it answers): from then on the attempt gets the whole connect_timeout. Only
+     * after open(), whose own wait the shares keep within connect_timeout. Called just after
+     * MQTT.js started the attempt (it builds the socket within its 'reconnect').
+     */
+    private waitLongerOnceAccepted(): void {
+        const socket = this.client.stream;
+        if (!(socket instanceof Socket) || !socket.connecting || this._ended) return;
+        socket.once('connect', () => {
+            if (this.client.stream === socket && !this.client.connected && !this._ended) {
+                rearmConnackTimeout(this.client, this._settings.connectTimeout);
+            }
         });
     }
 

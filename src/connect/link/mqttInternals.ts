@@ -15,6 +15,8 @@ interface ClientPrivates {
     _reconnect?: () => void;
     _clearReconnect?: () => void;
     _reconnectCount?: number;
+    connackTimer?: NodeJS.Timeout;
+    _onConnackTimeout?: () => void;
 }
 
 /**
@@ -52,6 +54,20 @@ export function clearReconnectTimer(client: MqttClient): void {
  */
 export function restartServerRotation(client: MqttClient): void {
     (client as unknown as ClientPrivates)._reconnectCount = 0;
+}
+
+/**
+ * Gives the current connection attempt `ms` more to receive its CONNACK: MQTT.js's own wait
+ * (`connackTimer`, armed by connect() with `connectTimeout`) is replaced by one of `ms` that ends
+ * the attempt the same way (`_onConnackTimeout`). False when MQTT.js has neither (nothing changed).
+ */
+export function rearmConnackTimeout(client: MqttClient, ms: number): boolean {
+    const privates = client as unknown as ClientPrivates;
+    const timeout = privates._onConnackTimeout;
+    if (typeof timeout !== 'function' || !('connackTimer' in privates)) return false;
+    clearTimeout(privates.connackTimer);
+    privates.connackTimer = setTimeout(() => timeout.call(client), ms);
+    return true;
 }
 
 /** Starts a reconnect attempt now (`_reconnect`), as MQTT.js's reconnect timer does. */

@@ -5,9 +5,9 @@ import { after, before, describe, it } from 'node:test';
 import type { IClientOptions, MqttClient, Packet } from 'mqtt';
 
 import {
-    clearReconnectTimer, interceptAcknowledgements, type MqttQueuedPublish, reconnectNow, restartServerRotation, storedPackets, storeProcessingQueue,
+    clearReconnectTimer, interceptAcknowledgements, type MqttQueuedPublish, rearmConnackTimeout, reconnectNow, restartServerRotation, storedPackets, storeProcessingQueue,
 } from '../../../src/connect/link/mqttInternals';
-import { type AedesTestBroker, delay, startAedes, uniqueTopic, waitFor } from '../../helpers/brokers';
+import { type AedesTestBroker, delay, silentServer, startAedes, uniqueTopic, waitFor } from '../../helpers/brokers';
 import { TestClients } from '../../helpers/clients';
 
 // Each accessor of src/connect/link/mqttInternals.ts against the installed MQTT.js, on real
@@ -216,5 +216,28 @@ describe(`mqttInternals (MQTT.js ${MQTT_VERSION})`, () => {
     it('without restartServerRotation the client moves on to the next server (the check above can fail)', TEST, async () => {
         const { port, second } = await portAfterDrop(false);
         assert.equal(port, second);
+    });
+
+    /** Whether a client of a silent server (connectTimeout 60 s) gives up on its CONNACK within 2 s, with or without rearmConnackTimeout(200). */
+    async function connackGivenUp(rearm: boolean): Promise<boolean> {
+        const silent = await silentServer();
+        const client = clients.create(silent.url, { reconnectPeriod: 0, connectTimeout: 60_000 });
+        created.push(client);
+        try {
+            const gaveUp = new Promise<boolean>((resolve) => client.once('error', (err) => resolve(err.message === 'connack timeout')));
+            if (rearm) assert.ok(rearmConnackTimeout(client, 200), moved('connackTimer, _onConnackTimeout'));
+            return await Promise.race([gaveUp, delay(2000).then(() => false)]);
+        } finally {
+            client.end(true);
+            await silent.stop();
+        }
+    }
+
+    it('rearmConnackTimeout(client, ms) replaces the wait for the CONNACK of the current attempt', TEST, async () => {
+        assert.equal(await connackGivenUp(true), true, moved('connackTimer, _onConnackTimeout: the attempt did not end after 200 ms'));
+    });
+
+    it('without rearmConnackTimeout the attempt waits its connectTimeout (the check above can fail)', TEST, async () => {
+        assert.equal(await connackGivenUp(false), false);
     });
 });
