@@ -10,7 +10,8 @@
 // A system RabbitMQ on the same machine is left alone: other ports, node name and folders, and
 // /etc/rabbitmq is not read (every file the node would look for there is pointed into the folder).
 // The node registers with the machine's epmd (port 4369), starting one when none runs (that epmd
-// then stays, as with any Erlang node). No rabbitmqctl is needed to start, stop or add users.
+// then stays, as with any Erlang node); a cluster node (options.cluster, see rabbitmqCluster.ts)
+// registers with its cluster's private epmd instead. No rabbitmqctl is needed to start, stop or add users.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -64,6 +65,17 @@ export interface RabbitMqOptions {
      * MQTT logins are accepted (as user `guest`, password `guest`, which also logs in explicitly).
      */
     passwords?: Record<string, string>;
+    /**
+     * A member of a cluster (see rabbitmqCluster.ts): its node name, fixed in advance because the
+     * peers' configuration names it; the cluster's Erlang cookie (nodes with different cookies
+     * refuse each other); and the port of the cluster's private epmd, where the node, its
+     * rabbitmqctl and its peers look one another up (ERL_EPMD_PORT), so nothing registers with
+     * the machine's epmd on 4369. The node does not start an epmd of its own: when the private
+     * one is not running, the start fails.
+     */
+    cluster?: { readonly nodeName: string; readonly cookie: string; readonly epmdPort: number };
+    /** Lines appended to rabbitmq.conf (a cluster's peer discovery and queue type, say). */
+    config?: readonly string[];
 }
 
 /**
@@ -86,7 +98,7 @@ export interface RabbitMqBroker extends SpawnedTestBroker {
     readonly configFile: string;
     /** The AMQP 0-9-1 listener's port. */
     readonly amqpPort: number;
-    /** The Erlang distribution port (the node registers it with the machine's epmd on 4369). */
+    /** The Erlang distribution port (registered with the machine's epmd on 4369, or the cluster's private epmd). */
     readonly distPort: number;
     /** The Erlang VM's process id while it runs (from the PID file), else undefined. */
     readonly pid: number | undefined;
@@ -268,9 +280,10 @@ function processesWith(needles: string[]): number[] {
 
 /**
  * A detached shell that outlives a test process killed by a signal (no 'exit' hook then): once
- * `owner` is gone it SIGKILLs the node's process group. It ends by itself when the group ends.
+ * `owner` is gone it SIGKILLs the process group `group` (a node's; a cluster's epmd). It ends by
+ * itself when the group ends.
  */
-function spawnWatchdog(owner: number, group: number): ChildProcess | undefined {
+export function spawnWatchdog(owner: number, group: number): ChildProcess | undefined {
     const script =
         `while kill -0 ${owner} 2>/dev/null && kill -0 -${group} 2>/dev/null; do sleep 1; done; ` +
         `kill -0 ${owner} 2>/dev/null || kill -KILL -${group} 2>/dev/null; exit 0`;
@@ -377,7 +390,7 @@ class RabbitMqProcess implements RabbitMqBroker {
         private readonly _script: string,
         private readonly _options: RabbitMqOptions,
     ) {
-        this.nodeName = `pip-mqtt-${randomBytes(4).toString('hex')}@localhost`;
+        this.nodeName = _options.cluster?.nodeName ?? `pip-mqtt-${randomBytes(4).toString('hex')}@localhost`;
         this.logFile = path.join(dir, 'log', 'rabbit.log');
         this.configFile = path.join(dir, 'rabbitmq.conf');
         this._outputFile = path.join(dir, 'stdout.log');
@@ -387,7 +400,8 @@ class RabbitMqProcess implements RabbitMqBroker {
         fs.writeFileSync(path.join(dir, 'enabled_plugins'), '[rabbitmq_mqtt].\n');
         fs.writeFileSync(path.join(dir, 'rabbitmq-env.conf'), '# intentionally empty: not /etc/rabbitmq/rabbitmq-env.conf\n');
         // The node's and any rabbitmqctl's cookie (HOME is this folder): owner-only, as Erlang requires.
-        fs.writeFileSync(path.join(dir, '.erlang.cookie'), randomBytes(15).toString('hex').toUpperCase(), { mode: 0o400 });
+        const cookie = _options.cluster?.cookie ?? randomBytes(15).toString('hex').toUpperCase();
+        fs.writeFileSync(path.join(dir, '.erlang.cookie'), cookie, { mode: 0o400 });
         fs.writeFileSync(
             path.join(dir, 'definitions.json'),
             definitions(_options.passwords ?? { [ANONYMOUS_USER]: ANONYMOUS_USER }),
@@ -435,6 +449,9 @@ class RabbitMqProcess implements RabbitMqBroker {
 
     private environment(): NodeJS.ProcessEnv {
         const d = this.dir;
+        const epmdPort = this._options.cluster?.epmdPort;
+        // The private epmd (also read by rabbitmqctl); -start_epmd false: none started on that port when it is gone.
+        const epmd = epmdPort === undefined ? '' : ' -start_epmd false';
         return {
             ...baseEnvironment(),
             HOME: d,
@@ -455,7 +472,8 @@ class RabbitMqProcess implements RabbitMqBroker {
             RABBITMQ_FEATURE_FLAGS_FILE: path.join(d, 'feature_flags'),
             RABBITMQ_MOTD_FILE: path.join(d, 'motd'),
             // Distribution on 127.0.0.1 only; the marker names the node in `ps` (beam.smp's argv).
-            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: `-kernel inet_dist_use_interface {127,0,0,1} ${MARKER_ARG} ${this.nodeName}`,
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: `-kernel inet_dist_use_interface {127,0,0,1}${epmd} ${MARKER_ARG} ${this.nodeName}`,
+            ...(epmdPort === undefined ? {} : { ERL_EPMD_PORT: String(epmdPort) }),
         };
     }
 
@@ -474,6 +492,7 @@ class RabbitMqProcess implements RabbitMqBroker {
             'mqtt.exchange = amq.topic',
             'log.console = false',
             'log.file.level = info',
+            ...(this._options.config ?? []),
             '',
         ].join('\n');
     }
