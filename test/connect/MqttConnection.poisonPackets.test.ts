@@ -101,4 +101,28 @@ describe('MqttConnection poison packets', { timeout: 60000 }, () => {
         await waitFor(() => connection.isConnected(), 10000, 'the connection up again');
         await stillServes(f, connection, broker.url);
     });
+
+    it('does not take a broker that closes seconds after a packet, while it recovers, for a poison packet: the publish completes', async (t) => {
+        // A NATS node whose cluster elects a leader takes a QoS 1 PUBLISH, fails to store it within its
+        // 4 s JetStream timeout and closes the connection; after the election it answers. A poison
+        // packet is closed on at once; this broker takes 2.5 s each time, four times in a row.
+        const f = fixture(t);
+        let troubledConnections = 4;
+        const peer = await f.scripted((packet, send, socket) => {
+            if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
+            if (packet.cmd !== 'publish' || packet.qos !== 1) return;
+            if (troubledConnections > 0) {
+                troubledConnections--;
+                setTimeout(() => socket.destroy(), 2500);
+            } else {
+                send({ cmd: 'puback', messageId: packet.messageId });
+            }
+        });
+        const connection = f.connection(peer.url, 'options.reconnect_timeout', 50, 'options.max_reconnect_timeout', 100);
+        await connection.open(null);
+        const published = connection.publish(uniqueTopic('recovering'), 'x', { qos: 1 });
+        await Promise.race([published, waitFor(() => troubledConnections === 0 && connection.isConnected(), 30000, 'the broker recovered')]);
+        await published;
+        assert.doesNotMatch(connection.getStatus().lastError ?? '', /closed the connection 3 times/);
+    });
 });

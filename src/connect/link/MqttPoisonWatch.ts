@@ -7,6 +7,15 @@ import type { Packet } from 'mqtt';
  */
 export const CLOSES_TO_POISON = 3;
 
+/**
+ * How soon after a packet was written a close may come to count against it. A broker closes on a
+ * packet it refuses as soon as it reads it: one round trip. A broker in trouble closes later, on
+ * whatever was last sent: a NATS node while its cluster elects a leader takes a QoS 1 PUBLISH and
+ * closes the connection when storing it times out, 4 s later, on every node in turn. Counting
+ * those would fail a good publish.
+ */
+export const POISON_REACTION_MS = 2000;
+
 /** A packet the broker closed the connection on, again and again. */
 export type MqttPoison =
     | { readonly cmd: 'publish'; readonly messageId: number; readonly topic: string; readonly qos: 1 | 2 }
@@ -24,8 +33,9 @@ export type MqttPoison =
  * - while MQTT.js resends its store (CONNACK seen, 'connect' not yet): the QoS 1 or 2 PUBLISH it
  *   resent last, when the broker has not answered it (the resend waits for each answer);
  * - otherwise the oldest SUBSCRIBE written on the connection and not answered.
- * The same packet at [[CLOSES_TO_POISON]] closes in a row is reported to `poisoned`; a close
- * with nothing to count against, or against another packet, starts the count again.
+ * A close counts only within [[POISON_REACTION_MS]] of the packet's write. The same packet at
+ * [[CLOSES_TO_POISON]] closes in a row is reported to `poisoned`; a close with nothing to count
+ * against, against another packet, or later than that, starts the count again.
  *
  * Outside the resend, the watch looks at SUBSCRIBEs only, so the publish path pays one
  * comparison per packet.
@@ -36,9 +46,9 @@ export class MqttPoisonWatch {
     /** True from a CONNACK to the close. */
     private _connacked = false;
     /** The QoS 1/2 PUBLISH resent last and not answered, during the resend. */
-    private _resent: { messageId: number; topic: string; qos: 1 | 2 } | null = null;
-    /** The SUBSCRIBEs written on this connection and not answered, by message id, oldest first. */
-    private readonly _subscribes = new Map<number, string>();
+    private _resent: { messageId: number; topic: string; qos: 1 | 2; writtenAt: number } | null = null;
+    /** The SUBSCRIBEs written on this connection and not answered, by message id, oldest first, with when they were written. */
+    private readonly _subscribes = new Map<number, { filter: string; writtenAt: number }>();
     /** What the last closes counted against (`p<id>` or `s<filter>`), and how many in a row. */
     private _suspect: { key: string; closes: number } | null = null;
     /** Filters found poison whose subscribe() has not yet been told. */
@@ -59,12 +69,12 @@ export class MqttPoisonWatch {
     private written(packet: Packet): void {
         if (packet.cmd === 'publish') {
             if (this._resending && packet.qos > 0 && packet.messageId !== undefined) {
-                this._resent = { messageId: packet.messageId, topic: packet.topic, qos: packet.qos as 1 | 2 };
+                this._resent = { messageId: packet.messageId, topic: packet.topic, qos: packet.qos as 1 | 2, writtenAt: Date.now() };
             }
             return;
         }
         if (packet.cmd === 'subscribe' && packet.messageId !== undefined) {
-            this._subscribes.set(packet.messageId, packet.subscriptions.map((s) => s.topic).join('\n'));
+            this._subscribes.set(packet.messageId, { filter: packet.subscriptions.map((s) => s.topic).join('\n'), writtenAt: Date.now() });
         } else if (packet.cmd === 'pubrel' && this._resending) {
             this._resent = null;
         }
@@ -86,10 +96,10 @@ export class MqttPoisonWatch {
                 }
                 return;
             case 'suback': {
-                const filter = packet.messageId !== undefined ? this._subscribes.get(packet.messageId) : undefined;
-                if (filter === undefined) return;
+                const written = packet.messageId !== undefined ? this._subscribes.get(packet.messageId) : undefined;
+                if (written === undefined) return;
                 this._subscribes.delete(packet.messageId!);
-                this.answered(`s${filter}`);
+                this.answered(`s${written.filter}`);
                 return;
             }
             default:
@@ -110,9 +120,10 @@ export class MqttPoisonWatch {
         this._resent = null;
         this._subscribes.clear();
         if (!connacked) return;
-        const poison: MqttPoison | null = resent !== null ? { cmd: 'publish', ...resent }
-            : subscribe.done ? null : { cmd: 'subscribe', topic: subscribe.value };
-        if (poison === null) {
+        const writtenAt = resent !== null ? resent.writtenAt : subscribe.done ? 0 : subscribe.value.writtenAt;
+        const poison: MqttPoison | null = resent !== null ? { cmd: 'publish', messageId: resent.messageId, topic: resent.topic, qos: resent.qos }
+            : subscribe.done ? null : { cmd: 'subscribe', topic: subscribe.value.filter };
+        if (poison === null || Date.now() - writtenAt > POISON_REACTION_MS) {
             this._suspect = null;
             return;
         }
