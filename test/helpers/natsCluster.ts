@@ -5,13 +5,23 @@
 import { randomBytes } from 'node:crypto';
 
 import { freePorts } from './brokerProcess';
-import { type NatsBroker, startNats } from './nats';
+import { type ClusterNode, clusterRequired, type TestCluster } from './cluster';
+import { type NatsBroker, natsSkip, startNats } from './nats';
+
+/** A node of the cluster, with its nats-server (ports, folder, log). */
+export interface NatsClusterNode extends ClusterNode {
+    readonly broker: NatsBroker;
+}
 
 /** Three nodes, started together: JetStream needs a quorum (two of three) before any node answers MQTT. */
-export interface NatsCluster {
-    readonly nodes: readonly NatsBroker[];
-    /** Stops every node and removes their folders. */
-    stop(): Promise<void>;
+export interface NatsCluster extends TestCluster {
+    readonly kind: 'nats';
+    readonly nodes: readonly NatsClusterNode[];
+}
+
+/** For `describe(..., { skip: natsClusterSkip() })`: why the NATS cluster cannot run, or false. */
+export function natsClusterSkip(): string | false {
+    return clusterRequired('nats') ? false : natsSkip();
 }
 
 /** Starts a three-node cluster; resolves once every node answers an MQTT CONNECT. */
@@ -19,14 +29,28 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
     const routes = await freePorts(size);
     const name = `pip-mqtt-cluster-${randomBytes(4).toString('hex')}`;
     const started = await Promise.allSettled(routes.map((port) => startNats({ cluster: { name, port, routes } })));
-    const nodes = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    const brokers = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
     const failed = started.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     const stop = async (): Promise<void> => {
-        await Promise.all(nodes.map((node) => node.cleanup()));
+        await Promise.all(brokers.map((broker) => broker.cleanup()));
     };
     if (failed) {
         await stop();
         throw failed.reason;
     }
-    return { nodes, stop };
+    const nodes = brokers.map((broker, i): NatsClusterNode => ({
+        name: `nats-${i + 1}`,
+        url: broker.url,
+        broker,
+        start: () => broker.start(),
+        stop: () => broker.stop(),
+        kill: (signal) => broker.kill(signal),
+    }));
+    return {
+        kind: 'nats',
+        nodes,
+        keepsSessions: true,
+        settings: `${size} routed nodes with JetStream; \`mqtt { stream_replicas: ${size}, consumer_replicas: ${size} }\``,
+        stop,
+    };
 }

@@ -1,11 +1,18 @@
 // A numbered QoS 1 (or 2) stream from one MqttConnection to another, counted for loss and duplicates.
 import type { IPublishPacket, MqttClient, Packet } from 'mqtt';
 
-import type { IMqttMessageListener, MqttConnection } from '../../src';
+import type { IMqttMessageListener } from '../../src';
 import { delay } from './net';
 
 /** Slots per tracking ring. */
 const RING = 1 << 20;
+
+/** Where a NumberedStream publishes: an MqttConnection, or an adapter (a queue's send(), say). */
+export interface NumberSender {
+    publish(topic: string, data: string, options: { qos: 1 | 2 }): Promise<unknown>;
+    /** False once closed for good: the stream then stops retrying. */
+    isOpen(): boolean;
+}
 
 /** What a NumberedStream has seen so far. */
 export interface StreamCounts {
@@ -44,7 +51,7 @@ export class NumberedStream implements IMqttMessageListener {
     private _missingAcked = 0;
 
     public constructor(
-        private readonly _publisher: MqttConnection,
+        private readonly _publisher: NumberSender,
         public readonly topic: string,
         private readonly _window = 20,
         /** Pause between publishes per slot in ms (0: as fast as the broker takes them). */
@@ -54,7 +61,12 @@ export class NumberedStream implements IMqttMessageListener {
 
     /** The listener side: subscribe it to `topic` on the subscribing connection. */
     public onMessage(_topic: string, data: Buffer, _packet: IPublishPacket): void {
-        const n = Number(data.toString());
+        this.receive(data.toString());
+    }
+
+    /** Counts one received number (a message's payload as text): for receivers other than an MQTT listener. */
+    public receive(text: string): void {
+        const n = Number(text);
         if (!Number.isSafeInteger(n) || n < 1) return;
         if (NumberedStream.mark(this._seen, n)) {
             this._receivedCount++;
@@ -86,6 +98,11 @@ export class NumberedStream implements IMqttMessageListener {
             missing: this._missingAcked,
             retries: this._retries,
         };
+    }
+
+    /** The number the next publish will carry: numbers below it have been published (or are being). */
+    public get nextNumber(): number {
+        return this._next;
     }
 
     /** The first ten publish() rejections: the number and the message. */
