@@ -11,7 +11,7 @@ export type ClusterKind = 'nats' | 'rabbitmq' | 'aedes-redis' | 'ejabberd';
 export interface ClusterNode {
     /** For messages: `nats-1`, `rabbitmq-2`. */
     readonly name: string;
-    /** The node's MQTT listener: `mqtt://127.0.0.1:<port>`, the same across restarts. */
+    /** The node's MQTT listener: `mqtt://127.0.0.1:<port>` (with a user name and password where the broker needs them), the same across restarts. */
     readonly url: string;
     /** Starts the node again on its ports and data; resolves once it answers an MQTT CONNECT. Idempotent. */
     start(): Promise<void>;
