@@ -120,6 +120,23 @@ export function clusterScenarios(title: string, skip: string | false, start: () 
         }
 
         /**
+         * Starts the stream and runs it through a SIGKILL of node 1 (the subscriber's) and its restart;
+         * resolves with the outage (the numbers published from the kill to the subscriber's return) and its length.
+         */
+        async function throughSubscriberNodeKill(pair: Pair): Promise<{ outage: [number, number]; reconnectMs: number }> {
+            const { stream } = pair;
+            stream.start();
+            await progress(stream, 200);
+            const lostFrom = stream.nextNumber;
+            const reconnectMs = await killSubscriberNode(pair, 0);
+            const outage: [number, number] = [lostFrom, stream.nextNumber];
+            await progress(stream, 200);
+            await cluster.nodes[0].start();
+            await progress(stream, 200);
+            return { outage, reconnectMs };
+        }
+
+        /**
          * Stops the stream and checks delivery: with a cluster that keeps sessions, every acknowledged
          * number; without, every number outside `outage` (the numbers published from just before the
          * loss, a window's worth, to the resubscription). No publish may have been rejected.
@@ -156,15 +173,8 @@ export function clusterScenarios(title: string, skip: string | false, start: () 
 
         it('MqttConnection: no acknowledged QoS 1 message lost when the subscriber\'s node is killed (SIGKILL) and restarted', async (t) => {
             const f = fixture(t);
-            const { stream, pair } = await connectionPair(f, 0, 1);
-            stream.start();
-            await progress(stream, 200);
-            const lostFrom = stream.nextNumber;
-            const reconnectMs = await killSubscriberNode(pair, 0);
-            const outage: [number, number] = [lostFrom, stream.nextNumber];
-            await progress(stream, 200);
-            await cluster.nodes[0].start();
-            await progress(stream, 200);
+            const { pair } = await connectionPair(f, 0, 1);
+            const { outage, reconnectMs } = await throughSubscriberNodeKill(pair);
             await checkDelivery(t, 'subscriber\'s node killed', pair, outage, reconnectMs);
             checkSessionLossNoticed(pair);
         });
@@ -270,14 +280,7 @@ export function clusterScenarios(title: string, skip: string | false, start: () 
                 subscriberConnected: () => connection.isConnected(),
                 subscriberReconnects: () => connection.getStatus().reconnects,
             };
-            stream.start();
-            await progress(stream, 200);
-            const lostFrom = stream.nextNumber;
-            const reconnectMs = await killSubscriberNode(pair, 0);
-            const outage: [number, number] = [lostFrom, stream.nextNumber];
-            await progress(stream, 200);
-            await cluster.nodes[0].start();
-            await progress(stream, 100);
+            const { outage, reconnectMs } = await throughSubscriberNodeKill(pair);
             await checkDelivery(t, 'queue consumer\'s node killed', pair, outage, reconnectMs);
         });
     });

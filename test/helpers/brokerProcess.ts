@@ -4,9 +4,12 @@
 // lifecycle of a broker that is a single child process (Mosquitto, NATS; RabbitMQ runs a start
 // script in a process group of its own and keeps a lifecycle of its own).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
+import mqtt, { type IClientOptions } from 'mqtt';
 
 import { delay, freePort, HOST, type TestBroker } from './net';
 
@@ -75,6 +78,51 @@ export function configuredExecutable(variable: string, name: string): string | u
 export function brokerRequired(kind: string): boolean {
     const required = (process.env.REQUIRE_BROKERS ?? '').toLowerCase().split(/[\s,]+/);
     return required.includes('all') || required.includes(kind);
+}
+
+// ---------------------------------------------------------------- spawning
+
+/**
+ * Spawns `file` detached (a process group of its own, to be killed as a whole), in `cwd` with
+ * `env`, its stdout and stderr written to `outputFile` (rewritten).
+ */
+export function spawnDetached(file: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, outputFile: string): ChildProcess {
+    const output = fs.openSync(outputFile, 'w');
+    try {
+        return spawn(file, args, { cwd, env, detached: true, stdio: ['ignore', output, output] });
+    } finally {
+        fs.closeSync(output);
+    }
+}
+
+// ---------------------------------------------------------------- readiness
+
+/**
+ * The CONNACK return code of one MQTT 3.1.1 CONNECT to `url` (clean session, a random client id,
+ * no reconnects, 3 s unless `options` say otherwise), undefined when no CONNACK came.
+ */
+export function connackCode(url: string, options: IClientOptions = {}): Promise<number | undefined> {
+    return new Promise((resolve) => {
+        const client = mqtt.connect(url, {
+            protocolVersion: 4,
+            clientId: `pip-mqtt-ready-${randomBytes(4).toString('hex')}`,
+            clean: true,
+            reconnectPeriod: 0,
+            connectTimeout: 3000,
+            ...options,
+        });
+        let settled = false;
+        const done = (code: number | undefined): void => {
+            if (!settled) {
+                settled = true;
+                client.end(true);
+                resolve(code);
+            }
+        };
+        client.once('connect', (packet) => done(packet.returnCode ?? 0));
+        client.on('error', (err: Error & { code?: unknown }) => done(typeof err.code === 'number' ? err.code : undefined));
+        client.once('close', () => done(undefined));
+    });
 }
 
 // ---------------------------------------------------------------- files

@@ -38,9 +38,10 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import mqtt from 'mqtt';
 
 import {
+    connackCode,
+    spawnDetached,
     fileSize,
     findExecutable,
     forgetOnExit,
@@ -253,34 +254,6 @@ function erlCall(erlCallPath: string, home: string, distPort: number, expression
         child.stdin.on('error', () => undefined);
         // erl_call parses the input as forms ending with ".\n".
         child.stdin.end(`${expression}\n`);
-    });
-}
-
-/** The CONNACK return code of one MQTT 3.1.1 CONNECT (clean session, random client id), undefined without a CONNACK. */
-function connackCode(port: number): Promise<number | undefined> {
-    return new Promise((resolve) => {
-        const client = mqtt.connect({
-            host: HOST,
-            port,
-            protocolVersion: 4,
-            clientId: `pip-mqtt-ejabberd-ready-${randomBytes(4).toString('hex')}`,
-            username: EJABBERD_MQTT_USER,
-            password: EJABBERD_MQTT_PASSWORD,
-            clean: true,
-            reconnectPeriod: 0,
-            connectTimeout: CONNACK_TIMEOUT_MS,
-        });
-        let settled = false;
-        const done = (code: number | undefined): void => {
-            if (!settled) {
-                settled = true;
-                client.end(true);
-                resolve(code);
-            }
-        };
-        client.once('connect', (packet) => done(packet.returnCode ?? 0));
-        client.on('error', (err: Error & { code?: unknown }) => done(typeof err.code === 'number' ? err.code : undefined));
-        client.once('close', () => done(undefined));
     });
 }
 
@@ -541,7 +514,8 @@ class EjabberdNodeProcess implements EjabberdNode {
             } else if (!expected.every((node) => status.includes(node))) {
                 last = `running nodes ${status.join(', ') || '(none)'}, expected ${expected.join(', ')}`;
             } else {
-                const code = await connackCode(this._port);
+                const code = await connackCode(`mqtt://${HOST}:${this._port}`,
+                    { username: EJABBERD_MQTT_USER, password: EJABBERD_MQTT_PASSWORD, connectTimeout: CONNACK_TIMEOUT_MS });
                 if (code === 0) {
                     this.refreshHelpers();
                     return;
@@ -654,19 +628,8 @@ class EjabberdNodeProcess implements EjabberdNode {
         }
         fs.writeFileSync(this._configFile, this.config());
         this._logOffset = fileSize(this.logFile);
-        const output = fs.openSync(this._outputFile, 'w');
-        let child: ChildProcess;
-        try {
-            // erl execs erlexec, which execs beam.smp: the child is the VM. detached: a process group of its own.
-            child = spawn(this._context.install.erl, this.args(), {
-                cwd: this.dir,
-                env: this.environment(),
-                detached: true,
-                stdio: ['ignore', output, output],
-            });
-        } finally {
-            fs.closeSync(output);
-        }
+        // erl execs erlexec, which execs beam.smp: the child is the VM, in a process group of its own.
+        const child = spawnDetached(this._context.install.erl, this.args(), this.dir, this.environment(), this._outputFile);
         this._child = child;
         this._helpers = [];
         killOnExit(this);

@@ -18,10 +18,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import mqtt from 'mqtt';
 
 import {
     brokerRequired,
+    connackCode,
+    spawnDetached,
     fileSize,
     findExecutable,
     forgetOnExit,
@@ -341,30 +342,6 @@ function baseEnvironment(): NodeJS.ProcessEnv {
 
 // ---------------------------------------------------------------- the node
 
-/** Outcome of one MQTT login attempt: the CONNACK return code, or undefined without a CONNACK. */
-function connackCode(url: string): Promise<number | undefined> {
-    return new Promise((resolve) => {
-        const client = mqtt.connect(url, {
-            protocolVersion: 4,
-            clientId: `pip-mqtt-ready-${randomBytes(4).toString('hex')}`,
-            clean: true,
-            reconnectPeriod: 0,
-            connectTimeout: 3000,
-        });
-        let settled = false;
-        const done = (code: number | undefined): void => {
-            if (!settled) {
-                settled = true;
-                client.end(true);
-                resolve(code);
-            }
-        };
-        client.once('connect', (packet) => done(packet.returnCode ?? 0));
-        client.on('error', (err: Error & { code?: unknown }) => done(typeof err.code === 'number' ? err.code : undefined));
-        client.once('close', () => done(undefined));
-    });
-}
-
 class RabbitMqProcess implements RabbitMqBroker {
     public readonly kind = 'rabbitmq';
     public readonly host = HOST;
@@ -505,19 +482,8 @@ class RabbitMqProcess implements RabbitMqBroker {
         fs.writeFileSync(this.configFile, this.config());
         fs.rmSync(this._pidFile, { force: true });
         this._logOffset = fileSize(this.logFile);
-        const output = fs.openSync(this._outputFile, 'w');
-        let child: ChildProcess;
-        try {
-            // detached: a process group of its own (the script and beam.smp), killed as a whole.
-            child = spawn(this._script, [], {
-                cwd: this.dir,
-                env: this.environment(),
-                detached: true,
-                stdio: ['ignore', output, output],
-            });
-        } finally {
-            fs.closeSync(output);
-        }
+        // A process group of its own (the script and beam.smp), killed as a whole.
+        const child = spawnDetached(this._script, [], this.dir, this.environment(), this._outputFile);
         this._child = child;
         this._group = child.pid;
         this._beamPid = undefined;
