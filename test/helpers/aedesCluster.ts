@@ -286,7 +286,9 @@ export async function startAedesCluster(size = 3): Promise<AedesCluster> {
         nodes,
         redis,
         keepsSessions: true,
-        settings: 'aedes 1.2 x3 on one private redis-server (appendonly yes, appendfsync everysec, no RDB snapshots): aedes-persistence-redis 11 for sessions, mqemitter-redis 7 between nodes, random Aedes ids',
+        settings: 'aedes 1.2 x3 (Node child processes, random broker ids) on one private redis-server (appendonly yes, appendfsync everysec, ' +
+            'no RDB snapshots, no AOF rewrites); aedes-persistence-redis 11 (maxSessionDelivery 1000000) and mqemitter-redis 7; ' +
+            'deliveries to a resuming session held back until its CONNACK (authorizeForward)',
         stop,
     };
 }
