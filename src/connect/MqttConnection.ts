@@ -35,7 +35,8 @@ import { MqttSubscriptions } from './subscriptions/MqttSubscriptions';
  * Each key in brief; the README's Configuration table says more. Values are checked at open().
  *
  * - __client_id__:               (optional) MQTT client id; default: unique per connection (host name letters + 12 hex digits)
- * - __connection(s)__:           one broker (`connection.*`) or several for failover (`connections.N.*`: all TCP, or all WebSocket)
+ * - __connection(s)__:           one broker (`connection.*`) or several for failover (`connections.N.*`: all TCP, or all WebSocket),
+ *                                 tried in order, from the first again after every loss
  *   - __discovery_key__:         (optional) key to resolve the connection in an IDiscovery
  *   - __uri__:                   (optional) `mqtt://[user[:password]@]host[:port][/path][?client_id=...&connect_timeout=...]`
  *   - __protocol__:              (optional) mqtt (default), mqtts, ws, wss; aliases tcp = mqtt, ssl and tls = mqtts
@@ -53,7 +54,8 @@ import { MqttSubscriptions } from './subscriptions/MqttSubscriptions';
  *   - __ssl_passphrase__:        (optional) passphrase of an encrypted private key
  * - __options__:
  *   - __retry_connect__:         (optional) reconnect when the connection is lost, and retry while opening (default: true)
- *   - __connect_timeout__:       (optional) ms open() waits for a connection; N failover servers share it (default: 30000)
+ *   - __connect_timeout__:       (optional) ms open() waits for a connection; N failover servers share it; after open(), a server
+ *                                 that accepted the connection has all of it for its CONNACK (default: 30000)
  *   - __reconnect_timeout__:     (optional) ms before the first attempt after a loss, doubling after each failure (default: 1000)
  *   - __max_reconnect_timeout__: (optional) the longest wait between attempts, at least reconnect_timeout (default: 30000)
  *   - __keepalive_timeout__:     (optional) ms of MQTT keepalive, rounded up to seconds; 0 turns it off (default: 60000)
