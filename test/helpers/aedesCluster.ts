@@ -131,8 +131,9 @@ function mqttAnswers(port: number): Promise<Handshake> {
             if (settled) return;
             settled = true;
             clearTimeout(timer);
-            client.end(!result.ok);
+            // Settled first: whatever end() does, the readiness loop goes on.
             resolve(result);
+            client.end(!result.ok);
         };
         const timer = setTimeout(() => done({ ok: false, why: 'no CONNACK' }), PROBE_TIMEOUT_MS + 500);
         client.once('connect', () => done({ ok: true }));
