@@ -194,7 +194,7 @@ describe('Aedes cluster (3 nodes on one Redis): the helper, and QoS 1 streams th
             const held = heldBack(cluster, pair.subscriberId);
             t.diagnostic(`${pair.label}: acknowledged ${counts.acknowledged}, received ${counts.received}, duplicates ${counts.duplicates}, ` +
                 `lost ${counts.missing}; subscriber reconnects ${pair.reconnects()}, deliveries held back until the CONNACK ${held.deliveries} ` +
-                `(at ${held.connects} connects)`);
+                `(at ${held.connects} connects), still queued in Redis ${await cluster.queuedFor(pair.subscriberId)}`);
             if (counts.missing > 0) failures.push(`${pair.label}: lost ${counts.missing}: ${pair.stream.missingNumbers().join(', ')}; ${pair.notes()}`);
             if (counts.retries > 0) failures.push(`${pair.label}: publishes rejected: ${pair.stream.rejections().join('; ')}`);
         }
@@ -265,10 +265,12 @@ describe('Aedes cluster (3 nodes on one Redis): the helper, and QoS 1 streams th
         await checkComplete(t, all);
     });
 
-    it('stop() ends Redis and every node and removes their folders', { timeout: 120000 }, async () => {
+    it('stop() ends Redis and every node and removes their folders', { timeout: 120000 }, async (t) => {
         const pids = [cluster.redis.pid, ...cluster.nodes.map((node) => node.pid)].filter((pid): pid is number => pid !== undefined);
         const dirs = [cluster.redis.logFile, ...cluster.nodes.map((node) => node.logFile)].map((file) => path.dirname(file));
         assert.equal(pids.length, 4);
+        const memory = [...cluster.nodes.map((node) => `${node.name} ${rssKiB(node.pid)}`), `redis ${rssKiB(cluster.redis.pid)}`];
+        t.diagnostic(`RSS in KiB after the streams: ${memory.join(', ')}`);
         await cluster.stop();
         assert.deepEqual(pids.filter(alive), [], 'no process left');
         assert.deepEqual(dirs.filter((dir) => fs.existsSync(dir)), [], 'no folder left');
