@@ -68,6 +68,15 @@ function rssKiB(pid: number | undefined): number {
     }
 }
 
+/** The promise, or a rejection naming `what` after `ms` (a hang guard, not a timed assertion). */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** True while a process with this id exists. */
 function alive(pid: number): boolean {
     try {
@@ -185,14 +194,14 @@ describe('Aedes cluster (3 nodes on one Redis): the helper, and QoS 1 streams th
             const held = heldBack(cluster, pair.subscriberId);
             t.diagnostic(`${pair.label}: acknowledged ${counts.acknowledged}, received ${counts.received}, duplicates ${counts.duplicates}, ` +
                 `lost ${counts.missing}; subscriber reconnects ${pair.reconnects()}, deliveries held back until the CONNACK ${held.deliveries} ` +
-                `(at ${held.connects} connects)`);
+                `(at ${held.connects} connects), still queued in Redis ${await cluster.queuedFor(pair.subscriberId)}`);
             if (counts.missing > 0) failures.push(`${pair.label}: lost ${counts.missing}: ${pair.stream.missingNumbers().join(', ')}; ${pair.notes()}`);
             if (counts.retries > 0) failures.push(`${pair.label}: publishes rejected: ${pair.stream.rejections().join('; ')}`);
         }
         if (cluster.keepsSessions) assert.deepEqual(failures, []);
     }
 
-    it('starts three nodes on one Redis; a killed node starts again on its port; a persistent session outlives its node', async (t) => {
+    it('starts three nodes on one Redis; a killed node starts again on its port; a persistent session outlives its node', { timeout: 120000 }, async (t) => {
         const f = fixture(t);
         const memory = [...cluster.nodes.map((node) => `${node.name} ${rssKiB(node.pid)}`), `redis ${rssKiB(cluster.redis.pid)}`];
         t.diagnostic(`fresh start of Redis and 3 nodes: ${startMs} ms; RSS in KiB: ${memory.join(', ')}`);
@@ -203,11 +212,11 @@ describe('Aedes cluster (3 nodes on one Redis): the helper, and QoS 1 streams th
         const clientId = uniqueClientId('keep');
         const topic = uniqueTopic('cluster');
         const away = await mqtt.connectAsync(first.url, { clientId, clean: false, reconnectPeriod: 0 });
-        await away.subscribeAsync(topic, { qos: 1 });
-        await away.endAsync();
+        await within(away.subscribeAsync(topic, { qos: 1 }), 30000, 'SUBACK');
+        await within(away.endAsync(), 30000, 'end of the connection');
         const publisher = await mqtt.connectAsync(third.url, { reconnectPeriod: 0 });
         f.defer(() => publisher.endAsync(true));
-        await publisher.publishAsync(topic, 'queued', { qos: 1 });
+        await within(publisher.publishAsync(topic, 'queued', { qos: 1 }), 30000, 'PUBACK');
 
         // The node it lived on dies, and starts again.
         await first.kill();
@@ -222,13 +231,13 @@ describe('Aedes cluster (3 nodes on one Redis): the helper, and QoS 1 streams th
         const received = new Promise<string>((resolve) => back.once('message', (_topic, payload) => resolve(payload.toString())));
         const connack = new Promise<boolean>((resolve) => back.once('connect', (packet) => resolve(packet.sessionPresent)));
         back.connect();
-        assert.equal(await connack, true, 'the session is present on another node');
-        assert.equal(await received, 'queued');
+        assert.equal(await within(connack, 30000, 'CONNACK'), true, 'the session is present on another node');
+        assert.equal(await within(received, 30000, 'queued message'), 'queued');
         assert.equal(cluster.keepsSessions, true);
         t.diagnostic(`settings: ${cluster.settings}`);
     });
 
-    it('loses no acknowledged QoS 1 message when the subscriber\'s node is killed (SIGKILL) and restarted', async (t) => {
+    it('loses no acknowledged QoS 1 message when the subscriber\'s node is killed (SIGKILL) and restarted', { timeout: 300000 }, async (t) => {
         const f = fixture(t);
         const all = await pairs(f, 0, 1);
         for (const { stream } of all) stream.start();
@@ -242,7 +251,7 @@ describe('Aedes cluster (3 nodes on one Redis): the helper, and QoS 1 streams th
         await checkComplete(t, all);
     });
 
-    it('loses no acknowledged QoS 1 message in a rolling restart (each node stopped and started in turn)', async (t) => {
+    it('loses no acknowledged QoS 1 message in a rolling restart (each node stopped and started in turn)', { timeout: 300000 }, async (t) => {
         const f = fixture(t);
         const all = await pairs(f, 0, 1);
         for (const { stream } of all) stream.start();
@@ -256,10 +265,12 @@ describe('Aedes cluster (3 nodes on one Redis): the helper, and QoS 1 streams th
         await checkComplete(t, all);
     });
 
-    it('stop() ends Redis and every node and removes their folders', async () => {
+    it('stop() ends Redis and every node and removes their folders', { timeout: 120000 }, async (t) => {
         const pids = [cluster.redis.pid, ...cluster.nodes.map((node) => node.pid)].filter((pid): pid is number => pid !== undefined);
         const dirs = [cluster.redis.logFile, ...cluster.nodes.map((node) => node.logFile)].map((file) => path.dirname(file));
         assert.equal(pids.length, 4);
+        const memory = [...cluster.nodes.map((node) => `${node.name} ${rssKiB(node.pid)}`), `redis ${rssKiB(cluster.redis.pid)}`];
+        t.diagnostic(`RSS in KiB after the streams: ${memory.join(', ')}`);
         await cluster.stop();
         assert.deepEqual(pids.filter(alive), [], 'no process left');
         assert.deepEqual(dirs.filter((dir) => fs.existsSync(dir)), [], 'no folder left');

@@ -81,6 +81,12 @@ export interface AedesCluster extends TestCluster {
     readonly kind: 'aedes-redis';
     readonly nodes: readonly AedesNode[];
     readonly redis: AedesClusterRedis;
+    /**
+     * How many messages Redis queues for the session of `clientId` (sent and not yet acknowledged,
+     * or not yet sent): after a stream that all arrived, what is left goes out again at its next
+     * connect (duplicates). NaN when Redis does not answer.
+     */
+    queuedFor(clientId: string): Promise<number>;
 }
 
 /** True when a line of `log` starts with `prefix` (a process's: `[<pid>] `, `<pid>:`) and holds `text`. */
@@ -88,21 +94,27 @@ function logged(log: string, prefix: string, text: string): boolean {
     return log.split('\n').some((line) => line.startsWith(prefix) && line.includes(text));
 }
 
-/** Resolves true when a Redis on `port` answers PING with PONG within PROBE_TIMEOUT_MS. */
-function redisAnswers(port: number): Promise<boolean> {
+/**
+ * Sends one command to the Redis on `port` and resolves with the first line of its answer
+ * (`+PONG`, `:12`), or null when there is none within PROBE_TIMEOUT_MS.
+ */
+function redisCommand(port: number, args: readonly string[]): Promise<string | null> {
     return new Promise((resolve) => {
         const socket = tcpConnect({ host: HOST, port });
         let answer = '';
-        const done = (ok: boolean): void => {
+        const done = (line: string | null): void => {
             socket.destroy();
-            resolve(ok);
+            resolve(line);
         };
-        socket.setTimeout(PROBE_TIMEOUT_MS, () => done(false));
-        socket.once('error', () => done(false));
-        socket.once('connect', () => socket.write('PING\r\n'));
+        socket.setTimeout(PROBE_TIMEOUT_MS, () => done(null));
+        socket.once('error', () => done(null));
+        socket.once('connect', () => {
+            socket.write(`*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`);
+        });
         socket.on('data', (data: Buffer) => {
-            answer += data.toString('latin1');
-            if (answer.includes('\r\n')) done(answer.startsWith('+PONG'));
+            answer += data.toString('utf8');
+            const end = answer.indexOf('\r\n');
+            if (end >= 0) done(answer.slice(0, end));
         });
     });
 }
@@ -131,8 +143,9 @@ function mqttAnswers(port: number): Promise<Handshake> {
             if (settled) return;
             settled = true;
             clearTimeout(timer);
-            client.end(!result.ok);
+            // Settled first: whatever end() does, the readiness loop goes on.
             resolve(result);
+            client.end(!result.ok);
         };
         const timer = setTimeout(() => done({ ok: false, why: 'no CONNACK' }), PROBE_TIMEOUT_MS + 500);
         client.once('connect', () => done({ ok: true }));
@@ -179,7 +192,7 @@ class RedisProcess extends BrokerProcess {
             // Our process logged that it is ready (a stranger on the port would not), and it answers.
             ready: async () =>
                 child.pid !== undefined && logged(this.logSinceStart(), `${child.pid}:`, 'Ready to accept connections') &&
-                (await redisAnswers(this._port)),
+                (await redisCommand(this._port, ['PING'])) === '+PONG',
             timeoutMessage: (timeoutMs) => `redis-server did not answer PING within ${timeoutMs} ms`,
         };
     }
@@ -285,6 +298,8 @@ export async function startAedesCluster(size = 3): Promise<AedesCluster> {
         kind: 'aedes-redis',
         nodes,
         redis,
+        // aedes-persistence-redis keeps the queue of a session as the list `outgoing:<client id, URI-encoded>`.
+        queuedFor: async (clientId) => Number((await redisCommand(redis.port, ['LLEN', `outgoing:${encodeURIComponent(clientId)}`]))?.slice(1)),
         keepsSessions: true,
         settings: 'aedes 1.2 x3 (Node child processes, random broker ids) on one private redis-server (appendonly yes, appendfsync everysec, ' +
             'no RDB snapshots, no AOF rewrites); aedes-persistence-redis 11 (maxSessionDelivery 1000000) and mqemitter-redis 7; ' +

@@ -25,7 +25,7 @@ export interface AedesNodeConfig {
     readonly logFile: string;
 }
 
-/** The part of aedes-persistence-redis used here (the package has no typings): a factory taking ioredis options or a connection. */
+/** The part of aedes-persistence-redis used here (the package has no typings): the factory, given our connection and the queue limit. */
 type RedisPersistenceFactory = (options: { conn: Redis; maxSessionDelivery: number }) => object;
 
 /** mqemitter-redis reports a lost Redis on `state` (missing from its typings); without a listener the error would end the process. */
