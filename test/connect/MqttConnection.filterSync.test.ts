@@ -53,12 +53,13 @@ describe('MqttConnection keeps the broker in line with its listeners', { timeout
         await delivered(broker, topic, listener);
     });
 
-    it('removes and logs the listeners of a filter the broker refuses after a reconnect, and can subscribe it again', async (t) => {
+    it('keeps the listeners of a filter the broker refuses after a reconnect, asks again, and delivers once the broker allows it', async (t) => {
+        // A cluster that lost a node may refuse a SUBSCRIBE for a while (NATS: SUBACK 0x80 with one node of three down).
         const f = fixture(t);
         let allow = true;
         const broker = await f.aedes({ authorizeSubscribe: () => allow });
         const { references, logger } = testReferences();
-        const connection = f.connection(broker.url, 'options.reconnect_timeout', 100);
+        const connection = f.connection(broker.url, 'options.reconnect_timeout', 100, 'options.max_reconnect_timeout', 200);
         connection.setReferences(references);
         await connection.open(null);
         const topic = uniqueTopic('refused-again');
@@ -66,14 +67,14 @@ describe('MqttConnection keeps the broker in line with its listeners', { timeout
         await connection.subscribe(topic, { qos: 1 }, a);
         allow = false;
         await reconnected(broker, connection);
-        await waitFor(() => connection.getSubscriptions().length === 0, 5000, 'the refused filter to be removed');
-        assert.ok(logger.entries.some((e) => e.level === LogLevel.Error && /refused the subscription to .* again after a reconnect/.test(e.message)));
-        allow = true;
+        await waitFor(() => logger.entries.some((e) => e.level === LogLevel.Warn && /refused the subscription to .* again after a reconnect/.test(e.message)),
+            5000, 'the warning');
         const count = subscribeCounter(connection, topic);
-        const b = new RecordingListener();
-        await connection.subscribe(topic, { qos: 1 }, b);
-        assert.equal(count(), 1, 'a new SUBSCRIBE goes to the broker');
-        await delivered(broker, topic, b);
+        await waitFor(() => count() >= 2, 5000, 'two more SUBSCRIBEs');
+        assert.deepEqual(connection.getSubscriptions().map((s) => s.topic), [topic], 'the listener stays');
+        allow = true;
+        await delivered(broker, topic, a);
+        assert.equal(logger.entries.filter((e) => e.level === LogLevel.Error).length, 0);
     });
 
     it('restores a confirmed listener when a higher QoS asked while offline is refused', async (t) => {

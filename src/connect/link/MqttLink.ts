@@ -14,7 +14,7 @@ import { endClient } from './endClient';
 import { MqttAcknowledgements } from './MqttAcknowledgements';
 import { rearmConnackTimeout, restartServerRotation } from './mqttInternals';
 import { CLOSES_TO_POISON, type MqttPoison, MqttPoisonWatch } from './MqttPoisonWatch';
-import { MqttReconnector } from './MqttReconnector';
+import { backoffDelay, MqttReconnector } from './MqttReconnector';
 import { waitForConnack } from './waitForConnack';
 
 /** What the link tells the connection's other parts, in the order the link decides. */
@@ -267,6 +267,11 @@ export class MqttLink implements MqttSubscriptionLink {
     /** The wait before the next connection attempt in ms while reconnecting, otherwise null. */
     public get nextAttemptDelay(): number | null {
         return this._connected || !this._settings.retryConnect ? null : this._reconnector.nextDelay;
+    }
+
+    /** The reconnect backoff, for a SUBSCRIBE the broker refused `attempt` + 1 times in a row after a reconnect. */
+    public retryDelay(attempt: number): number {
+        return backoffDelay(attempt, this._settings.reconnectTimeout, this._settings.maxReconnectTimeout);
     }
 
     /** Connections restored since the link began. */

@@ -35,6 +35,10 @@ export class MqttFilterEntry {
     private _verify = false;
     private _syncing: Promise<void> | null = null;
     private _dirty = false;
+    /** SUBSCRIBEs of confirmed listeners refused in a row (a resubscription the broker refuses after a reconnect). */
+    private _refusals = 0;
+    /** Ends the wait before the next of those SUBSCRIBEs (see pause()). */
+    private _wake: (() => void) | null = null;
     private _unsubscribeError: Error | null = null;
     /** Made when first needed and dropped when empty: most entries have no waiter most of the time (bench scenario 3: memory per subscription). */
     private _waiters: Map<MqttRegistration, Waiter> | null = null;
@@ -105,9 +109,38 @@ export class MqttFilterEntry {
         return { ...(first ? first.subscription.options : {}), qos };
     }
 
-    /** Listeners came or went: the reconciliation must look again. */
+    /** Listeners came or went: the reconciliation must look again (now, if it waits in pause()). */
     public changed(): void {
         this._dirty = true;
+        this._wake?.();
+    }
+
+    /** Refused SUBSCRIBEs of confirmed listeners in a row; 0 again once granted. */
+    public get refusals(): number {
+        return this._refusals;
+    }
+
+    /** The broker refused a SUBSCRIBE sent for confirmed listeners only: they stay, and it is asked again after pause(). */
+    public refusedAgain(): void {
+        this._refusals++;
+    }
+
+    /**
+     * Waits `ms` before the reconciliation asks again; ends early when listeners come or go
+     * (changed()) or `cancel` is called. Resolves in every case.
+     */
+    public pause(ms: number, cancel: (wake: () => void) => () => void): Promise<void> {
+        return new Promise<void>((resolve) => {
+            const done = (): void => {
+                clearTimeout(timer);
+                stopCancel();
+                this._wake = null;
+                resolve();
+            };
+            const timer = setTimeout(done, ms);
+            const stopCancel = cancel(done);
+            this._wake = done;
+        });
     }
 
     /** The reconciliation takes note of the listeners as they are now. */
@@ -123,6 +156,7 @@ export class MqttFilterEntry {
     /** The broker granted `qos` with the options of `optionsKey`, as asked. */
     public granted(qos: 0 | 1 | 2, optionsKey: string | null): void {
         this._verify = false;
+        this._refusals = 0;
         this._brokerOptionsKey = optionsKey;
         this._brokerQos = qos;
         this._ceiling = null;

@@ -25,6 +25,10 @@ export interface MqttFilterBroker {
     /** True when the broker keeps subscriptions across disconnects (clean_session false). */
     readonly persistent: boolean;
     readonly logger: ILogger;
+    /** Calls `callback` once at the next loss of the connection or at its end; returns a function that cancels it. */
+    onNextLoss(callback: () => void): () => void;
+    /** Ms to wait before asking again for a filter refused `attempt` + 1 times in a row after a reconnect (the reconnect backoff). */
+    retryDelay(attempt: number): number;
 }
 
 /** `MQTT_QOS_NOT_GRANTED`: the broker granted `granted` for a filter asked at `want`. */
@@ -41,11 +45,13 @@ function notGranted(topic: string, want: 0 | 1 | 2, granted: 0 | 1): ConnectionE
  * SUBSCRIBEs and UNSUBSCRIBEs in the order the listeners came and went.
  *
  * A subscribe() call waits for the SUBACK that covers its QoS. When the broker refuses, the
- * listeners at the refused QoS that the SUBSCRIBE was sent for are removed: first those still waiting (their calls reject with
- * `MQTT_SUBSCRIBE_REJECTED`), then, when only confirmed ones are left (a refused resubscription
- * after a reconnect), those, with an error in the log. A refusal removes the listeners it was
- * sent for (none when they all left meanwhile); later rounds are only for listeners added
- * since, so a reconciliation always ends.
+ * listeners at the refused QoS that the SUBSCRIBE was sent for and that still wait are removed
+ * (their calls reject with `MQTT_SUBSCRIBE_REJECTED`); later rounds are only for listeners added
+ * since. When only confirmed listeners are left (a resubscription the broker refuses after a
+ * reconnect: a cluster that lost a node may refuse for a while), they stay: a warning is logged
+ * at the first refusal, and the SUBSCRIBE is sent again after the reconnect backoff, at the
+ * next reconnect, or when listeners come or go, until the broker grants it or the listeners
+ * leave. Their subscribe() calls resolved long ago; nobody else could put them back.
  */
 export class MqttFilterSync {
     /**
@@ -117,12 +123,17 @@ export class MqttFilterSync {
                 const sentKey = entry.wantedOptionsKey();
                 const { code, reasonString } = await this._broker.subscribe(topic, entry.brokerOptions(want), verifying);
                 if ((code & 0x80) === 0) {
+                    if (entry.refusals > 0) {
+                        this._broker.logger.info(NO_CID, 'MQTT broker granted the subscription to %s again after %d refusals', topic, entry.refusals);
+                    }
                     if (code < want) this.downgraded(entry, want, code as 0 | 1, sentKey, asked);
                     else entry.granted(want, sentKey);
                 } else {
                     // A refused verification: the broker may hold nothing for this filter.
                     entry.refused(verifying);
-                    this.refused(entry, want, code, asked, reasonString);
+                    if (this.refused(entry, want, code, asked, reasonString)) {
+                        await entry.pause(this._broker.retryDelay(entry.refusals - 1), (wake) => this._broker.onNextLoss(wake));
+                    }
                 }
             } catch (err) {
                 // Dropped before the answer: whenConnected() waits for the reconnect, then again.
@@ -140,13 +151,24 @@ export class MqttFilterSync {
     }
 
     /**
-     * The broker refused the filter at `qos`: remove the listeners at that QoS that the refused
-     * SUBSCRIBE was sent for (`asked`). Listeners added since get a SUBSCRIBE of their own.
+     * The broker refused the filter at `qos`: remove the waiting listeners at that QoS that the
+     * refused SUBSCRIBE was sent for (`asked`). Listeners added since get a SUBSCRIBE of their own.
+     * True when only confirmed listeners were asked for: they stay, and the SUBSCRIBE is to be sent again.
      */
-    private refused(entry: MqttFilterEntry, qos: 0 | 1 | 2, code: number, asked: Set<MqttRegistration>, reasonString?: string): void {
+    private refused(entry: MqttFilterEntry, qos: 0 | 1 | 2, code: number, asked: Set<MqttRegistration>, reasonString?: string): boolean {
         const topic = entry.parsed.brokerFilter;
-        this.removeAsked(entry, qos, asked,
-            brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code, reasonString));
+        const error = brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code, reasonString);
+        const top = [...entry.registrations.values()].filter((r) => r.subscription.qos === qos && asked.has(r));
+        if (top.length === 0 || top.some((r) => !r.confirmed)) {
+            this.removeAsked(entry, qos, asked, error);
+            return false;
+        }
+        entry.refusedAgain();
+        if (entry.refusals === 1) {
+            this._broker.logger.warn(NO_CID, 'MQTT broker refused the subscription to %s again after a reconnect (%s); its %d listener(s) stay, ' +
+                'and it is asked again with backoff until the broker grants it', topic, error.message, top.length);
+        }
+        return true;
     }
 
     /**

@@ -19,8 +19,6 @@ export interface MqttSubscriptionLink extends MqttFilterBroker {
     readonly ended: boolean;
     /** Throws `MQTT_NOT_CONNECTED` when the connection is down and will not come back. */
     checkUsable(): void;
-    /** Calls `callback` once at the next loss of the connection or at its end; returns a function that cancels it. */
-    onNextLoss(callback: () => void): () => void;
 }
 
 /** Messages a persistent session brought for filters no listener has yet (MqttDispatcher keeps them). */

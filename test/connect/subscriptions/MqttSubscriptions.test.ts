@@ -77,6 +77,15 @@ class FakeLink implements MqttSubscriptionLink {
         if (this.unusable) throw this.unusable;
     }
 
+    /** The wait before a refused resubscription is asked again, in ms; and the attempts it was asked for. */
+    public retryWait = 5;
+    public readonly retryAttempts: number[] = [];
+
+    public retryDelay(attempt: number): number {
+        this.retryAttempts.push(attempt);
+        return this.retryWait;
+    }
+
     public onNextLoss(callback: () => void): () => void {
         this._lossCallbacks.add(callback);
         return () => this._lossCallbacks.delete(callback);
@@ -149,6 +158,15 @@ function filter(text: string): ParsedFilter {
     const parsed = parseFilter(text);
     assert.ok(typeof parsed !== 'string', parsed as string);
     return parsed;
+}
+
+/** Waits (up to 2 s) until `done` holds, settling in between. */
+async function waitUntil(done: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 2000;
+    while (!done()) {
+        if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+    }
 }
 
 /** Lets every pending promise callback and the reconciliations they start run. */
@@ -653,7 +671,7 @@ describe('MqttSubscriptions', () => {
             assert.equal(link.sent.length, 2, 'verified once: a new listener needs nothing more');
         });
 
-        it('a refused resubscription removes the confirmed listeners and logs an error', async () => {
+        it('a refused resubscription keeps the confirmed listeners, warns once and asks again with backoff until the broker grants it', async () => {
             const { subs, link } = setup();
             await subscribed(subs, link, 'a/b', 1);
             link.drop();
@@ -663,14 +681,62 @@ describe('MqttSubscriptions', () => {
             await settle();
             link.lastSubscribe().answer.resolve({ code: 0x87 });
             await settle();
+            assert.equal(subs.list().length, 1, 'the listener stays');
+            assert.equal(subs.match('a/b').length, 1, 'and gets the messages that come');
+            await waitUntil(() => link.sent.length === 3, 'the SUBSCRIBE asked again');
+            assert.deepEqual(link.log().slice(2), ['SUBSCRIBE a/b 1'], 'asked again, not as a resubscription: the broker holds nothing');
+            link.lastSubscribe().answer.resolve({ code: 0x80 });
+            await waitUntil(() => link.sent.length === 4, 'the SUBSCRIBE asked once more');
+            assert.deepEqual(link.retryAttempts, [0, 1], 'each wait is the next backoff step');
+            link.lastSubscribe().answer.resolve({ code: 1 });
+            await settle();
+            const warnings = link.logger.entries.filter((e) => e.level === LogLevel.Warn);
+            assert.equal(warnings.length, 1, 'one warning for the outage');
+            assert.match(warnings[0].message, /refused the subscription to a\/b again after a reconnect/);
+            assert.match(warnings[0].message, /MQTT broker rejected the subscription to a\/b/, 'with the refusal');
+            assert.equal(link.logger.entries.filter((e) => e.level === LogLevel.Error).length, 0);
+            assert.ok(link.logger.entries.some((e) => e.level === LogLevel.Info && /granted the subscription to a\/b again after 2 refusals/.test(e.message)));
+            assert.equal(link.sent.length, 4, 'nothing more once granted');
+        });
+
+        it('an unsubscribe() while a refused resubscription waits to ask again settles at once, without an UNSUBSCRIBE (the broker holds nothing)', async () => {
+            const { subs, link } = setup();
+            link.retryWait = 60_000;
+            const l = listener();
+            await subscribed(subs, link, 'a/b', 1, l);
+            link.drop();
+            subs.lost(true);
+            link.reconnect();
+            subs.resumed(true);
+            await settle();
+            link.lastSubscribe().answer.resolve({ code: 0x87 });
+            await settle();
+            const call = track(subs.unsubscribe('a/b', l));
+            await waitUntil(() => call.state !== 'pending', 'the unsubscribe() to settle');
+            assert.equal(call.state, 'fulfilled');
             assert.deepEqual(subs.list(), []);
-            assert.deepEqual(subs.match('a/b'), []);
-            const errors = link.logger.entries.filter((e) => e.level === LogLevel.Error);
-            assert.equal(errors.length, 1, 'one error in the log');
-            assert.match(errors[0].message, /refused the subscription to a\/b again after a reconnect; removed its 1 listener\(s\) at QoS 1/);
-            assert.ok(errors[0].error instanceof ConnectionException);
-            assert.equal(errors[0].error.code, MqttErrorCode.SubscribeRejected);
-            assert.equal(link.sent.length, 2, 'no UNSUBSCRIBE after a refused resubscription');
+            assert.equal(link.sent.length, 2, 'no UNSUBSCRIBE for a filter the broker refused');
+        });
+
+        it('a refused resubscription waiting to ask again goes on at the reconnect after a loss', async () => {
+            const { subs, link } = setup();
+            link.retryWait = 60_000;
+            await subscribed(subs, link, 'a/b', 1);
+            link.drop();
+            subs.lost(true);
+            link.reconnect();
+            subs.resumed(true);
+            await settle();
+            link.lastSubscribe().answer.resolve({ code: 0x87 });
+            await settle();
+            link.drop();
+            subs.lost(true);
+            link.reconnect();
+            subs.resumed(true);
+            await waitUntil(() => link.sent.length === 3, 'the SUBSCRIBE at the reconnect');
+            link.lastSubscribe().answer.resolve({ code: 1 });
+            await settle();
+            assert.equal(subs.list().length, 1);
         });
 
         it('a downgrade after a reconnect keeps the listeners, logs an error and refuses new listeners asking for more without a SUBSCRIBE', async () => {
