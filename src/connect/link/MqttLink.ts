@@ -157,7 +157,11 @@ export class MqttLink implements MqttSubscriptionLink {
             this._events.closed();
             this.onClose();
         });
-        if (_settings.connection.servers.length > 1) this.on('reconnect', () => process.nextTick(() => this.waitLongerOnceAccepted()));
+        if (_settings.connection.servers.length > 1) {
+            this.on('reconnect', () => process.nextTick(() => this.waitLongerOnceAccepted()));
+            // The watchdog must not take such an attempt for a stuck one.
+            _reconnector.longestAttempt = _settings.connectTimeout;
+        }
         this.on('reconnect', () => {
             this._attempts++;
             this._reporting.counters.incrementOne('mqtt.reconnect_attempts');

@@ -69,6 +69,11 @@ export class MqttReconnector {
         this._stable.unref();
     };
     private readonly _onClose = (): void => this.clearStable();
+    /**
+     * The longest a connection attempt may take, when longer than MQTT.js's `connectTimeout`: after
+     * open(), an attempt to a server that accepted gets the whole connect_timeout (see MqttLink).
+     */
+    public longestAttempt = 0;
 
     public constructor(
         private readonly _client: MqttClient,
@@ -138,7 +143,7 @@ export class MqttReconnector {
             return;
         }
         const idle = now - this._lastProgress;
-        const limit = (client.options.connectTimeout ?? 30000) + this.nextDelay + this._interval;
+        const limit = Math.max(client.options.connectTimeout ?? 30000, this.longestAttempt) + this.nextDelay + this._interval;
         if (idle < limit) return;
         this._lastProgress = now;
         this._events.onStalled(idle);

@@ -47,8 +47,9 @@ function notGranted(topic: string, want: 0 | 1 | 2, granted: 0 | 1): ConnectionE
  * A subscribe() call waits for the SUBACK that covers its QoS. When the broker refuses, the
  * listeners at the refused QoS that the SUBSCRIBE was sent for and that still wait are removed
  * (their calls reject with `MQTT_SUBSCRIBE_REJECTED`); later rounds are only for listeners added
- * since. When only confirmed listeners are left (a resubscription the broker refuses after a
- * reconnect: a cluster that lost a node may refuse for a while), they stay: a warning is logged
+ * since. When only confirmed listeners are left, all at the refused QoS (a resubscription the
+ * broker refuses after a reconnect: a cluster that lost a node may refuse for a while), they
+ * stay: a warning is logged
  * at the first refusal, and the SUBSCRIBE is sent again after the reconnect backoff, at the
  * next reconnect, or when listeners come or go, until the broker grants it or the listeners
  * leave. Their subscribe() calls resolved long ago; nobody else could put them back.
@@ -152,14 +153,18 @@ export class MqttFilterSync {
 
     /**
      * The broker refused the filter at `qos`: remove the waiting listeners at that QoS that the
-     * refused SUBSCRIBE was sent for (`asked`). Listeners added since get a SUBSCRIBE of their own.
-     * True when only confirmed listeners were asked for: they stay, and the SUBSCRIBE is to be sent again.
+     * refused SUBSCRIBE was sent for (`asked`), or, when only confirmed ones are left and listeners at
+     * a lower QoS would be served without them, those (with an error in the log). Listeners added
+     * since get a SUBSCRIBE of their own. True when only confirmed listeners, all at the refused QoS,
+     * were asked for: they stay, and the SUBSCRIBE is to be sent again.
      */
     private refused(entry: MqttFilterEntry, qos: 0 | 1 | 2, code: number, asked: Set<MqttRegistration>, reasonString?: string): boolean {
         const topic = entry.parsed.brokerFilter;
         const error = brokerRefusal(MqttErrorCode.SubscribeRejected, `MQTT broker rejected the subscription to ${topic}`, topic, code, reasonString);
         const top = [...entry.registrations.values()].filter((r) => r.subscription.qos === qos && asked.has(r));
-        if (top.length === 0 || top.some((r) => !r.confirmed)) {
+        // Listeners at a lower QoS are served once the refused ones are gone: then they go, as a new listener's would.
+        const lower = [...entry.registrations.values()].some((r) => r.subscription.qos < qos);
+        if (top.length === 0 || lower || top.some((r) => !r.confirmed)) {
             this.removeAsked(entry, qos, asked, error);
             return false;
         }
