@@ -105,8 +105,10 @@ export class MqttOpenConnection {
         };
     }
 
-    /** Drops the subscriptions and the held messages, then ends the link (see MqttLink.end). */
+    /** Stops acknowledging, drops the subscriptions and the held messages, then ends the link (see MqttLink.end). */
     public async end(correlationId: string | null): Promise<void> {
+        // Before the listeners go: a message that comes now is not delivered, so it is not acknowledged either.
+        this.link.acknowledgements.closing();
         this._subscriptions.detach();
         this._dispatcher.dropHeld();
         await this.link.end(correlationId);

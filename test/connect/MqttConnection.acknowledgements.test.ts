@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 
 import type { IPublishPacket, Packet } from 'mqtt';
+import * as mqttPacket from 'mqtt-packet';
 
 import type { MqttConnection } from '../../src';
 import { uniqueTopic, waitFor } from '../helpers/brokers';
@@ -148,3 +149,37 @@ for (const { kind, skip } of EACH_BROKER) {
         });
     });
 }
+
+describe('MqttConnection close() and messages that come meanwhile', () => {
+    it('does not acknowledge a QoS 1 message that arrives once close() has begun: a kept session sends it again', async (t) => {
+        // Two PUBLISHes in one TCP chunk; the listener closes the connection on the first, so the
+        // second reaches MQTT.js after the subscriptions are gone. Acknowledged, it would be lost.
+        const f = fixture(t);
+        const acked: number[] = [];
+        const peer = await f.scripted((packet, send, socket) => {
+            if (packet.cmd === 'connect') send({ cmd: 'connack', sessionPresent: false, returnCode: 0 });
+            if (packet.cmd === 'subscribe') {
+                send({ cmd: 'suback', messageId: packet.messageId, granted: packet.subscriptions.map((s) => s.qos) });
+                const publish = (messageId: number): Buffer => mqttPacket.generate({
+                    cmd: 'publish', topic: 'closing/t', payload: Buffer.from(String(messageId)), qos: 1, messageId, dup: false, retain: false,
+                });
+                socket.write(Buffer.concat([publish(1), publish(2)]));
+            }
+            if (packet.cmd === 'puback') acked.push(packet.messageId!);
+        });
+        const connection = f.connection(peer.url, 'client_id', uniqueClientId('closing'), 'options.clean_session', false);
+        await connection.open(null);
+        const got: string[] = [];
+        const state: { closing?: Promise<void> } = {};
+        await connection.subscribe('closing/t', { qos: 1 }, {
+            onMessage: (_topic: string, data: Buffer) => {
+                got.push(data.toString());
+                state.closing ??= connection.close(null);
+            },
+        });
+        await waitFor(() => state.closing !== undefined, 5000, 'the first message');
+        await state.closing;
+        assert.deepEqual(got, ['1']);
+        assert.deepEqual(acked, [1], 'only the delivered message is acknowledged');
+    });
+});

@@ -45,6 +45,10 @@ export class MqttAcknowledgements {
     private _installed = false;
     /** Changes at every close: a settle from an earlier connection does nothing. */
     private _connection = 0;
+    /** True from closing() on: no answer is sent any more, but that of `_lastDelivered`. */
+    private _withholding = false;
+    /** The message being given to the listeners when close() began (a listener that closes the connection). */
+    private _lastDelivered: number | undefined;
 
     public constructor(private readonly _client: MqttClient) {}
 
@@ -73,6 +77,17 @@ export class MqttAcknowledgements {
         };
     }
 
+    /**
+     * close() has begun: the listeners are about to go, so a message that arrives from now on is
+     * not delivered, and its answer must not go either (a kept session sends it again, as it
+     * does with an unsettled one). Answers held or queued stay unsent too; only the message being
+     * delivered now (a listener that calls close()) is still answered.
+     */
+    public closing(): void {
+        this._lastDelivered = this._emitting?.messageId;
+        this._withholding = this.install();
+    }
+
     private install(): boolean {
         if (!this._installed) {
             this._installed = interceptAcknowledgements(this._client, (packet, cb, send) => this.asked(packet, cb, send));
@@ -84,6 +99,10 @@ export class MqttAcknowledgements {
     private asked(packet: Packet, cb: ((err?: Error) => void) | undefined, send: MqttPacketSender): void {
         this._send = send;
         const id = (packet as { messageId?: number }).messageId;
+        if (this._withholding && !(id === this._lastDelivered && id !== undefined && !this._holders.has(id) && this._queue.length === 0)) {
+            cb?.();
+            return;
+        }
         const held = id !== undefined && this._holders.has(id);
         if (!held && this._queue.length === 0) {
             send(packet, cb);
@@ -111,6 +130,7 @@ export class MqttAcknowledgements {
 
     /** Sends the answers at the head of the queue that are ready, in order. */
     private flush(): void {
+        if (this._withholding) return;
         let sent = 0;
         while (sent < this._queue.length && this._queue[sent].ready) {
             const { packet } = this._queue[sent++];
