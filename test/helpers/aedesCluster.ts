@@ -301,6 +301,7 @@ export async function startAedesCluster(size = 3): Promise<AedesCluster> {
         // aedes-persistence-redis keeps the queue of a session as the list `outgoing:<client id, URI-encoded>`.
         queuedFor: async (clientId) => Number((await redisCommand(redis.port, ['LLEN', `outgoing:${encodeURIComponent(clientId)}`]))?.slice(1)),
         keepsSessions: true,
+        losesAtPublisherLoss: 'Aedes sends the PUBACK of a QoS 1 PUBLISH before it stores or forwards it (lib/handlers/publish.js)',
         settings: 'aedes 1.2 x3 (Node child processes, random broker ids) on one private redis-server (appendonly yes, appendfsync everysec, ' +
             'no RDB snapshots, no AOF rewrites); aedes-persistence-redis 11 (maxSessionDelivery 1000000) and mqemitter-redis 7; ' +
             'deliveries to a resuming session held back until its CONNACK (authorizeForward)',

@@ -451,7 +451,8 @@ export abstract class BrokerProcess implements StartsOnFreePort {
         const output = fs.openSync(this.outputFile, 'w');
         let child: ChildProcess;
         try {
-            child = spawn(settings.executable, settings.args, { stdio: ['ignore', output, output] });
+            // In its folder: NATS writes consumer files (meta.inf) into its working directory at a restart.
+            child = spawn(settings.executable, settings.args, { cwd: this.dir, stdio: ['ignore', output, output] });
         } finally {
             fs.closeSync(output);
         }

@@ -771,6 +771,10 @@ export async function startEjabberdCluster(size = 3): Promise<EjabberdCluster> {
         kind: 'ejabberd',
         nodes,
         keepsSessions: false,
+        // Seen once in the queue scenario: 10 numbers (one publisher window) acknowledged just before the publisher's
+        // session was dropped at the killed node's rejoin, never delivered, none of them acknowledged by the consumer.
+        losesAtPublisherLoss: 'ejabberd 23.01 drops the sessions of publishers on other nodes while a node leaves or rejoins the cluster ' +
+            '(DISCONNECT 0x83 with MQTT 5), and some QoS 1 messages it had just acknowledged to them are not delivered',
         settings: SETTINGS,
         dir,
         get epmdPort() {

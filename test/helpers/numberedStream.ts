@@ -156,22 +156,42 @@ export class NumberedStream implements IMqttMessageListener {
 
 /**
  * Records the numbers of every PUBLISH on a topic that reaches an MQTT.js client, before any
- * listener sees it (a ring like NumberedStream's). A number the listener missed but the client
- * got was lost by us; one the client never got was lost by the broker.
+ * listener sees it (a ring like NumberedStream's), and those the client acknowledged (PUBACK). A
+ * number the listener missed but the client acknowledged was lost by us; one the client never got
+ * was lost by the broker.
  */
 export class WireTap {
     private readonly _seen = new Uint32Array(RING);
+    private readonly _acked = new Uint32Array(RING);
+    /** The number of each QoS 1 PUBLISH received and not yet acknowledged, by message id. */
+    private readonly _pending = new Map<number, number>();
 
     public constructor(client: MqttClient, topic: string) {
         client.on('packetreceive', (packet: Packet) => {
             if (packet.cmd !== 'publish' || packet.topic !== topic) return;
             const n = Number(packet.payload.toString());
-            if (Number.isSafeInteger(n) && n > 0) this._seen[n % RING] = n;
+            if (!Number.isSafeInteger(n) || n <= 0) return;
+            this._seen[n % RING] = n;
+            if (packet.messageId !== undefined) this._pending.set(packet.messageId, n);
         });
+        client.on('packetsend', (packet: Packet) => {
+            if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
+            const n = this._pending.get(packet.messageId);
+            if (n === undefined) return;
+            this._pending.delete(packet.messageId);
+            this._acked[n % RING] = n;
+        });
+        // A message id is the connection's: what was not acknowledged before a close never will be on it.
+        client.on('close', () => this._pending.clear());
     }
 
     /** True when a PUBLISH of number n reached the client. */
     public has(n: number): boolean {
         return this._seen[n % RING] === n;
+    }
+
+    /** True when the client acknowledged a PUBLISH of number n (PUBACK): the broker will not send it again. */
+    public acknowledged(n: number): boolean {
+        return this._acked[n % RING] === n;
     }
 }
